@@ -1,0 +1,195 @@
+"""All settings of DeepCluster live in the dict `cfg` below.
+
+Edit the dict, or override any key without editing this file:
+
+    python train.py --config my.json          # a JSON object of overrides
+    python train.py --num_epoch 3 --sobel true
+
+Precedence: the defaults here < the --config file < --key value flags.
+`python train.py --help` lists every key with its default and comment.
+"""
+import difflib
+import json
+import os
+import re
+import sys
+
+cfg = {
+    # --- data ---
+    "dataset_path": "data/fashion_mnist_small/train",  # ImageFolder-style tree ROOT/<class>/<image> (or a flat folder of images)
+    "exp_dir": "exp/fashion_mnist_small",  # where config.json, metrics.jsonl, train.log and checkpoint.pth.tar are written
+    "input_size": 32,  # images are resized to this many pixels (square); VGG16 needs >= 32, AlexNet >= 64
+    "rrc_scale_min": 0.08,  # smallest crop area of the training RandomResizedCrop (torchvision's default 0.08)
+    "workers": 0,  # DataLoader worker processes; 0-2 on a 2-core machine, more on a big GPU box
+    # --- model ---
+    "arch": "vgg16",  # "vgg16" (VGG16 with batch norm) or "alexnet" (AlexNet with batch norm)
+    "sobel": True,  # fixed Sobel front: gray + two edge filters, the first conv then takes 2 channels
+    # --- clustering ---
+    "num_classes": 30,  # k of k-means: number of clusters = outputs of the classifier head
+    "pca_dim": 256,  # PCA-whitening dimension before k-means (clamped to what the data allows)
+    "kmeans_niter": 20,  # k-means iterations per clustering
+    "reassign": 1,  # epochs between two re-clusterings (1 = re-cluster every epoch, as the paper)
+    # --- optimisation ---
+    "num_epoch": 5,  # total number of epochs (raise it and re-run to continue a finished run)
+    "batch_size": 64,  # images per training / feature batch
+    "optimizer": "sgd",  # optimizer of the body: "sgd" (paper) or "adam"
+    "lr": 0.05,  # learning rate of the body and of the new head
+    "momentum": 0.9,  # SGD momentum of the body (the head's SGD has none, as the reference)
+    "weight_decay": 1e-5,  # L2 weight decay of body and head
+    "lr_scheduler": "none",  # learning-rate schedule of the body, stepped once per epoch: "none", "step" or "plateau"
+    "lr_step_size": 30,  # "step": multiply the lr by lr_gamma every this many epochs
+    "lr_gamma": 0.1,  # "step" and "plateau": the factor applied to the lr
+    "lr_patience": 3,  # "plateau": epochs without a lower training loss before the lr is cut
+    # --- run ---
+    "seed": 31,  # seeds torch, numpy, python and each epoch's k-means (the reference's seed)
+    "resume": True,  # continue from exp_dir/checkpoint.pth.tar when it exists; false starts over
+    "verbose": True,  # progress bars (on a terminal) and a summary line per epoch
+}
+
+CHOICES = {
+    "arch": ("vgg16", "alexnet"),
+    "optimizer": ("sgd", "adam"),
+    "lr_scheduler": ("none", "step", "plateau"),
+}
+# smallest allowed value of numeric keys
+MINIMUM = {
+    "input_size": 32, "workers": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1,
+    "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
+    "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
+    "rrc_scale_min": 0.0,
+}
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+class ConfigError(SystemExit):
+    """A bad setting: exits with one line on stderr, no traceback."""
+
+    def __init__(self, msg):
+        super().__init__(f"config error: {msg}")
+
+
+def _closest(key, keys):
+    close = difflib.get_close_matches(key, keys, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_key(key, defaults):
+    if key not in defaults:
+        raise ConfigError(f"unknown key '{key}'{_closest(key, list(defaults))}")
+
+
+def _parse_flag(key, text, default):
+    """Turn the string given after --key into the type of the default."""
+    kind = type(default)
+    if kind is bool:
+        if text.lower() in TRUE_WORDS:
+            return True
+        if text.lower() in FALSE_WORDS:
+            return False
+        raise ConfigError(f"'{key}' takes true or false, got '{text}'")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"'{key}' takes {'an integer' if kind is int else 'a number'}, got '{text}'") from None
+    return text
+
+
+def _check_json_value(key, value, default):
+    """Values from a --config file must already have the default's type (ints are fine for floats)."""
+    kind = type(default)
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"'{key}' must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def validate(c):
+    """Range and choice checks that do not need the data."""
+    for key, allowed in CHOICES.items():
+        if c[key] not in allowed:
+            raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}; got '{c[key]}'")
+    for key, low in MINIMUM.items():
+        if c[key] < low:
+            raise ConfigError(f"'{key}' must be >= {low}, got {c[key]}")
+    if c["arch"] == "alexnet" and c["input_size"] < 64:
+        raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
+    if not 0 <= c["rrc_scale_min"] <= 1:
+        raise ConfigError(f"'rrc_scale_min' must be in [0, 1], got {c['rrc_scale_min']}")
+    return c
+
+
+def help_text(defaults=None):
+    """The keys, defaults and comments, read from this file's source so there is one place to edit."""
+    defaults = cfg if defaults is None else defaults
+    with open(__file__, encoding="utf-8") as f:
+        source = f.read()
+    comments = dict(re.findall(r'^\s*"(\w+)":.*?#\s*(.*)$', source, flags=re.M))
+    lines = ["usage: python train.py [--config FILE.json] [--KEY VALUE ...]", "", "keys (default):"]
+    for key, value in defaults.items():
+        lines.append(f"  --{key:<15} {json.dumps(value):<34} {comments.get(key, '')}")
+    return "\n".join(lines)
+
+
+def load_cfg(argv=None, defaults=None):
+    """Defaults < --config FILE < --key value. Returns a new validated dict."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    defaults = cfg if defaults is None else defaults
+    if "-h" in argv or "--help" in argv:
+        print(help_text(defaults))
+        raise SystemExit(0)
+    # split argv into (key, text) pairs; accept --key value and --key=value
+    pairs, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"expected --key value, got '{arg}'")
+        if "=" in arg:
+            key, text = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"'{arg}' needs a value")
+            key, text = arg[2:], argv[i + 1]
+            i += 2
+        pairs.append((key, text))
+
+    out = dict(defaults)
+    for key, text in pairs:
+        if key == "config":
+            out.update(read_config_file(text, defaults))
+    for key, text in pairs:
+        if key != "config":
+            _check_key(key, defaults)
+            out[key] = _parse_flag(key, text, defaults[key])
+    return validate(out)
+
+
+def read_config_file(path, defaults=None):
+    defaults = cfg if defaults is None else defaults
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config file '{path}' does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            overrides = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config file '{path}' is not valid JSON: {e}") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"--config file '{path}' must hold a JSON object of key: value")
+    result = {}
+    for key, value in overrides.items():
+        _check_key(key, defaults)
+        result[key] = _check_json_value(key, value, defaults[key])
+    return result
+
+
+def save_cfg(c, exp_dir):
+    os.makedirs(exp_dir, exist_ok=True)
+    path = os.path.join(exp_dir, "config.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(c, f, indent=2)
+        f.write("\n")
+    return path

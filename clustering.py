@@ -1,0 +1,162 @@
+"""The math of one DeepCluster clustering step, as plain functions.
+
+features (N x 4096) -> PCA-whitening to pca_dim -> L2-normalised rows -> faiss k-means
+-> assignment (N,) -> uniform-over-clusters sampler for the training pass.
+"""
+import time
+
+import faiss
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+def epoch_seed(seed, epoch):
+    """A fresh 31-bit seed per epoch, derived from the run's seed (same run -> same seeds)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def fit_pca_whitening(x, pca_dim):
+    """faiss PCAMatrix(d, pca_dim, -0.5): centre, keep the top principal directions, scale by 1/sqrt(eigenvalue).
+
+    Returns {"A": (pca_dim, d), "b": (pca_dim,)} so that y = x @ A.T + b. The caller must
+    have clamped pca_dim to at most n - 1: centred data of n rows has rank n - 1 and a zero
+    eigenvalue would be whitened to NaN.
+    """
+    n, d = x.shape
+    pca = faiss.PCAMatrix(d, pca_dim, -0.5)  # faiss >= 1.8: positional arguments only
+    pca.train(np.ascontiguousarray(x, dtype=np.float32))
+    A = faiss.vector_to_array(pca.A).reshape(pca_dim, d)
+    b = faiss.vector_to_array(pca.b)
+    return {"A": A.astype(np.float32), "b": b.astype(np.float32)}
+
+
+def l2_normalize(y):
+    """Row-wise L2 normalisation; all-zero rows stay zero instead of becoming NaN."""
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    return (y / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def apply_pca(x, pca):
+    """Project with a fitted whitening, then L2-normalise each row."""
+    y = np.asarray(x, dtype=np.float32) @ pca["A"].T + pca["b"]
+    return l2_normalize(y)
+
+
+def clamp_pca_dim(pca_dim, n, d):
+    """faiss PCA cannot give more whitened dims than the data has: at most n - 1 and d."""
+    return max(1, min(pca_dim, n - 1, d))
+
+
+def preprocess_features(x, pca_dim=256, log=None):
+    """PCA-whitening to pca_dim with faiss, then L2 normalisation. Returns (features, pca)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"features must be a 2-d array, got shape {x.shape}")
+    n, d = x.shape
+    if n < 2:
+        raise ValueError(f"PCA needs at least 2 feature rows, got {n}")
+    dim = clamp_pca_dim(pca_dim, n, d)
+    if dim != pca_dim and log is not None:
+        log(f"pca_dim {pca_dim} clamped to {dim} ({n} samples of dimension {d})")
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    pca = fit_pca_whitening(x, dim)
+    return apply_pca(x, pca), pca
+
+
+def run_kmeans(x, k, niter=20, seed=0):
+    """faiss k-means, as the reference: no subsampling, flat L2 index for the assignment.
+
+    Returns (assignment (n,) int64, centroids (k, d) float32, loss of the last iteration).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    if k > n:
+        raise ValueError(f"k-means with k={k} needs at least k points, got {n}")
+    clus = faiss.Clustering(d, k)
+    clus.seed = int(seed)
+    clus.niter = int(niter)
+    clus.max_points_per_centroid = 10_000_000  # faiss would otherwise train on 256 points per centroid
+    clus.min_points_per_centroid = 1  # only silences faiss' "please provide more points" warning
+    clus.verbose = False
+    index = faiss.IndexFlatL2(d)
+    clus.train(x, index)
+    _, nearest = index.search(x, 1)
+    stats = clus.iteration_stats
+    loss = float(stats.at(stats.size() - 1).obj) if stats.size() else float("nan")
+    centroids = faiss.vector_to_array(clus.centroids).reshape(k, d)
+    return nearest[:, 0].astype(np.int64), centroids, loss
+
+
+class Kmeans:
+    """preprocess_features + run_kmeans; keeps what pred.py needs (pca, centroids)."""
+
+    def __init__(self, k, pca_dim=256, niter=20):
+        self.k, self.pca_dim, self.niter = k, pca_dim, niter
+        self.assignment = self.centroids = self.pca = None
+        self.loss = float("nan")
+
+    def cluster(self, features, seed=0, log=None):
+        t0 = time.time()
+        xb, self.pca = preprocess_features(features, self.pca_dim, log=log)
+        t1 = time.time()
+        self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed)
+        if log is not None:
+            log(f"pca {t1 - t0:.1f} s, k-means {time.time() - t1:.1f} s (k={self.k}, loss {self.loss:.4f})")
+        return self.assignment
+
+    @property
+    def images_lists(self):
+        return images_lists(self.assignment, self.k)
+
+
+def images_lists(assignment, k):
+    """The reference's view: for each cluster, the indices of its images."""
+    assignment = np.asarray(assignment)
+    return [np.flatnonzero(assignment == c) for c in range(k)]
+
+
+def assign_to_centroids(features, pca, centroids):
+    """Nearest centroid (L2) of features whitened with a stored pca; returns (ids, squared distances)."""
+    xb = apply_pca(features, pca)
+    index = faiss.IndexFlatL2(xb.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    dist, nearest = index.search(xb, 1)
+    return nearest[:, 0].astype(np.int64), dist[:, 0]
+
+
+def uniform_label_indices(assignment, n, seed):
+    """The epoch sample: the same number of images from every non-empty cluster.
+
+    For each non-empty cluster draw int(n / n_nonempty) + 1 indices (with replacement only
+    when the cluster has no more images than that), shuffle everything, cut to n.
+    """
+    rng = np.random.default_rng(seed)
+    assignment = np.asarray(assignment)
+    clusters = [np.flatnonzero(assignment == c) for c in np.unique(assignment)]
+    clusters = [c for c in clusters if len(c) > 0]
+    per_cluster = int(n / len(clusters)) + 1
+    picks = [rng.choice(c, per_cluster, replace=len(c) <= per_cluster) for c in clusters]
+    indices = np.concatenate(picks)
+    rng.shuffle(indices)
+    return indices[:n].astype(np.int64)
+
+
+class UnifLabelSampler(Sampler):
+    """Samples n images uniformly over the non-empty clusters of `assignment` (see uniform_label_indices)."""
+
+    def __init__(self, n, assignment, seed=0):
+        self.n = n
+        self.indexes = uniform_label_indices(assignment, n, seed)
+
+    def __iter__(self):
+        return iter(self.indexes.tolist())
+
+    def __len__(self):
+        return len(self.indexes)
+
+
+def to_tensor_dict(pca, centroids):
+    """PCA and centroids as tensors for a weights_only checkpoint."""
+    return {"pca_A": torch.from_numpy(np.asarray(pca["A"])), "pca_b": torch.from_numpy(np.asarray(pca["b"])),
+            "centroids": torch.from_numpy(np.asarray(centroids))}

@@ -1,0 +1,190 @@
+"""ClusterDataset: an ImageFolder-style tree read in a fixed order, with bad files skipped.
+
+Layout: ROOT/<class>/<image>; the folder names are labels for reporting only and are
+never used for training. A flat folder of images (no class folders) works too; then
+there are no labels. Every image is converted to RGB.
+"""
+import os
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DataError(SystemExit):
+    """Data that cannot be used: exits with one line on stderr, no traceback."""
+
+    def __init__(self, msg):
+        super().__init__(f"data error: {msg}")
+
+
+def is_image_file(name):
+    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+
+
+def to_rgb(img):
+    """Any PIL mode (L, P, RGBA, CMYK, I;16, I, F, LA ...) to 8-bit RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16/32-bit single channel: rescale the full range to 0..255
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8), mode="L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def load_image(path):
+    with Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
+
+
+def scan_tree(root):
+    """Sorted (path, class_index) pairs and class names of ROOT/<class>/<image> or a flat folder.
+
+    Hidden files and folders and files without an image extension are skipped.
+    """
+    if not os.path.exists(root):
+        raise DataError(f"dataset path '{root}' does not exist")
+    if not os.path.isdir(root):
+        raise DataError(f"dataset path '{root}' is not a folder")
+    entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
+    class_dirs = [e for e in entries if os.path.isdir(os.path.join(root, e))]
+    flat_files = [e for e in entries if is_image_file(e) and os.path.isfile(os.path.join(root, e))]
+    if class_dirs and flat_files:
+        warnings.warn(f"{root}: {len(flat_files)} images lie beside class folders and are ignored")
+    samples = []
+    if class_dirs:
+        for label, cls in enumerate(class_dirs):
+            for dirpath, dirnames, filenames in os.walk(os.path.join(root, cls), followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if is_image_file(name):
+                        samples.append((os.path.join(dirpath, name), label))
+        return samples, class_dirs
+    return [(os.path.join(root, e), -1) for e in flat_files], []
+
+
+def _readable(path):
+    try:
+        load_image(path)
+        return True
+    except Exception:  # any decoder failure means "skip this file"
+        return False
+
+
+class ClusterDataset(Dataset):
+    """Images of a folder tree in sorted order; item i is (image, i).
+
+    Items return their own index rather than a label so that callers can never pair an
+    image with someone else's pseudo-label; ground-truth labels are in `self.labels`.
+    Files that do not decode are dropped at construction with one warning each.
+    """
+
+    def __init__(self, root, transform=None, check_images=True, log=print):
+        self.root = root
+        self.transform = transform
+        samples, self.classes = scan_tree(root)
+        if not samples:
+            raise DataError(f"no images found under '{root}' (extensions: {', '.join(IMG_EXTENSIONS)})")
+        self.skipped = []
+        if check_images:
+            kept = []
+            for path, label in samples:
+                if _readable(path):
+                    kept.append((path, label))
+                else:
+                    self.skipped.append(path)
+                    log(f"warning: skipping '{path}': not a readable image")
+            samples = kept
+        if not samples:
+            raise DataError(f"none of the {len(self.skipped)} image files under '{root}' could be decoded")
+        self.paths = [p for p, _ in samples]
+        self.labels = np.array([label for _, label in samples], dtype=np.int64)
+        self._warned = set()
+
+    @property
+    def has_labels(self):
+        return bool(self.classes)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def load(self, index):
+        """The decoded RGB image; a file that went bad after the scan gives a black image and a warning."""
+        path = self.paths[index]
+        try:
+            return load_image(path)
+        except Exception as e:  # never kill a long run for one file
+            if path not in self._warned:
+                self._warned.add(path)
+                warnings.warn(f"'{path}' could not be decoded ({e}); using a black image")
+            return Image.new("RGB", (8, 8))
+
+    def __getitem__(self, index):
+        img = self.load(index)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, index
+
+
+class PseudoLabelDataset(Dataset):
+    """Image i of the ORIGINAL dataset paired with ITS OWN cluster assignment[i].
+
+    Built from the base ClusterDataset every epoch, never from an earlier epoch's
+    pseudo-label set, so a label can only ever point at the image it was computed for.
+    """
+
+    def __init__(self, base, assignment, transform):
+        if not isinstance(base, ClusterDataset):
+            raise TypeError("PseudoLabelDataset needs the original ClusterDataset, not a derived dataset")
+        assignment = np.asarray(assignment, dtype=np.int64)
+        if assignment.shape != (len(base),):
+            raise ValueError(f"assignment has shape {assignment.shape}, the dataset has {len(base)} images")
+        self.base = base
+        self.assignment = assignment
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, index):
+        img = self.base.load(index)
+        return self.transform(img), int(self.assignment[index])
+
+
+def eval_transform(size):
+    """The reference's Resize(256) + CenterCrop(224), scaled to `size`."""
+    return transforms.Compose([
+        transforms.Resize(int(round(size * 256 / 224))),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def train_transform(size, scale_min=0.08):
+    """The reference's RandomResizedCrop + horizontal flip + ImageNet normalisation."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=(scale_min, 1.0)),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def seed_worker(worker_id):
+    """Give numpy and python in DataLoader workers seeds derived from torch's per-worker seed."""
+    import random
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

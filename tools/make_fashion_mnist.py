@@ -1,0 +1,67 @@
+"""Build an ImageFolder tree from the Fashion-MNIST IDX files.
+
+    apt-get install dataset-fashion-mnist            # gives /usr/share/datasets/fashion-mnist/*.gz
+    python tools/make_fashion_mnist.py --out data/fashion_mnist_small --train_per_class 200 --test_per_class 50
+    python tools/make_fashion_mnist.py --out data/fashion_mnist_full  --train_per_class 0 --test_per_class 0   # all 60k/10k
+
+Writes OUT/train/<class>/<split>_<index>.png and OUT/test/<class>/... as 28x28 grayscale PNGs.
+The first N images of each class in file order are taken, so the tree is the same on every machine.
+"""
+import argparse
+import gzip
+import os
+import struct
+import sys
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"]
+FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def read_idx(path):
+    """An IDX file (the MNIST format) as a numpy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError(f"{path} is not an unsigned-byte IDX file")
+        shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
+        return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
+
+
+def write_split(images, labels, out_dir, split, per_class):
+    counts = {c: 0 for c in range(len(CLASSES))}
+    for c in CLASSES:
+        os.makedirs(os.path.join(out_dir, split, c), exist_ok=True)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        label = int(label)
+        if per_class and counts[label] >= per_class:
+            continue
+        counts[label] += 1
+        Image.fromarray(img, mode="L").save(os.path.join(out_dir, split, CLASSES[label], f"{split}_{i:05d}.png"),
+                                            optimize=True)
+    return sum(counts.values())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--idx_dir", default="/usr/share/datasets/fashion-mnist", help="folder with the four IDX .gz files")
+    p.add_argument("--out", default="data/fashion_mnist_small", help="output root (train/ and test/ go inside)")
+    p.add_argument("--train_per_class", type=int, default=200, help="training images per class, 0 = all")
+    p.add_argument("--test_per_class", type=int, default=50, help="test images per class, 0 = all")
+    a = p.parse_args(argv)
+    for split, per_class in (("train", a.train_per_class), ("test", a.test_per_class)):
+        img_file, lbl_file = (os.path.join(a.idx_dir, f) for f in FILES[split])
+        for f in (img_file, lbl_file):
+            if not os.path.exists(f):
+                sys.exit(f"error: {f} not found; install it with 'apt-get install dataset-fashion-mnist' "
+                         "or pass --idx_dir")
+        written = write_split(read_idx(img_file), read_idx(lbl_file), a.out, split, per_class)
+        print(f"{split}: {written} images -> {os.path.join(a.out, split)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""DeepCluster training: `python train.py [--config FILE] [--key value ...]`.
+
+Each epoch: features of every image with the head removed -> PCA-whitening + k-means ->
+pseudo-labels -> a fresh head -> one training pass over a cluster-balanced sample ->
+metrics.jsonl line and an atomic checkpoint. Re-running the same command resumes.
+"""
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import clustering
+import metrics
+from cfg import load_cfg, save_cfg
+from clustering import Kmeans, UnifLabelSampler, epoch_seed
+from dataset import ClusterDataset, DataError, PseudoLabelDataset, eval_transform, seed_worker, train_transform
+from models import FEATURE_DIM, build_model
+
+CHECKPOINT = "checkpoint.pth.tar"
+METRICS = "metrics.jsonl"
+
+
+class Logger:
+    """Prints a line (without breaking progress bars) and appends it to exp_dir/train.log."""
+
+    def __init__(self, exp_dir, verbose=True):
+        os.makedirs(exp_dir, exist_ok=True)
+        self.path = os.path.join(exp_dir, "train.log")
+        self.verbose = verbose
+
+    def __call__(self, msg):
+        if self.verbose:
+            tqdm.write(msg)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+
+
+class AverageMeter:
+    def __init__(self):
+        self.sum, self.count = 0.0, 0
+
+    def update(self, value, n=1):
+        self.sum += value * n
+        self.count += n
+
+    @property
+    def avg(self):
+        return self.sum / max(self.count, 1)
+
+
+# ---------------------------------------------------------------- pieces of an epoch
+
+def make_loader(dataset, c, device, sampler=None):
+    return DataLoader(dataset, batch_size=c["batch_size"], sampler=sampler, shuffle=False,
+                      num_workers=c["workers"], pin_memory=device.type == "cuda",
+                      worker_init_fn=seed_worker, persistent_workers=False)
+
+
+@torch.inference_mode()
+def compute_features(loader, model, device, verbose=True):
+    """The N x 4096 pre-ReLU fc7 features of every image, in dataset order, model in eval mode."""
+    model.eval()
+    n = len(loader.dataset)
+    features = np.empty((n, FEATURE_DIM), dtype=np.float32)
+    for images, index in tqdm(loader, desc="features", leave=False, disable=not verbose or None):
+        out = model(images.to(device, non_blocking=True))
+        features[index.numpy()] = out.float().cpu().numpy()
+    return features
+
+
+def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbose=True):
+    """One pass of cross-entropy on the pseudo-labels; both optimizers step every batch."""
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    losses = AverageMeter()
+    bar = tqdm(loader, desc="train", leave=False, disable=not verbose or None)
+    for images, target in bar:
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        loss = criterion(model(images), target)
+        body_optimizer.zero_grad(set_to_none=True)
+        head_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        body_optimizer.step()
+        head_optimizer.step()
+        losses.update(loss.item(), images.size(0))
+        bar.set_postfix(loss=f"{losses.avg:.4f}")
+    return losses.avg
+
+
+def make_optimizer(model, c):
+    params = model.body_parameters()  # Sobel is frozen and the head has its own optimizer
+    if c["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=c["lr"], weight_decay=c["weight_decay"])
+    return torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"])
+
+
+def make_scheduler(optimizer, c):
+    if c["lr_scheduler"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=c["lr_step_size"], gamma=c["lr_gamma"])
+    if c["lr_scheduler"] == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=c["lr_gamma"],
+                                                          patience=c["lr_patience"])
+    return None
+
+
+# ---------------------------------------------------------------- checkpoint
+
+def rng_state():
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+            "python": {"version": py_state[0], "state": list(py_state[1])}}
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    s = state["numpy"]
+    np.random.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"],
+                         s["cached_gaussian"]))
+    random.setstate((state["python"]["version"], tuple(state["python"]["state"]), None))
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file in the same folder, then rename: a kill never leaves half a checkpoint."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, c):
+    """Load a checkpoint with weights_only=True and check it was made with the same model settings."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SystemExit(f"checkpoint error: cannot read '{path}' ({type(e).__name__}: {e}); "
+                         "use --resume false or another exp_dir") from None
+    for key in ("arch", "sobel", "input_size", "num_classes"):
+        if ckpt.get(key) != c[key]:
+            raise SystemExit(f"checkpoint error: '{path}' was trained with {key}={ckpt.get(key)!r} but the config "
+                             f"says {key}={c[key]!r}; use another exp_dir, or --resume false to start over")
+    return ckpt
+
+
+def truncate_metrics(path, epochs_done):
+    """Keep the metrics lines of completed epochs only (a kill can leave one line past the checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        rows = [line for line in f if line.strip()]
+    kept = [line for line in rows if json.loads(line)["epoch"] < epochs_done]
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+
+
+# ---------------------------------------------------------------- the run
+
+def main(device="cpu", argv=None):
+    c = load_cfg(argv)
+    try:
+        return train(c, device)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run the same command again to resume from the last completed epoch "
+              f"(checkpoint in {c['exp_dir']})", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def train(c, device="cpu"):
+    device = torch.device(device)
+    log = Logger(c["exp_dir"], c["verbose"])
+    verbose = c["verbose"]
+    torch.manual_seed(c["seed"])
+    np.random.seed(c["seed"])
+    random.seed(c["seed"])
+
+    # --- data: every check that can fail happens before any heavy work
+    dataset = ClusterDataset(c["dataset_path"], transform=eval_transform(c["input_size"]), log=log)
+    n = len(dataset)
+    if c["num_classes"] > n:
+        raise DataError(f"num_classes (k) = {c['num_classes']} is larger than the {n} images in "
+                        f"'{c['dataset_path']}'")
+    log(f"data: {n} images in '{c['dataset_path']}', "
+        + (f"{len(dataset.classes)} classes" if dataset.has_labels else "no class folders (no label metrics)")
+        + (f", {len(dataset.skipped)} unreadable files skipped" if dataset.skipped else ""))
+
+    ckpt_path = os.path.join(c["exp_dir"], CHECKPOINT)
+    metrics_path = os.path.join(c["exp_dir"], METRICS)
+    ckpt = None
+    if os.path.exists(ckpt_path):
+        if c["resume"]:
+            ckpt = load_checkpoint(ckpt_path, c)
+            if int(ckpt["assignment"].numel()) != n:
+                raise SystemExit(f"checkpoint error: '{ckpt_path}' was trained on {ckpt['assignment'].numel()} "
+                                 f"images, '{c['dataset_path']}' has {n}; use another exp_dir or --resume false")
+        else:
+            log(f"--resume false: starting over, {ckpt_path} and {METRICS} will be replaced")
+    save_cfg(c, c["exp_dir"])
+
+    # --- model and the body's optimizer (created once, head excluded, Sobel excluded)
+    model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"]).to(device)
+    body_optimizer = make_optimizer(model, c)
+    scheduler = make_scheduler(body_optimizer, c)
+    kmeans = Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"])
+    assignment = None
+    start_epoch = 0
+    if ckpt is not None:
+        state = ckpt["state_dict"]
+        if "top_layer.weight" in state:
+            model.add_head(state["top_layer.weight"].shape[0])
+        model.load_state_dict(state)
+        body_optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler"):
+            scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        assignment = ckpt["assignment"].numpy()
+        kmeans.assignment = assignment
+        kmeans.pca = {"A": ckpt["pca_A"].numpy(), "b": ckpt["pca_b"].numpy()}
+        kmeans.centroids = ckpt["centroids"].numpy()
+        start_epoch = int(ckpt["epoch"])
+        truncate_metrics(metrics_path, start_epoch)
+        if start_epoch >= c["num_epoch"]:
+            log(f"{ckpt_path} has already finished {start_epoch} epochs (num_epoch = {c['num_epoch']}); "
+                "raise --num_epoch to continue or pass --resume false to start over")
+            return ckpt
+        log(f"resuming from {ckpt_path}: {start_epoch} epochs done, continuing to {c['num_epoch']}")
+    elif os.path.exists(metrics_path):
+        os.remove(metrics_path)
+    log(f"model: {c['arch']}{' + sobel' if c['sobel'] else ''} at {c['input_size']} px, k = {c['num_classes']}, "
+        f"device {device}")
+
+    eval_loader = make_loader(dataset, c, device)
+    aug = train_transform(c["input_size"], c["rrc_scale_min"])
+    for epoch in range(start_epoch, c["num_epoch"]):
+        t_start = time.time()
+        previous = assignment
+        recluster = assignment is None or epoch % c["reassign"] == 0
+        t_feat = t_clus = 0.0
+        if recluster:
+            # 1-2. head off, features of every image in eval mode
+            model.remove_head()
+            features = compute_features(eval_loader, model, device, verbose)
+            t_feat = time.time() - t_start
+            # 3-4. PCA-whitening + k-means with a fresh seed for this epoch
+            t0 = time.time()
+            assignment = kmeans.cluster(features, seed=epoch_seed(c["seed"], epoch), log=log if verbose else None)
+            del features
+            t_clus = time.time() - t0
+            # 7. a fresh head for the new clusters
+            model.add_head(c["num_classes"])
+        # 5-6. each original image with its own cluster, sampled uniformly over clusters
+        train_set = PseudoLabelDataset(dataset, assignment, aug)
+        sampler = UnifLabelSampler(n, assignment, seed=epoch_seed(c["seed"], epoch))
+        lr = body_optimizer.param_groups[0]["lr"]
+        head_optimizer = torch.optim.SGD(model.top_layer.parameters(), lr=lr, weight_decay=c["weight_decay"])
+        # 8. one training pass
+        t0 = time.time()
+        loss = train_one_epoch(make_loader(train_set, c, device, sampler), model, body_optimizer, head_optimizer,
+                               device, verbose)
+        t_train = time.time() - t0
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(loss)
+        elif scheduler is not None:
+            scheduler.step()
+
+        # 9. log and checkpoint
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "nmi_prev": metrics.nmi(previous, assignment) if previous is not None and recluster else None,
+            "nmi": metrics.nmi(dataset.labels, assignment) if dataset.has_labels else None,
+            "ari": metrics.ari(dataset.labels, assignment) if dataset.has_labels else None,
+            "clusters_nonempty": int(len(np.unique(assignment))),
+            "kmeans_loss": kmeans.loss if recluster else None,
+            "reclustered": recluster,
+            "lr": lr,
+            "time_features_s": round(t_feat, 3),
+            "time_clustering_s": round(t_clus, 3),
+            "time_train_s": round(t_train, 3),
+            "images_per_s": round(len(sampler) / max(t_train, 1e-9), 2),
+        }
+        with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        ckpt = {
+            "epoch": epoch + 1,
+            "arch": c["arch"], "sobel": c["sobel"], "input_size": c["input_size"], "num_classes": c["num_classes"],
+            "cfg": dict(c),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": body_optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": rng_state(),
+            "assignment": torch.from_numpy(np.asarray(assignment, dtype=np.int64)),
+            "classes": list(dataset.classes),
+            "metrics": row,
+            **clustering.to_tensor_dict(kmeans.pca, kmeans.centroids),
+        }
+        save_checkpoint(ckpt_path, ckpt)
+        fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
+        log(f"epoch {epoch + 1}/{c['num_epoch']}  loss {loss:.4f}  nmi {fmt(row['nmi'])}  ari {fmt(row['ari'])}  "
+            f"nmi_prev {fmt(row['nmi_prev'])}  clusters {row['clusters_nonempty']}/{c['num_classes']}  "
+            f"time {time.time() - t_start:.0f}s (features {t_feat:.0f}s, clustering {t_clus:.0f}s, "
+            f"train {t_train:.0f}s at {row['images_per_s']:.0f} img/s)")
+    return ckpt
+
+
+if __name__ == "__main__":
+    main("cpu")
