@@ -16,18 +16,25 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def fit_pca_whitening(x, pca_dim):
+def fit_pca_whitening(x, pca_dim, log=None):
     """faiss PCAMatrix(d, pca_dim, -0.5): centre, keep the top principal directions, scale by 1/sqrt(eigenvalue).
 
-    Returns {"A": (pca_dim, d), "b": (pca_dim,)} so that y = x @ A.T + b. The caller must
-    have clamped pca_dim to at most n - 1: centred data of n rows has rank n - 1 and a zero
-    eigenvalue would be whitened to NaN.
+    Returns {"A": (pca_dim, d), "b": (pca_dim,)} so that y = x @ A.T + b. Directions whose
+    eigenvalue is numerically zero (below 1e-6 of the largest: rank-deficient features, e.g.
+    dead units or a collapsed network) would be whitened to NaN or to amplified noise; their
+    rows are set to zero instead, so they carry nothing into k-means.
     """
     n, d = x.shape
     pca = faiss.PCAMatrix(d, pca_dim, -0.5)  # faiss >= 1.8: positional arguments only
     pca.train(np.ascontiguousarray(x, dtype=np.float32))
-    A = faiss.vector_to_array(pca.A).reshape(pca_dim, d)
-    b = faiss.vector_to_array(pca.b)
+    A = faiss.vector_to_array(pca.A).reshape(pca_dim, d).copy()
+    b = faiss.vector_to_array(pca.b).copy()
+    eigenvalues = faiss.vector_to_array(pca.eigenvalues)[:pca_dim]
+    dead = ~(eigenvalues > max(float(eigenvalues[0]), 0.0) * 1e-6) | ~np.isfinite(A).all(1) | ~np.isfinite(b)
+    if dead.any():
+        A[dead], b[dead] = 0.0, 0.0
+        if log is not None:
+            log(f"pca: {int(dead.sum())} of {pca_dim} directions have (near) zero variance and are dropped")
     return {"A": A.astype(np.float32), "b": b.astype(np.float32)}
 
 
@@ -60,7 +67,7 @@ def preprocess_features(x, pca_dim=256, log=None):
     if dim != pca_dim and log is not None:
         log(f"pca_dim {pca_dim} clamped to {dim} ({n} samples of dimension {d})")
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    pca = fit_pca_whitening(x, dim)
+    pca = fit_pca_whitening(x, dim, log=log)
     return apply_pca(x, pca), pca
 
 

@@ -1,0 +1,100 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cfg as cfgmod
+from cfg import cfg, load_cfg, save_cfg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def error_of(argv):
+    with pytest.raises(SystemExit) as e:
+        load_cfg(argv)
+    return str(e.value.code)
+
+
+def test_defaults_without_arguments():
+    assert load_cfg([]) == cfg
+
+
+def test_flags_are_typed_like_the_defaults():
+    c = load_cfg(["--num_epoch", "3", "--lr", "0.1", "--sobel", "false", "--arch=alexnet", "--input_size=64"])
+    assert c["num_epoch"] == 3 and isinstance(c["num_epoch"], int)
+    assert c["lr"] == 0.1 and c["sobel"] is False and c["arch"] == "alexnet" and c["input_size"] == 64
+
+
+def test_precedence_defaults_file_flags(tmp_path):
+    path = tmp_path / "my.json"
+    path.write_text(json.dumps({"num_epoch": 7, "lr": 1, "sobel": False}))
+    # the flag wins over the file even when it comes first on the command line
+    c = load_cfg(["--num_epoch", "3", "--config", str(path)])
+    assert c["num_epoch"] == 3
+    assert c["lr"] == 1.0 and isinstance(c["lr"], float)  # from the file, int accepted for a float
+    assert c["sobel"] is False
+    assert c["batch_size"] == cfg["batch_size"]  # untouched default
+
+
+def test_unknown_key_names_the_closest_key():
+    msg = error_of(["--num_epochs", "3"])
+    assert "'num_epochs'" in msg and "did you mean 'num_epoch'" in msg
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"batchsize": 4}))
+    msg = error_of(["--config", str(path)])
+    assert "'batchsize'" in msg and "'batch_size'" in msg
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--num_epoch", "2.5"], "num_epoch"),
+    (["--lr", "fast"], "lr"),
+    (["--sobel", "maybe"], "sobel"),
+    (["--arch", "resnet"], "arch"),
+    (["--batch_size", "0"], "batch_size"),
+    (["--arch", "alexnet", "--input_size", "32"], "input_size"),
+    (["--num_epoch"], "num_epoch"),
+])
+def test_bad_flag_values_name_the_key(argv, key):
+    assert key in error_of(argv)
+
+
+@pytest.mark.parametrize("overrides, key", [({"lr": "fast"}, "lr"), ({"num_epoch": True}, "num_epoch"),
+                                            ({"sobel": 1}, "sobel"), ({"num_epoch": 2.0}, "num_epoch")])
+def test_bad_file_values_name_the_key(tmp_path, overrides, key):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(overrides))
+    assert key in error_of(["--config", str(path)])
+
+
+def test_config_file_errors(tmp_path):
+    assert "does not exist" in error_of(["--config", str(tmp_path / "nope.json")])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert "not valid JSON" in error_of(["--config", str(bad)])
+    bad.write_text("[1, 2]")
+    assert "JSON object" in error_of(["--config", str(bad)])
+
+
+def test_every_key_has_a_comment_in_help():
+    text = cfgmod.help_text()
+    for key in cfg:
+        line = next(line for line in text.splitlines() if line.strip().startswith(f"--{key} "))
+        assert len(line.split(None, 2)) == 3 and line.split(None, 2)[2].strip(), f"{key} has no comment"
+
+
+def test_save_cfg_writes_effective_config(tmp_path):
+    c = load_cfg(["--num_epoch", "4"])
+    path = save_cfg(c, tmp_path / "exp")
+    assert json.loads(open(path).read()) == c
+
+
+def test_command_line_error_is_one_line_without_traceback():
+    r = subprocess.run([sys.executable, "train.py", "--num_epochs", "3"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "did you mean 'num_epoch'" in r.stderr

@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+
+import metrics
+from clustering import (Kmeans, UnifLabelSampler, apply_pca, assign_to_centroids, epoch_seed, fit_pca_whitening,
+                        images_lists, l2_normalize, preprocess_features, run_kmeans, uniform_label_indices)
+
+
+def correlated_data(n=600, d=40, seed=0):
+    rng = np.random.default_rng(seed)
+    scales = np.linspace(10, 0.5, d)
+    basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return (rng.normal(size=(n, d)) * scales) @ basis.T + 5.0, basis
+
+
+def test_pca_whitening_matches_the_exact_solution():
+    x, _ = correlated_data()
+    pca = fit_pca_whitening(x.astype(np.float32), 10)
+    y = x @ pca["A"].T + pca["b"]
+    # whitened: zero mean, identity covariance up to one global scale
+    cov = np.cov(y.T)
+    assert np.abs(y.mean(0)).max() < 1e-3
+    assert np.allclose(cov / cov[0, 0], np.eye(10), atol=1e-3)
+    # the kept directions are the top-10 principal directions of numpy's eigendecomposition
+    evals, evecs = np.linalg.eigh(np.cov(x.T))
+    top = evecs[:, ::-1][:, :10]
+    directions = pca["A"] / np.linalg.norm(pca["A"], axis=1, keepdims=True)
+    assert np.allclose(np.abs(directions @ top), np.eye(10), atol=1e-3)
+    # scaled by 1/sqrt(eigenvalue): the row norms of A grow as the eigenvalues shrink
+    ratios = np.linalg.norm(pca["A"], axis=1) * np.sqrt(evals[::-1][:10])
+    assert np.allclose(ratios / ratios[0], 1, atol=1e-3)
+
+
+def test_preprocess_gives_unit_rows():
+    x, _ = correlated_data()
+    xb, pca = preprocess_features(x, 16)
+    assert xb.shape == (600, 16) and xb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(xb, axis=1), 1, atol=1e-5)
+    assert np.allclose(apply_pca(x, pca), xb, atol=1e-5)
+
+
+def test_zero_rows_do_not_become_nan():
+    y = np.zeros((3, 4), dtype=np.float32)
+    y[1] = [3, 4, 0, 0]
+    out = l2_normalize(y)
+    assert np.isfinite(out).all() and (out[0] == 0).all() and np.allclose(out[1], [0.6, 0.8, 0, 0])
+    x = np.zeros((50, 30), dtype=np.float32)
+    x[:25, 0] = 1.0  # many identical rows, one direction, NaN-prone whitening
+    xb, _ = preprocess_features(x, 8)
+    assert np.isfinite(xb).all()
+
+
+def test_fewer_samples_than_dimensions_are_clamped():
+    messages = []
+    x = np.random.default_rng(0).normal(size=(20, 100)).astype(np.float32)
+    xb, pca = preprocess_features(x, 256, log=messages.append)
+    assert xb.shape == (20, 19) and np.isfinite(xb).all()
+    assert pca["A"].shape == (19, 100)
+    assert any("clamped to 19" in m for m in messages)
+
+
+def blobs(n_per=200, k=4, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(k, d)) * 20
+    labels = np.repeat(np.arange(k), n_per)
+    return (centers[labels] + rng.normal(size=(len(labels), d))).astype(np.float32), labels
+
+
+def test_kmeans_recovers_separated_blobs():
+    x, labels = blobs()
+    assignment, centroids, loss = run_kmeans(x, 4, niter=20, seed=3)
+    assert assignment.shape == labels.shape and assignment.dtype == np.int64
+    assert metrics.nmi(labels, assignment) == 1.0
+    assert centroids.shape == (4, 8) and np.isfinite(loss) and loss > 0
+    # the reported loss is the sum of squared distances to the centroids
+    assert loss == pytest.approx(((x - centroids[assignment]) ** 2).sum(), rel=1e-3)
+
+
+def test_kmeans_uses_every_point():
+    """faiss would train on 256 points per centroid; our centroids are the means over ALL points."""
+    x, labels = blobs(n_per=2000, k=2)
+    assignment, centroids, _ = run_kmeans(x, 2, niter=10, seed=1)
+    for c in range(2):
+        assert np.allclose(centroids[c], x[assignment == c].mean(0), atol=1e-3)
+
+
+def test_kmeans_wrapper_and_nearest_centroid_agree():
+    x, labels = blobs(d=50)
+    km = Kmeans(4, pca_dim=10, niter=10)
+    assignment = km.cluster(x, seed=epoch_seed(31, 0))
+    assert km.pca["A"].shape == (10, 50) and km.centroids.shape == (4, 10)
+    ids, dist = assign_to_centroids(x, km.pca, km.centroids)
+    assert (ids == assignment).all() and (dist >= 0).all()
+    lists = km.images_lists
+    assert sorted(np.concatenate(lists).tolist()) == list(range(len(x)))
+
+
+def test_too_few_points_for_k():
+    with pytest.raises(ValueError, match="k=5"):
+        run_kmeans(np.zeros((3, 2), dtype=np.float32), 5)
+
+
+def test_epoch_seeds_are_fresh_and_reproducible():
+    seeds = [epoch_seed(31, e) for e in range(50)]
+    assert len(set(seeds)) == 50 and seeds == [epoch_seed(31, e) for e in range(50)]
+    assert epoch_seed(32, 0) != epoch_seed(31, 0)
+
+
+def test_sampler_is_uniform_over_nonempty_clusters():
+    rng = np.random.default_rng(0)
+    # clusters 0..5 of very different sizes; cluster 3 is empty, cluster 5 has two images
+    sizes = {0: 500, 1: 300, 2: 150, 4: 48, 5: 2}
+    assignment = np.concatenate([np.full(s, c) for c, s in sizes.items()])
+    rng.shuffle(assignment)
+    n = len(assignment)
+    sampler = UnifLabelSampler(n, assignment, seed=7)
+    idx = np.array(list(sampler))
+    assert len(sampler) == n and len(idx) == n
+    assert idx.min() >= 0 and idx.max() < n
+    counts = np.bincount(assignment[idx], minlength=6)
+    assert counts[3] == 0
+    per_cluster = int(n / 5) + 1
+    assert counts[[0, 1, 2, 4, 5]].max() <= per_cluster
+    assert counts[[0, 1, 2, 4, 5]].min() >= per_cluster - (5 * per_cluster - n)
+    # big clusters are drawn without replacement, small ones with
+    big = idx[assignment[idx] == 0]
+    assert len(np.unique(big)) == len(big)
+    assert len(np.unique(idx[assignment[idx] == 5])) == 2
+
+
+def test_sampler_is_deterministic_per_seed():
+    assignment = np.arange(100) % 7
+    a = uniform_label_indices(assignment, 100, seed=1)
+    assert (a == uniform_label_indices(assignment, 100, seed=1)).all()
+    assert not (a == uniform_label_indices(assignment, 100, seed=2)).all()
+
+
+def test_images_lists_match_assignment():
+    lists = images_lists(np.array([2, 0, 2, 1]), 4)
+    assert [list(x) for x in lists] == [[1], [3], [0, 2], []]

@@ -1,0 +1,161 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from conftest import train_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIRED = {"epoch", "loss", "nmi_prev", "nmi", "ari", "clusters_nonempty", "time_features_s", "time_clustering_s",
+            "time_train_s", "images_per_s"}
+
+
+def read_metrics(exp):
+    with open(os.path.join(exp, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def run(tree, exp, *extra):
+    return train.main("cpu", train_args(tree, exp, *extra))
+
+
+def test_two_epochs_write_metrics_config_and_a_safe_checkpoint(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    run(blob_tree, exp, "--num_epoch", "2")
+    rows = read_metrics(exp)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(REQUIRED <= set(r) for r in rows)
+    assert rows[0]["nmi_prev"] is None and 0 <= rows[1]["nmi_prev"] <= 1
+    assert all(0 <= r["nmi"] <= 1 and -1 <= r["ari"] <= 1 and 1 <= r["clusters_nonempty"] <= 3 for r in rows)
+    assert json.loads((exp / "config.json").read_text())["num_epoch"] == 2
+    ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["arch"] == "vgg16" and ckpt["num_classes"] == 3
+    assert ckpt["assignment"].shape == (18,) and ckpt["assignment"].dtype == torch.int64
+    assert ckpt["pca_A"].shape == (8, 4096) and ckpt["pca_b"].shape == (8,) and ckpt["centroids"].shape == (3, 8)
+    assert ckpt["state_dict"]["top_layer.weight"].shape == (3, 4096)
+    assert not any(k.startswith("sobel") and v.requires_grad for k, v in ckpt["state_dict"].items())
+    assert {"torch", "numpy", "python"} <= set(ckpt["rng"]) and ckpt["cfg"]["num_epoch"] == 2
+    assert "optimizer" in ckpt and ckpt["classes"] == ["class_0", "class_1", "class_2"]
+    assert not [f for f in os.listdir(exp) if ".tmp." in f]
+
+
+def test_flat_folder_has_null_label_metrics(tmp_path):
+    from conftest import make_blob_tree
+    tree = make_blob_tree(tmp_path / "t", classes=1, per_class=10)
+    run(os.path.join(tree, "class_0"), tmp_path / "exp", "--num_epoch", "1")
+    row = read_metrics(tmp_path / "exp")[0]
+    assert row["nmi"] is None and row["ari"] is None and np.isfinite(row["loss"])
+
+
+def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path):
+    run(blob_tree, tmp_path / "full", "--num_epoch", "3")
+    run(blob_tree, tmp_path / "split", "--num_epoch", "1")
+    run(blob_tree, tmp_path / "split", "--num_epoch", "3")  # raising num_epoch continues the run
+    full, split = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "split")
+    assert [r["epoch"] for r in split] == [0, 1, 2]
+    for a, b in zip(full, split):
+        for key in ("loss", "nmi", "ari", "nmi_prev", "kmeans_loss", "clusters_nonempty"):
+            if a[key] is None:
+                assert b[key] is None, (a["epoch"], key)
+            else:
+                assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), (a["epoch"], key)
+    wa = torch.load(tmp_path / "full" / "checkpoint.pth.tar", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "split" / "checkpoint.pth.tar", weights_only=True)["state_dict"]
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+    log = (tmp_path / "split" / "train.log").read_text()
+    assert "resuming" in log and "1 epochs done" in log
+
+
+def test_finished_run_is_not_trained_again(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    run(blob_tree, exp, "--num_epoch", "1")
+    before = (exp / "checkpoint.pth.tar").stat().st_mtime_ns
+    run(blob_tree, exp, "--num_epoch", "1")
+    assert (exp / "checkpoint.pth.tar").stat().st_mtime_ns == before
+    assert len(read_metrics(exp)) == 1
+    assert "already finished 1 epochs" in (exp / "train.log").read_text()
+
+
+def test_resume_false_starts_over(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    run(blob_tree, exp, "--num_epoch", "2")
+    run(blob_tree, exp, "--num_epoch", "1", "--resume", "false")
+    assert [r["epoch"] for r in read_metrics(exp)] == [0]
+    assert torch.load(exp / "checkpoint.pth.tar", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("flag, value", [("--sobel", "false"), ("--num_classes", "2"), ("--input_size", "64")])
+def test_checkpoint_of_another_model_stops_clearly(blob_tree, tmp_path, flag, value):
+    exp = tmp_path / "exp"
+    run(blob_tree, exp, "--num_epoch", "1")
+    with pytest.raises(SystemExit) as e:
+        run(blob_tree, exp, "--num_epoch", "2", flag, value)
+    msg = str(e.value.code)
+    assert flag[2:] in msg and "--resume false" in msg and "\n" not in msg
+
+
+def test_k_larger_than_the_data_stops_before_work(blob_tree, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        run(blob_tree, tmp_path / "exp", "--num_classes", "19")
+    assert "num_classes" in str(e.value.code) and "18 images" in str(e.value.code)
+    assert not (tmp_path / "exp" / "checkpoint.pth.tar").exists()
+
+
+def test_optimizers_schedulers_and_reassign(blob_tree, tmp_path):
+    run(blob_tree, tmp_path / "step", "--num_epoch", "3", "--lr_scheduler", "step", "--lr_step_size", "1",
+        "--lr_gamma", "0.5", "--reassign", "2")
+    rows = read_metrics(tmp_path / "step")
+    assert [r["lr"] for r in rows] == pytest.approx([0.05, 0.025, 0.0125])
+    assert [r["reclustered"] for r in rows] == [True, False, True]
+    assert rows[1]["nmi_prev"] is None and rows[1]["time_clustering_s"] == 0
+    run(blob_tree, tmp_path / "adam", "--num_epoch", "2", "--optimizer", "adam", "--lr", "0.0001",
+        "--lr_scheduler", "plateau")
+    ckpt = torch.load(tmp_path / "adam" / "checkpoint.pth.tar", weights_only=True)
+    assert "exp_avg" in next(iter(ckpt["optimizer"]["state"].values()))
+    assert ckpt["scheduler"] is not None
+
+
+def test_truncate_metrics_drops_epochs_past_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(4)))
+    train.truncate_metrics(str(path), 2)
+    assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [0, 1]
+
+
+def test_kill_minus_nine_then_rerun_continues(blob_tree, tmp_path):
+    """kill -9 at an arbitrary moment after the first checkpoint, re-run the same command, lose nothing."""
+    exp = tmp_path / "exp"
+    cmd = [sys.executable, "train.py", *train_args(blob_tree, exp, "--num_epoch", "4")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (exp / "checkpoint.pth.tar").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(exp / "checkpoint.pth.tar", weights_only=True)["epoch"]
+    assert 1 <= done <= 4
+    r = subprocess.run(cmd + ["--verbose", "true"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    if done < 4:
+        assert f"resuming from {exp / 'checkpoint.pth.tar'}: {done} epochs done" in r.stdout
+    assert [row["epoch"] for row in read_metrics(exp)] == [0, 1, 2, 3]
+
+
+def test_ctrl_c_says_how_to_resume(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    cmd = [sys.executable, "train.py", *train_args(blob_tree, exp, "--num_epoch", "50")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (exp / "checkpoint.pth.tar").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in err and "Traceback" not in err
