@@ -20,17 +20,32 @@ cfg = {
     "exp_dir": "exp/fashion_mnist_small",  # where config.json, metrics.jsonl, train.log and checkpoint.pth.tar are written
     "input_size": 32,  # images are resized to this many pixels (square); VGG16 needs >= 32, AlexNet >= 64
     "rrc_scale_min": 0.08,  # smallest crop area of the training RandomResizedCrop (torchvision's default 0.08)
+    "test_path": "data/fashion_mnist_small/test",  # images for pred.py / eval_linear.py; "" = hold out val_split of dataset_path
+    "val_split": 0.1,  # with test_path "": fraction of each class of dataset_path held out from training for pred/eval
     "workers": 0,  # DataLoader worker processes; 0-2 on a 2-core machine, more on a big GPU box
     # --- model ---
     "arch": "vgg16",  # "vgg16" (VGG16 with batch norm) or "alexnet" (AlexNet with batch norm)
     "sobel": True,  # fixed Sobel front: gray + two edge filters, the first conv then takes 2 channels
     # --- clustering ---
-    "num_classes": 30,  # k of k-means: number of clusters = outputs of the classifier head
+    "num_classes": 10,  # k of k-means: number of clusters = outputs of the classifier head
     "pca_dim": 256,  # PCA-whitening dimension before k-means (clamped to what the data allows)
     "kmeans_niter": 20,  # k-means iterations per clustering
     "reassign": 1,  # epochs between two re-clusterings (1 = re-cluster every epoch, as the paper)
+    # --- prediction (pred.py) ---
+    "ckpt_path": "",  # checkpoint to predict with; "" = exp_dir/checkpoint.pth.tar
+    "pred_dir": "output",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/
+    "pred_mode": "assign",  # "assign": nearest centroid of the last training clustering; "recluster": fresh k-means
+    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else num_classes
+    "copy_images": False,  # clusters/<id>/ holds copies instead of symlinks
+    # --- linear probe (eval_linear.py) ---
+    "probe_layer": 4,  # conv block whose output is probed (VGG16: 1-5, AlexNet: 1-5 convs)
+    "probe_dims": 8192,  # the block's output is average-pooled to at most this many values
+    "probe_epochs": 30,  # epochs of the linear classifier (on cached, frozen features)
+    "probe_lr": 0.01,  # SGD learning rate of the probe (momentum 0.9)
+    "probe_weight_decay": 1e-4,  # weight decay of the probe
+    "baseline": False,  # also probe a randomly initialised network of the same arch, side by side
     # --- optimisation ---
-    "num_epoch": 5,  # total number of epochs (raise it and re-run to continue a finished run)
+    "num_epoch": 10,  # total number of epochs (raise it and re-run to continue a finished run)
     "batch_size": 64,  # images per training / feature batch
     "optimizer": "sgd",  # optimizer of the body: "sgd" (paper) or "adam"
     "lr": 0.05,  # learning rate of the body and of the new head
@@ -49,6 +64,7 @@ cfg = {
 CHOICES = {
     "arch": ("vgg16", "alexnet"),
     "optimizer": ("sgd", "adam"),
+    "pred_mode": ("assign", "recluster"),
     "lr_scheduler": ("none", "step", "plateau"),
 }
 # smallest allowed value of numeric keys
@@ -56,7 +72,8 @@ MINIMUM = {
     "input_size": 32, "workers": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1,
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
-    "rrc_scale_min": 0.0,
+    "rrc_scale_min": 0.0, "val_split": 0.0, "pred_k": 0, "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1,
+    "probe_lr": 0.0, "probe_weight_decay": 0.0,
 }
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
@@ -117,6 +134,10 @@ def validate(c):
             raise ConfigError(f"'{key}' must be >= {low}, got {c[key]}")
     if c["arch"] == "alexnet" and c["input_size"] < 64:
         raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
+    if c["val_split"] >= 1:
+        raise ConfigError(f"'val_split' must be < 1, got {c['val_split']}")
+    if c["probe_layer"] > 5:
+        raise ConfigError(f"'probe_layer' must be 1-5 (a conv block), got {c['probe_layer']}")
     if not 0 <= c["rrc_scale_min"] <= 1:
         raise ConfigError(f"'rrc_scale_min' must be in [0, 1], got {c['rrc_scale_min']}")
     return c

@@ -112,6 +112,16 @@ class ClusterDataset(Dataset):
         self.labels = np.array([label for _, label in samples], dtype=np.int64)
         self._warned = set()
 
+    def subset(self, indices):
+        """A ClusterDataset of the given images only, in the given order (same transform, same classes)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        sub = object.__new__(ClusterDataset)
+        sub.__dict__.update(self.__dict__)
+        sub.paths = [self.paths[i] for i in indices]
+        sub.labels = self.labels[indices]
+        sub.skipped, sub._warned = [], set()
+        return sub
+
     @property
     def has_labels(self):
         return bool(self.classes)
@@ -135,6 +145,39 @@ class ClusterDataset(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, index
+
+
+def split_indices(labels, fraction, seed):
+    """(train, held_out) indices: `fraction` of every class held out (at least one image of a class
+    with two or more), chosen with a seeded permutation; both lists sorted."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n_out = int(round(fraction * len(members)))
+        if fraction > 0 and len(members) > 1:
+            n_out = min(max(n_out, 1), len(members) - 1)
+        held.extend(rng.permutation(members)[:n_out].tolist())
+    held = np.array(sorted(held), dtype=np.int64)
+    return np.setdiff1d(np.arange(len(labels)), held), held
+
+
+def open_split(c, part, transform=None, log=print):
+    """The images of one part of the configured data: "train" or "test".
+
+    With a test_path, "train" is the whole dataset_path tree and "test" the test_path tree.
+    With test_path "", val_split of every class of dataset_path is held out: "test" is that
+    held-out part and "train" the rest, the same split in train.py, pred.py and eval_linear.py.
+    """
+    if c["test_path"] and part == "test":
+        return ClusterDataset(c["test_path"], transform, log=log)
+    full = ClusterDataset(c["dataset_path"], transform, log=log)
+    if c["test_path"] or c["val_split"] == 0:
+        if part == "test":
+            raise DataError("no test images: set test_path, or leave it empty and set val_split > 0")
+        return full
+    train_idx, held_idx = split_indices(full.labels, c["val_split"], c["seed"])
+    return full.subset(train_idx if part == "train" else held_idx)
 
 
 class PseudoLabelDataset(Dataset):

@@ -20,7 +20,7 @@ import clustering
 import metrics
 from cfg import load_cfg, save_cfg
 from clustering import Kmeans, UnifLabelSampler, epoch_seed
-from dataset import ClusterDataset, DataError, PseudoLabelDataset, eval_transform, seed_worker, train_transform
+from dataset import DataError, PseudoLabelDataset, eval_transform, open_split, seed_worker, train_transform
 from models import FEATURE_DIM, build_model
 
 CHECKPOINT = "checkpoint.pth.tar"
@@ -136,14 +136,14 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, c):
+def load_checkpoint(path, c, keys=("arch", "sobel", "input_size", "num_classes")):
     """Load a checkpoint with weights_only=True and check it was made with the same model settings."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise SystemExit(f"checkpoint error: cannot read '{path}' ({type(e).__name__}: {e}); "
                          "use --resume false or another exp_dir") from None
-    for key in ("arch", "sobel", "input_size", "num_classes"):
+    for key in keys:
         if ckpt.get(key) != c[key]:
             raise SystemExit(f"checkpoint error: '{path}' was trained with {key}={ckpt.get(key)!r} but the config "
                              f"says {key}={c[key]!r}; use another exp_dir, or --resume false to start over")
@@ -182,12 +182,13 @@ def train(c, device="cpu"):
     random.seed(c["seed"])
 
     # --- data: every check that can fail happens before any heavy work
-    dataset = ClusterDataset(c["dataset_path"], transform=eval_transform(c["input_size"]), log=log)
+    dataset = open_split(c, "train", eval_transform(c["input_size"]), log=log)
     n = len(dataset)
     if c["num_classes"] > n:
         raise DataError(f"num_classes (k) = {c['num_classes']} is larger than the {n} images in "
                         f"'{c['dataset_path']}'")
-    log(f"data: {n} images in '{c['dataset_path']}', "
+    held_out = "" if c["test_path"] or not c["val_split"] else f" (val_split {c['val_split']} held out)"
+    log(f"data: {n} images in '{c['dataset_path']}'{held_out}, "
         + (f"{len(dataset.classes)} classes" if dataset.has_labels else "no class folders (no label metrics)")
         + (f", {len(dataset.skipped)} unreadable files skipped" if dataset.skipped else ""))
 
@@ -209,8 +210,29 @@ def train(c, device="cpu"):
     body_optimizer = make_optimizer(model, c)
     scheduler = make_scheduler(body_optimizer, c)
     kmeans = Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"])
-    assignment = None
-    start_epoch = 0
+    eval_loader = make_loader(dataset, c, device)
+
+    def cluster(epoch, previous):
+        """Steps 1-4 with the current weights: head off, features, PCA-whitening + k-means.
+
+        Returns the clustering's half of a metrics row. The seed is fresh for every epoch.
+        """
+        t0 = time.time()
+        model.remove_head()
+        features = compute_features(eval_loader, model, device, verbose)
+        t1 = time.time()
+        assignment = kmeans.cluster(features, seed=epoch_seed(c["seed"], epoch), log=log if verbose else None)
+        return {
+            "nmi_prev": metrics.nmi(previous, assignment) if previous is not None else None,
+            "nmi": metrics.nmi(dataset.labels, assignment) if dataset.has_labels else None,
+            "ari": metrics.ari(dataset.labels, assignment) if dataset.has_labels else None,
+            "clusters_nonempty": int(len(np.unique(assignment))),
+            "kmeans_loss": kmeans.loss,
+            "reclustered": True,
+            "time_features_s": round(t1 - t0, 3),
+            "time_clustering_s": round(time.time() - t1, 3),
+        }
+
     if ckpt is not None:
         state = ckpt["state_dict"]
         if "top_layer.weight" in state:
@@ -220,10 +242,10 @@ def train(c, device="cpu"):
         if scheduler is not None and ckpt.get("scheduler"):
             scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
-        assignment = ckpt["assignment"].numpy()
-        kmeans.assignment = assignment
+        kmeans.assignment = ckpt["assignment"].numpy()
         kmeans.pca = {"A": ckpt["pca_A"].numpy(), "b": ckpt["pca_b"].numpy()}
         kmeans.centroids = ckpt["centroids"].numpy()
+        clus_row = ckpt["clustering_metrics"]
         start_epoch = int(ckpt["epoch"])
         truncate_metrics(metrics_path, start_epoch)
         if start_epoch >= c["num_epoch"]:
@@ -231,30 +253,22 @@ def train(c, device="cpu"):
                 "raise --num_epoch to continue or pass --resume false to start over")
             return ckpt
         log(f"resuming from {ckpt_path}: {start_epoch} epochs done, continuing to {c['num_epoch']}")
-    elif os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    else:
+        if os.path.exists(metrics_path):
+            os.remove(metrics_path)
+        start_epoch = 0
     log(f"model: {c['arch']}{' + sobel' if c['sobel'] else ''} at {c['input_size']} px, k = {c['num_classes']}, "
         f"device {device}")
+    if ckpt is None:
+        clus_row = cluster(0, None)  # epoch 0 clusters the features of the random network
+        log(f"clustering of the random network: nmi {fmt(clus_row['nmi'])}  ari {fmt(clus_row['ari'])}")
 
-    eval_loader = make_loader(dataset, c, device)
     aug = train_transform(c["input_size"], c["rrc_scale_min"])
     for epoch in range(start_epoch, c["num_epoch"]):
         t_start = time.time()
-        previous = assignment
-        recluster = assignment is None or epoch % c["reassign"] == 0
-        t_feat = t_clus = 0.0
-        if recluster:
-            # 1-2. head off, features of every image in eval mode
-            model.remove_head()
-            features = compute_features(eval_loader, model, device, verbose)
-            t_feat = time.time() - t_start
-            # 3-4. PCA-whitening + k-means with a fresh seed for this epoch
-            t0 = time.time()
-            assignment = kmeans.cluster(features, seed=epoch_seed(c["seed"], epoch), log=log if verbose else None)
-            del features
-            t_clus = time.time() - t0
-            # 7. a fresh head for the new clusters
-            model.add_head(c["num_classes"])
+        assignment = kmeans.assignment
+        if epoch % c["reassign"] == 0:
+            model.add_head(c["num_classes"])  # 7. a fresh head for the new clusters
         # 5-6. each original image with its own cluster, sampled uniformly over clusters
         train_set = PseudoLabelDataset(dataset, assignment, aug)
         sampler = UnifLabelSampler(n, assignment, seed=epoch_seed(c["seed"], epoch))
@@ -270,24 +284,24 @@ def train(c, device="cpu"):
         elif scheduler is not None:
             scheduler.step()
 
-        # 9. log and checkpoint
-        row = {
-            "epoch": epoch,
-            "loss": loss,
-            "nmi_prev": metrics.nmi(previous, assignment) if previous is not None and recluster else None,
-            "nmi": metrics.nmi(dataset.labels, assignment) if dataset.has_labels else None,
-            "ari": metrics.ari(dataset.labels, assignment) if dataset.has_labels else None,
-            "clusters_nonempty": int(len(np.unique(assignment))),
-            "kmeans_loss": kmeans.loss if recluster else None,
-            "reclustered": recluster,
-            "lr": lr,
-            "time_features_s": round(t_feat, 3),
-            "time_clustering_s": round(t_clus, 3),
-            "time_train_s": round(t_train, 3),
-            "images_per_s": round(len(sampler) / max(t_train, 1e-9), 2),
-        }
+        # 9. log this epoch: the clustering it trained on, and its training pass
+        row = {"epoch": epoch, "loss": loss, **clus_row, "lr": lr, "time_train_s": round(t_train, 3),
+               "images_per_s": round(len(sampler) / max(t_train, 1e-9), 2)}
         with open(metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+        log(f"epoch {epoch + 1}/{c['num_epoch']}  loss {loss:.4f}  nmi {fmt(row['nmi'])}  ari {fmt(row['ari'])}  "
+            f"nmi_prev {fmt(row['nmi_prev'])}  clusters {row['clusters_nonempty']}/{c['num_classes']}  "
+            f"time {time.time() - t_start + row['time_features_s'] + row['time_clustering_s']:.0f}s "
+            f"(features {row['time_features_s']:.0f}s, clustering {row['time_clustering_s']:.0f}s, "
+            f"train {t_train:.0f}s at {row['images_per_s']:.0f} img/s)")
+
+        # the next epoch's clustering comes before the checkpoint, so that every checkpoint holds
+        # the clustering of its own weights (pred.py's assign mode relies on it)
+        if (epoch + 1) % c["reassign"] == 0:
+            clus_row = cluster(epoch + 1, assignment)
+        else:
+            clus_row = {**clus_row, "nmi_prev": None, "kmeans_loss": None, "reclustered": False,
+                        "time_features_s": 0.0, "time_clustering_s": 0.0}
         ckpt = {
             "epoch": epoch + 1,
             "arch": c["arch"], "sobel": c["sobel"], "input_size": c["input_size"], "num_classes": c["num_classes"],
@@ -296,18 +310,21 @@ def train(c, device="cpu"):
             "optimizer": body_optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": rng_state(),
-            "assignment": torch.from_numpy(np.asarray(assignment, dtype=np.int64)),
+            "assignment": torch.from_numpy(np.asarray(kmeans.assignment, dtype=np.int64)),
             "classes": list(dataset.classes),
             "metrics": row,
+            "clustering_metrics": clus_row,
             **clustering.to_tensor_dict(kmeans.pca, kmeans.centroids),
         }
         save_checkpoint(ckpt_path, ckpt)
-        fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
-        log(f"epoch {epoch + 1}/{c['num_epoch']}  loss {loss:.4f}  nmi {fmt(row['nmi'])}  ari {fmt(row['ari'])}  "
-            f"nmi_prev {fmt(row['nmi_prev'])}  clusters {row['clusters_nonempty']}/{c['num_classes']}  "
-            f"time {time.time() - t_start:.0f}s (features {t_feat:.0f}s, clustering {t_clus:.0f}s, "
-            f"train {t_train:.0f}s at {row['images_per_s']:.0f} img/s)")
+    if clus_row["reclustered"]:
+        log(f"clustering of the network after {c['num_epoch']} epochs: nmi {fmt(clus_row['nmi'])}  "
+            f"ari {fmt(clus_row['ari'])}  nmi_prev {fmt(clus_row['nmi_prev'])}")
     return ckpt
+
+
+def fmt(value):
+    return "  -  " if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,163 @@
+"""Linear probe of the learned representation: `python eval_linear.py [--baseline true] [--key value ...]`.
+
+Freezes the trained network (eval mode, BN frozen), takes the output of conv block
+`probe_layer`, average-pools it to at most `probe_dims` values, and trains one linear layer
+with SGD on the labelled training images; reports top-1 on the test images. A k-NN
+classifier (cosine, k = 20) on the fc7 features is a second, cheaper number. With
+`--baseline true` the same is measured for a randomly initialised network of the same arch.
+Writes exp_dir/linear_probe.json.
+
+Deviation from the reference probe, for speed on a CPU: the frozen features are computed
+once per image (centre crop, no augmentation) and cached, and standardised with the
+training set's mean and std before the linear layer.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cfg import load_cfg
+from dataset import DataError, eval_transform, open_split
+from models import build_model
+from pred import load_model
+from train import compute_features, make_loader
+
+KNN_K = 20
+
+
+def block_ends(model, arch):
+    """End index (exclusive) in model.features of each conv block: VGG16 stages end at a max-pool,
+    AlexNet blocks are its five convs (with the max-pool that follows, if any)."""
+    layers = list(model.features)
+    ends = []
+    for i, layer in enumerate(layers):
+        if arch == "vgg16" and isinstance(layer, nn.MaxPool2d):
+            ends.append(i + 1)
+        elif arch == "alexnet" and isinstance(layer, nn.ReLU):
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            ends.append(i + 2 if isinstance(nxt, nn.MaxPool2d) else i + 1)
+    return ends
+
+
+class BlockProbe(nn.Module):
+    """sobel -> features[:end] -> adaptive average pool to at most `max_dims` values -> flatten."""
+
+    def __init__(self, model, arch, layer, max_dims, input_size):
+        super().__init__()
+        ends = block_ends(model, arch)
+        if not 1 <= layer <= len(ends):
+            raise SystemExit(f"config error: 'probe_layer' must be 1-{len(ends)} for {arch}, got {layer}")
+        self.sobel = model.sobel
+        self.body = model.features[:ends[layer - 1]]
+        with torch.no_grad():
+            shape = self._convs(torch.zeros(1, 3, input_size, input_size)).shape
+        channels, side = shape[1], shape[2]
+        s = max(1, min(side, int((max_dims / channels) ** 0.5)))
+        self.pool = nn.AdaptiveAvgPool2d(s)
+        self.dims = channels * s * s
+
+    def _convs(self, x):
+        return self.body(self.sobel(x) if self.sobel is not None else x)
+
+    def forward(self, x):
+        return torch.flatten(self.pool(self._convs(x)), 1)
+
+
+@torch.inference_mode()
+def block_features(loader, probe, device, verbose):
+    probe.eval()
+    out = np.empty((len(loader.dataset), probe.dims), dtype=np.float32)
+    for images, index in tqdm(loader, desc="probe features", leave=False, disable=not verbose or None):
+        out[index.numpy()] = probe(images.to(device)).float().cpu().numpy()
+    return out
+
+
+def train_linear(x_train, y_train, x_test, y_test, n_classes, c, seed):
+    """SGD (momentum 0.9) on standardised frozen features; returns (final train acc, best test acc)."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    xtr = torch.from_numpy((x_train - mean) / std)
+    xte = torch.from_numpy((x_test - mean) / std)
+    ytr, yte = torch.from_numpy(y_train), torch.from_numpy(y_test)
+    gen = torch.Generator().manual_seed(seed)
+    linear = nn.Linear(xtr.shape[1], n_classes)
+    linear.weight.data.normal_(0, 0.01, generator=gen)
+    linear.bias.data.zero_()
+    opt = torch.optim.SGD(linear.parameters(), lr=c["probe_lr"], momentum=0.9, weight_decay=c["probe_weight_decay"])
+    best_test = 0.0
+    for _ in range(c["probe_epochs"]):
+        for idx in torch.randperm(len(xtr), generator=gen).split(256):
+            loss = nn.functional.cross_entropy(linear(xtr[idx]), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            best_test = max(best_test, (linear(xte).argmax(1) == yte).float().mean().item())
+    with torch.no_grad():
+        train_acc = (linear(xtr).argmax(1) == ytr).float().mean().item()
+    return train_acc, best_test
+
+
+def knn_accuracy(f_train, y_train, f_test, y_test, n_classes, k=KNN_K):
+    """Cosine k-NN with similarity-weighted votes on L2-normalised features."""
+    a = torch.nn.functional.normalize(torch.from_numpy(f_train), dim=1)
+    b = torch.nn.functional.normalize(torch.from_numpy(f_test), dim=1)
+    k = min(k, len(a))
+    sim, nn_idx = (b @ a.T).topk(k, dim=1)
+    votes = torch.zeros(len(b), n_classes)
+    votes.scatter_add_(1, torch.from_numpy(y_train)[nn_idx], sim.clamp(min=0) + 1e-6)
+    return float((votes.argmax(1).numpy() == y_test).mean())
+
+
+def probe_network(model, train_set, test_set, c, device):
+    model = model.to(device).eval()
+    probe = BlockProbe(model, c["arch"], c["probe_layer"], c["probe_dims"], c["input_size"]).to(device)
+    train_loader, test_loader = make_loader(train_set, c, device), make_loader(test_set, c, device)
+    x_train = block_features(train_loader, probe, device, c["verbose"])
+    x_test = block_features(test_loader, probe, device, c["verbose"])
+    n_classes = len(train_set.classes)
+    train_acc, test_acc = train_linear(x_train, train_set.labels, x_test, test_set.labels, n_classes, c, c["seed"])
+    model.remove_head()
+    knn = knn_accuracy(compute_features(train_loader, model, device, c["verbose"]), train_set.labels,
+                       compute_features(test_loader, model, device, c["verbose"]), test_set.labels, n_classes)
+    return {"dims": probe.dims, "train_acc": train_acc, "test_acc": test_acc, "knn_acc": knn}
+
+
+def evaluate(c, device="cpu"):
+    device = torch.device(device)
+    model, ckpt = load_model(c, device)
+    transform = eval_transform(c["input_size"])
+    train_set, test_set = open_split(c, "train", transform), open_split(c, "test", transform)
+    for name, ds in (("training", train_set), ("test", test_set)):
+        if not ds.has_labels:
+            raise DataError(f"the linear probe needs class folders; the {name} images have none")
+    if train_set.classes != test_set.classes:
+        raise DataError(f"training classes {train_set.classes} differ from test classes {test_set.classes}")
+    result = {"layer": c["probe_layer"], "epochs": c["probe_epochs"], "n_train": len(train_set),
+              "n_test": len(test_set), "checkpoint_epoch": int(ckpt["epoch"]), "knn_k": KNN_K}
+    result["trained"] = probe_network(model, train_set, test_set, c, device)
+    if c["baseline"]:
+        torch.manual_seed(c["seed"])
+        random_model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
+        result["random"] = probe_network(random_model, train_set, test_set, c, device)
+    path = os.path.join(c["exp_dir"], "linear_probe.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    for name in ("trained", "random"):
+        if name in result:
+            r = result[name]
+            print(f"{name:>8}: block {c['probe_layer']} ({r['dims']} dims) linear top-1 test {r['test_acc']:.3f} "
+                  f"(train {r['train_acc']:.3f}), fc7 {KNN_K}-NN {r['knn_acc']:.3f}")
+    print(f"wrote {path}")
+    return result
+
+
+def main(device="cpu", argv=None):
+    return evaluate(load_cfg(argv), device)
+
+
+if __name__ == "__main__":
+    main("cpu", sys.argv[1:])
