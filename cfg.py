@@ -27,9 +27,14 @@ cfg = {
     "arch": "vgg16",  # "vgg16" (VGG16 with batch norm) or "alexnet" (AlexNet with batch norm)
     "sobel": True,  # fixed Sobel front: gray + two edge filters, the first conv then takes 2 channels
     # --- clustering ---
+    "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
     "num_classes": 10,  # k of k-means: number of clusters = outputs of the classifier head
     "pca_dim": 256,  # PCA-whitening dimension before k-means (clamped to what the data allows)
     "kmeans_niter": 20,  # k-means iterations per clustering
+    "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
+    "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
+    "pic_alpha": 0.001,  # "pic": v <- alpha * W^T v + (1 - alpha) / n
+    "pic_iterations": 200,  # "pic": power iterations
     "reassign": 1,  # epochs between two re-clusterings (1 = re-cluster every epoch, as the paper)
     # --- prediction (pred.py) ---
     "ckpt_path": "",  # checkpoint to predict with; "" = exp_dir/checkpoint.pth.tar
@@ -65,15 +70,21 @@ CHOICES = {
     "arch": ("vgg16", "alexnet"),
     "optimizer": ("sgd", "adam"),
     "pred_mode": ("assign", "recluster"),
+    "clustering": ("kmeans", "pic"),
     "lr_scheduler": ("none", "step", "plateau"),
 }
 # smallest allowed value of numeric keys
 MINIMUM = {
     "input_size": 32, "workers": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1,
+    "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
+    "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
+    "pic_alpha": 0.001,  # "pic": v <- alpha * W^T v + (1 - alpha) / n
+    "pic_iterations": 200,  # "pic": power iterations
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
     "rrc_scale_min": 0.0, "val_split": 0.0, "pred_k": 0, "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1,
-    "probe_lr": 0.0, "probe_weight_decay": 0.0,
+    "probe_lr": 0.0, "probe_weight_decay": 0.0, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0,
+    "pic_iterations": 1,
 }
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")

@@ -117,6 +117,106 @@ class Kmeans:
         return images_lists(self.assignment, self.k)
 
 
+def knn_graph(xb, nnn):
+    """The nnn nearest neighbours of every point (itself removed) with squared L2 distances, via faiss."""
+    n, d = xb.shape
+    nnn = min(nnn, n - 1)
+    index = faiss.IndexFlatL2(d)
+    index.add(xb)
+    dist, nbrs = index.search(xb, nnn + 1)
+    # drop the point itself; with duplicates it need not come first, so remove it by identity
+    keep = nbrs != np.arange(n)[:, None]
+    drop_last = keep.all(1)  # self not found among the nnn + 1: drop the farthest instead
+    keep[drop_last, -1] = False
+    return nbrs[keep].reshape(n, nnn), np.maximum(dist[keep].reshape(n, nnn), 0)
+
+
+def pic_graph(nbrs, dist, sigma):
+    """Sparse symmetric W = A + A^T with A_ij = exp(-d_ij / sigma^2) on the k-NN edges."""
+    from scipy.sparse import csr_matrix
+    n, nnn = nbrs.shape
+    a = csr_matrix((np.exp(-dist / sigma**2).ravel(), nbrs.ravel(), np.arange(n + 1) * nnn), shape=(n, n))
+    return (a + a.T).tocsr()
+
+
+def pic_diffusion(w, alpha, iterations):
+    """Power iterations v <- alpha W^T v + (1 - alpha) / n, L1-normalised each step, from v0 = 1/n."""
+    n = w.shape[0]
+    wt = w.T.tocsr()
+    v = np.full(n, 1.0 / n, dtype=np.float64)
+    for _ in range(iterations):
+        v = alpha * (wt @ v) + (1 - alpha) / n
+        v /= v.sum()
+    return v
+
+
+def pic_heads(w, v):
+    """Each node points to the neighbour j with the largest positive W_ij (v_j - v_i), or to itself
+    (a cluster head); following the pointers gives every node its head."""
+    n = w.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(w.indptr))
+    score = w.data * (v[w.indices] - v[rows])
+    pointer = np.arange(n)
+    order = np.lexsort((-score, rows))  # per row, best score first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = rows[order][1:] != rows[order][:-1]
+    best = order[first]
+    up = score[best] > 0
+    pointer[rows[best][up]] = w.indices[best][up]
+    while True:  # pointer jumping: heads point to themselves, v strictly grows along a pointer
+        nxt = pointer[pointer]
+        if (nxt == pointer).all():
+            return pointer
+        pointer = nxt
+
+
+def merge_singletons(labels, nbrs):
+    """A cluster of one image joins the cluster of its nearest neighbour that is not a singleton."""
+    labels = labels.copy()
+    sizes = np.bincount(labels)
+    for i in np.flatnonzero(sizes[labels] == 1):
+        for j in nbrs[i]:
+            if sizes[labels[j]] > 1:
+                labels[i] = labels[j]
+                break
+    return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
+def run_pic(xb, nnn=5, sigma=0.2, alpha=0.001, iterations=200):
+    """Power iteration clustering as the reference's PIC; k is an outcome. Returns labels 0..k-1."""
+    nbrs, dist = knn_graph(np.ascontiguousarray(xb, dtype=np.float32), nnn)
+    w = pic_graph(nbrs, dist, sigma)
+    heads = pic_heads(w, pic_diffusion(w, alpha, iterations))
+    labels = np.unique(heads, return_inverse=True)[1]
+    return merge_singletons(labels, nbrs)
+
+
+class PIC:
+    """preprocess_features + run_pic, with the same interface as Kmeans.
+
+    PIC has no centroids; the mean of each cluster's whitened features is stored instead, so
+    that pred.py's assign mode can use nearest-mean assignment.
+    """
+
+    def __init__(self, pca_dim=256, nnn=5, sigma=0.2, alpha=0.001, iterations=200):
+        self.pca_dim, self.nnn, self.sigma, self.alpha, self.iterations = pca_dim, nnn, sigma, alpha, iterations
+        self.assignment = self.centroids = self.pca = None
+        self.k = 0
+        self.loss = None
+
+    def cluster(self, features, seed=0, log=None):
+        t0 = time.time()
+        xb, self.pca = preprocess_features(features, self.pca_dim, log=log)
+        self.assignment = run_pic(xb, self.nnn, self.sigma, self.alpha, self.iterations)
+        self.k = int(self.assignment.max()) + 1
+        sums = np.zeros((self.k, xb.shape[1]), dtype=np.float64)
+        np.add.at(sums, self.assignment, xb)
+        self.centroids = (sums / np.bincount(self.assignment)[:, None]).astype(np.float32)
+        if log is not None:
+            log(f"pic {time.time() - t0:.1f} s: {self.k} clusters")
+        return self.assignment
+
+
 def images_lists(assignment, k):
     """The reference's view: for each cluster, the indices of its images."""
     assignment = np.asarray(assignment)

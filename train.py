@@ -19,7 +19,7 @@ from tqdm import tqdm
 import clustering
 import metrics
 from cfg import load_cfg, save_cfg
-from clustering import Kmeans, UnifLabelSampler, epoch_seed
+from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import DataError, PseudoLabelDataset, eval_transform, open_split, seed_worker, train_transform
 from models import FEATURE_DIM, build_model
 
@@ -99,6 +99,12 @@ def make_optimizer(model, c):
     if c["optimizer"] == "adam":
         return torch.optim.Adam(params, lr=c["lr"], weight_decay=c["weight_decay"])
     return torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"])
+
+
+def make_clusterer(c):
+    if c["clustering"] == "pic":
+        return PIC(c["pca_dim"], c["pic_nnn"], c["pic_sigma"], c["pic_alpha"], c["pic_iterations"])
+    return Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"])
 
 
 def make_scheduler(optimizer, c):
@@ -209,7 +215,7 @@ def train(c, device="cpu"):
     model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"]).to(device)
     body_optimizer = make_optimizer(model, c)
     scheduler = make_scheduler(body_optimizer, c)
-    kmeans = Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"])
+    clusterer = make_clusterer(c)
     eval_loader = make_loader(dataset, c, device)
 
     def cluster(epoch, previous):
@@ -221,13 +227,14 @@ def train(c, device="cpu"):
         model.remove_head()
         features = compute_features(eval_loader, model, device, verbose)
         t1 = time.time()
-        assignment = kmeans.cluster(features, seed=epoch_seed(c["seed"], epoch), log=log if verbose else None)
+        assignment = clusterer.cluster(features, seed=epoch_seed(c["seed"], epoch), log=log if verbose else None)
         return {
             "nmi_prev": metrics.nmi(previous, assignment) if previous is not None else None,
             "nmi": metrics.nmi(dataset.labels, assignment) if dataset.has_labels else None,
             "ari": metrics.ari(dataset.labels, assignment) if dataset.has_labels else None,
+            "clusters_found": clusterer.k,
             "clusters_nonempty": int(len(np.unique(assignment))),
-            "kmeans_loss": kmeans.loss,
+            "kmeans_loss": clusterer.loss,
             "reclustered": True,
             "time_features_s": round(t1 - t0, 3),
             "time_clustering_s": round(time.time() - t1, 3),
@@ -242,9 +249,10 @@ def train(c, device="cpu"):
         if scheduler is not None and ckpt.get("scheduler"):
             scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
-        kmeans.assignment = ckpt["assignment"].numpy()
-        kmeans.pca = {"A": ckpt["pca_A"].numpy(), "b": ckpt["pca_b"].numpy()}
-        kmeans.centroids = ckpt["centroids"].numpy()
+        clusterer.assignment = ckpt["assignment"].numpy()
+        clusterer.pca = {"A": ckpt["pca_A"].numpy(), "b": ckpt["pca_b"].numpy()}
+        clusterer.centroids = ckpt["centroids"].numpy()
+        clusterer.k = int(clusterer.centroids.shape[0])
         clus_row = ckpt["clustering_metrics"]
         start_epoch = int(ckpt["epoch"])
         truncate_metrics(metrics_path, start_epoch)
@@ -259,16 +267,36 @@ def train(c, device="cpu"):
         start_epoch = 0
     log(f"model: {c['arch']}{' + sobel' if c['sobel'] else ''} at {c['input_size']} px, k = {c['num_classes']}, "
         f"device {device}")
+    def save(epochs_done, row, clus_row):
+        """Everything a resume or pred.py needs; the clustering is the one of the saved weights."""
+        state = {
+            "epoch": epochs_done,
+            "arch": c["arch"], "sobel": c["sobel"], "input_size": c["input_size"], "num_classes": c["num_classes"],
+            "cfg": dict(c),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": body_optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": rng_state(),
+            "assignment": torch.from_numpy(np.asarray(clusterer.assignment, dtype=np.int64)),
+            "classes": list(dataset.classes),
+            "metrics": row,
+            "clustering_metrics": clus_row,
+            **clustering.to_tensor_dict(clusterer.pca, clusterer.centroids),
+        }
+        save_checkpoint(ckpt_path, state)
+        return state
+
     if ckpt is None:
         clus_row = cluster(0, None)  # epoch 0 clusters the features of the random network
         log(f"clustering of the random network: nmi {fmt(clus_row['nmi'])}  ari {fmt(clus_row['ari'])}")
+        ckpt = save(0, None, clus_row)  # --num_epoch 0 gives a checkpoint of the random network
 
     aug = train_transform(c["input_size"], c["rrc_scale_min"])
     for epoch in range(start_epoch, c["num_epoch"]):
         t_start = time.time()
-        assignment = kmeans.assignment
+        assignment = clusterer.assignment
         if epoch % c["reassign"] == 0:
-            model.add_head(c["num_classes"])  # 7. a fresh head for the new clusters
+            model.add_head(clusterer.k)  # 7. a fresh head for the new clusters
         # 5-6. each original image with its own cluster, sampled uniformly over clusters
         train_set = PseudoLabelDataset(dataset, assignment, aug)
         sampler = UnifLabelSampler(n, assignment, seed=epoch_seed(c["seed"], epoch))
@@ -290,7 +318,7 @@ def train(c, device="cpu"):
         with open(metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         log(f"epoch {epoch + 1}/{c['num_epoch']}  loss {loss:.4f}  nmi {fmt(row['nmi'])}  ari {fmt(row['ari'])}  "
-            f"nmi_prev {fmt(row['nmi_prev'])}  clusters {row['clusters_nonempty']}/{c['num_classes']}  "
+            f"nmi_prev {fmt(row['nmi_prev'])}  clusters {row['clusters_nonempty']}/{row['clusters_found']}  "
             f"time {time.time() - t_start + row['time_features_s'] + row['time_clustering_s']:.0f}s "
             f"(features {row['time_features_s']:.0f}s, clustering {row['time_clustering_s']:.0f}s, "
             f"train {t_train:.0f}s at {row['images_per_s']:.0f} img/s)")
@@ -302,25 +330,18 @@ def train(c, device="cpu"):
         else:
             clus_row = {**clus_row, "nmi_prev": None, "kmeans_loss": None, "reclustered": False,
                         "time_features_s": 0.0, "time_clustering_s": 0.0}
-        ckpt = {
-            "epoch": epoch + 1,
-            "arch": c["arch"], "sobel": c["sobel"], "input_size": c["input_size"], "num_classes": c["num_classes"],
-            "cfg": dict(c),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": body_optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": rng_state(),
-            "assignment": torch.from_numpy(np.asarray(kmeans.assignment, dtype=np.int64)),
-            "classes": list(dataset.classes),
-            "metrics": row,
-            "clustering_metrics": clus_row,
-            **clustering.to_tensor_dict(kmeans.pca, kmeans.centroids),
-        }
-        save_checkpoint(ckpt_path, ckpt)
-    if clus_row["reclustered"]:
+        ckpt = save(epoch + 1, row, clus_row)
+    if c["num_epoch"] > start_epoch and clus_row["reclustered"]:
         log(f"clustering of the network after {c['num_epoch']} epochs: nmi {fmt(clus_row['nmi'])}  "
             f"ari {fmt(clus_row['ari'])}  nmi_prev {fmt(clus_row['nmi_prev'])}")
     return ckpt
+
+
+def require_cuda(cpu_script):
+    """The one check of the *_cuda.py entry points: stop with one line when there is no GPU."""
+    if not torch.cuda.is_available():
+        raise SystemExit(f"error: CUDA is not available; use {cpu_script} to run on the CPU")
+    return "cuda"
 
 
 def fmt(value):

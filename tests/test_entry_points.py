@@ -7,11 +7,12 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_train_cuda_without_cuda_says_so_in_one_line(monkeypatch):
+@pytest.mark.parametrize("script, cpu_script", [("train_cuda.py", "train.py"), ("pred_cuda.py", "pred.py")])
+def test_cuda_scripts_without_cuda_say_so_in_one_line(monkeypatch, script, cpu_script):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as e:
-        runpy.run_path(os.path.join(ROOT, "train_cuda.py"), run_name="__main__")
-    assert str(e.value.code) == "error: CUDA is not available; use train.py to train on the CPU"
+        runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+    assert str(e.value.code) == f"error: CUDA is not available; use {cpu_script} to run on the CPU"
 
 
 def test_help_lists_every_key(capsys):

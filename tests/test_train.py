@@ -75,6 +75,16 @@ def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path):
     assert "resuming" in log and "1 epochs done" in log
 
 
+def test_zero_epochs_checkpoints_the_random_network(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    run(blob_tree, exp, "--num_epoch", "0")
+    ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["epoch"] == 0 and ckpt["metrics"] is None and ckpt["assignment"].shape == (18,)
+    assert not (exp / "metrics.jsonl").exists() or read_metrics(exp) == []
+    run(blob_tree, exp, "--num_epoch", "1")  # and it resumes from there
+    assert [r["epoch"] for r in read_metrics(exp)] == [0]
+
+
 def test_finished_run_is_not_trained_again(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     run(blob_tree, exp, "--num_epoch", "1")
@@ -133,21 +143,21 @@ def test_truncate_metrics_drops_epochs_past_the_checkpoint(tmp_path):
 
 
 def test_kill_minus_nine_then_rerun_continues(blob_tree, tmp_path):
-    """kill -9 at an arbitrary moment after the first checkpoint, re-run the same command, lose nothing."""
+    """kill -9 right after the first metrics line, while the next clustering runs and before the
+    checkpoint that matches the line is written; re-run the same command, lose nothing, repeat nothing."""
     exp = tmp_path / "exp"
     cmd = [sys.executable, "train.py", *train_args(blob_tree, exp, "--num_epoch", "4")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (exp / "checkpoint.pth.tar").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    while not (exp / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = torch.load(exp / "checkpoint.pth.tar", weights_only=True)["epoch"]
-    assert 1 <= done <= 4
+    assert 0 <= done < 4
     r = subprocess.run(cmd + ["--verbose", "true"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    if done < 4:
-        assert f"resuming from {exp / 'checkpoint.pth.tar'}: {done} epochs done" in r.stdout
+    assert f"resuming from {exp / 'checkpoint.pth.tar'}: {done} epochs done" in r.stdout
     assert [row["epoch"] for row in read_metrics(exp)] == [0, 1, 2, 3]
 
 
