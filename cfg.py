@@ -30,6 +30,7 @@ cfg = {
     "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
     "num_classes": 10,  # k of k-means: number of clusters = outputs of the classifier head
     "pca_dim": 256,  # PCA-whitening dimension before k-means (clamped to what the data allows)
+    "pca_method": "torch",  # "torch" (exact PCA, covariance or Gram matrix + eigh, many times faster) or "faiss" (PCAMatrix, the reference)
     "kmeans_niter": 20,  # k-means iterations per clustering
     "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
     "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
@@ -71,6 +72,7 @@ CHOICES = {
     "optimizer": ("sgd", "adam"),
     "pred_mode": ("assign", "recluster"),
     "clustering": ("kmeans", "pic"),
+    "pca_method": ("torch", "faiss"),
     "lr_scheduler": ("none", "step", "plateau"),
 }
 # smallest allowed value of numeric keys

@@ -16,26 +16,86 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def fit_pca_whitening(x, pca_dim, log=None):
-    """faiss PCAMatrix(d, pca_dim, -0.5): centre, keep the top principal directions, scale by 1/sqrt(eigenvalue).
+def faiss_pca(x, dim):
+    """Exact PCA with faiss PCAMatrix, as the reference: (components (dim, d), eigenvalues (dim,), mean (d,))."""
+    n, d = x.shape
+    pca = faiss.PCAMatrix(d, dim, -0.5)  # faiss >= 1.8: positional arguments only
+    pca.train(np.ascontiguousarray(x, dtype=np.float32))
+    components = faiss.vector_to_array(pca.PCAMat).reshape(-1, d)[:dim]
+    eigenvalues = faiss.vector_to_array(pca.eigenvalues)[:dim] / n
+    return components, eigenvalues, faiss.vector_to_array(pca.mean)
 
+
+def top_eigh(m, dim, niter=16, seed=0):
+    """Top-dim eigenpairs (descending) of a symmetric PSD matrix.
+
+    Up to 2048 x 2048: LAPACK eigh in float64 (float32 lost the small eigenvectors: k-means
+    agreement with faiss fell to NMI 0.64). Larger (the 4096 x 4096 covariance): randomised
+    subspace iteration (Halko et al. 2011) with q = 2 dim float32 directions and a float64
+    Rayleigh-Ritz step, 2.5 s instead of 8 s for the float64 eigh; its agreement with faiss
+    (NMI 0.90-0.95) is that of faiss with an exact float64 eigh (0.93-0.98) on such features.
+    """
+    size = m.shape[0]
+    if size <= 2048:
+        values, vectors = torch.linalg.eigh(m.double())
+    else:
+        gen = torch.Generator().manual_seed(int(seed))
+        basis = torch.linalg.qr(m @ torch.randn(size, min(size, 2 * dim), generator=gen)).Q
+        for _ in range(niter):
+            basis = torch.linalg.qr(m @ basis).Q
+        basis = basis.double()
+        values, small = torch.linalg.eigh(basis.T @ m.double() @ basis)
+        vectors = basis @ small
+    order = torch.argsort(values, descending=True)[:dim]
+    return values[order].clamp(min=0), vectors[:, order]
+
+
+def torch_pca(x, dim, seed=0, chunk=8192):
+    """PCA for any n: the d x d covariance (n >= d) or the n x n Gram matrix (n < d), built with
+    float32 matmuls in row chunks (no centred copy of a large X), then top_eigh.
+
+    Measured here (2 cores): 2000 x 4096 in 0.5 s (faiss 7.6 s), 6000 x 4096 in about 4 s (faiss 72 s)."""
+    n, d = x.shape
+    X = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    mu = X.double().mean(0).float() if n * d <= 2**26 else torch.stack(
+        [X[i:i + chunk].double().sum(0) for i in range(0, n, chunk)]).sum(0).div(n).float()
+    if n >= d:
+        cov = torch.zeros(d, d)
+        for i in range(0, n, chunk):
+            block = X[i:i + chunk] - mu
+            cov.addmm_(block.T, block)
+        values, vectors = top_eigh(cov, dim, seed=seed)
+        components = vectors.T.float()
+    else:
+        centred = X - mu
+        values, vectors = top_eigh(centred @ centred.T, dim, seed=seed)
+        components = (vectors.T.float() @ centred)  # rows have norm sqrt(eigenvalue)
+        components = components / components.norm(dim=1, keepdim=True).clamp(min=1e-30)
+    return components.numpy(), (values / n).numpy(), mu.numpy()
+
+
+def fit_pca_whitening(x, pca_dim, method="torch", seed=0, log=None):
+    """PCA-whitening: centre, keep the top pca_dim principal directions, scale each by 1/sqrt(eigenvalue).
+
+    method "faiss" is the reference's PCAMatrix(d, pca_dim, -0.5); "torch" gives the same
+    whitening (see torch_pca) many times faster at d = 4096.
     Returns {"A": (pca_dim, d), "b": (pca_dim,)} so that y = x @ A.T + b. Directions whose
     eigenvalue is numerically zero (below 1e-6 of the largest: rank-deficient features, e.g.
     dead units or a collapsed network) would be whitened to NaN or to amplified noise; their
     rows are set to zero instead, so they carry nothing into k-means.
     """
-    n, d = x.shape
-    pca = faiss.PCAMatrix(d, pca_dim, -0.5)  # faiss >= 1.8: positional arguments only
-    pca.train(np.ascontiguousarray(x, dtype=np.float32))
-    A = faiss.vector_to_array(pca.A).reshape(pca_dim, d).copy()
-    b = faiss.vector_to_array(pca.b).copy()
-    eigenvalues = faiss.vector_to_array(pca.eigenvalues)[:pca_dim]
-    dead = ~(eigenvalues > max(float(eigenvalues[0]), 0.0) * 1e-6) | ~np.isfinite(A).all(1) | ~np.isfinite(b)
-    if dead.any():
-        A[dead], b[dead] = 0.0, 0.0
-        if log is not None:
-            log(f"pca: {int(dead.sum())} of {pca_dim} directions have (near) zero variance and are dropped")
-    return {"A": A.astype(np.float32), "b": b.astype(np.float32)}
+    if method == "faiss":
+        components, eigenvalues, mean = faiss_pca(x, pca_dim)
+    else:
+        components, eigenvalues, mean = torch_pca(x, pca_dim, seed=seed)
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    dead = ~(eigenvalues > max(float(eigenvalues.max(initial=0.0)), 0.0) * 1e-6)
+    scale = np.where(dead, 0.0, 1.0 / np.sqrt(np.where(dead, 1.0, eigenvalues)))
+    A = (components.astype(np.float64) * scale[:, None]).astype(np.float32)
+    b = (-A.astype(np.float64) @ mean.astype(np.float64)).astype(np.float32)
+    if dead.any() and log is not None:
+        log(f"pca: {int(dead.sum())} of {pca_dim} directions have (near) zero variance and are dropped")
+    return {"A": A, "b": b}
 
 
 def l2_normalize(y):
@@ -55,8 +115,8 @@ def clamp_pca_dim(pca_dim, n, d):
     return max(1, min(pca_dim, n - 1, d))
 
 
-def preprocess_features(x, pca_dim=256, log=None):
-    """PCA-whitening to pca_dim with faiss, then L2 normalisation. Returns (features, pca)."""
+def preprocess_features(x, pca_dim=256, log=None, method="torch", seed=0):
+    """PCA-whitening to pca_dim, then L2 normalisation. Returns (features, pca)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"features must be a 2-d array, got shape {x.shape}")
@@ -67,7 +127,7 @@ def preprocess_features(x, pca_dim=256, log=None):
     if dim != pca_dim and log is not None:
         log(f"pca_dim {pca_dim} clamped to {dim} ({n} samples of dimension {d})")
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    pca = fit_pca_whitening(x, dim, log=log)
+    pca = fit_pca_whitening(x, dim, method=method, seed=seed, log=log)
     return apply_pca(x, pca), pca
 
 
@@ -98,14 +158,14 @@ def run_kmeans(x, k, niter=20, seed=0):
 class Kmeans:
     """preprocess_features + run_kmeans; keeps what pred.py needs (pca, centroids)."""
 
-    def __init__(self, k, pca_dim=256, niter=20):
-        self.k, self.pca_dim, self.niter = k, pca_dim, niter
+    def __init__(self, k, pca_dim=256, niter=20, pca_method="torch"):
+        self.k, self.pca_dim, self.niter, self.pca_method = k, pca_dim, niter, pca_method
         self.assignment = self.centroids = self.pca = None
         self.loss = float("nan")
 
     def cluster(self, features, seed=0, log=None):
         t0 = time.time()
-        xb, self.pca = preprocess_features(features, self.pca_dim, log=log)
+        xb, self.pca = preprocess_features(features, self.pca_dim, log=log, method=self.pca_method, seed=seed)
         t1 = time.time()
         self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed)
         if log is not None:
@@ -198,15 +258,16 @@ class PIC:
     that pred.py's assign mode can use nearest-mean assignment.
     """
 
-    def __init__(self, pca_dim=256, nnn=5, sigma=0.2, alpha=0.001, iterations=200):
+    def __init__(self, pca_dim=256, nnn=5, sigma=0.2, alpha=0.001, iterations=200, pca_method="torch"):
         self.pca_dim, self.nnn, self.sigma, self.alpha, self.iterations = pca_dim, nnn, sigma, alpha, iterations
+        self.pca_method = pca_method
         self.assignment = self.centroids = self.pca = None
         self.k = 0
         self.loss = None
 
     def cluster(self, features, seed=0, log=None):
         t0 = time.time()
-        xb, self.pca = preprocess_features(features, self.pca_dim, log=log)
+        xb, self.pca = preprocess_features(features, self.pca_dim, log=log, method=self.pca_method, seed=seed)
         self.assignment = run_pic(xb, self.nnn, self.sigma, self.alpha, self.iterations)
         self.k = int(self.assignment.max()) + 1
         sums = np.zeros((self.k, xb.shape[1]), dtype=np.float64)

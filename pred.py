@@ -165,8 +165,9 @@ def predict(c, device="cpu"):
         k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"])
         if k > len(dataset):
             raise PredError(f"pred_k = {k} is larger than the {len(dataset)} images to cluster")
-        xb, _ = clustering.preprocess_features(features, c["pca_dim"], log=print)
-        ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=clustering.epoch_seed(c["seed"], 0))
+        seed = clustering.epoch_seed(c["seed"], 0)
+        xb, _ = clustering.preprocess_features(features, c["pca_dim"], log=print, method=c["pca_method"], seed=seed)
+        ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed)
         dist = ((xb - centroids[ids]) ** 2).sum(1)
 
     with open(os.path.join(pred_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:

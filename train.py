@@ -103,8 +103,8 @@ def make_optimizer(model, c):
 
 def make_clusterer(c):
     if c["clustering"] == "pic":
-        return PIC(c["pca_dim"], c["pic_nnn"], c["pic_sigma"], c["pic_alpha"], c["pic_iterations"])
-    return Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"])
+        return PIC(c["pca_dim"], c["pic_nnn"], c["pic_sigma"], c["pic_alpha"], c["pic_iterations"], c["pca_method"])
+    return Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"], c["pca_method"])
 
 
 def make_scheduler(optimizer, c):
