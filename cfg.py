@@ -22,6 +22,7 @@ cfg = {
     "rrc_scale_min": 0.08,  # smallest crop area of the training RandomResizedCrop (torchvision's default 0.08)
     "test_path": "data/fashion_mnist_small/test",  # images for pred.py / eval_linear.py; "" = hold out val_split of dataset_path
     "val_split": 0.1,  # with test_path "": fraction of each class of dataset_path held out from training for pred/eval
+    "cache_mb": 1024,  # keep decoded images in memory up to this many MB (0 = off); larger sets read the rest from disk
     "workers": 0,  # DataLoader worker processes; 0-2 on a 2-core machine, more on a big GPU box
     # --- model ---
     "arch": "vgg16",  # "vgg16" (VGG16 with batch norm) or "alexnet" (AlexNet with batch norm)
@@ -31,6 +32,7 @@ cfg = {
     "num_classes": 10,  # k of k-means: number of clusters = outputs of the classifier head
     "pca_dim": 256,  # PCA-whitening dimension before k-means (clamped to what the data allows)
     "pca_method": "torch",  # "torch" (exact PCA, covariance or Gram matrix + eigh, many times faster) or "faiss" (PCAMatrix, the reference)
+    "pca_fit_samples": 0,  # 0 = fit the PCA on all features (reference); N > 0 = fit on N images and stream the rest (memory)
     "kmeans_niter": 20,  # k-means iterations per clustering
     "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
     "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
@@ -84,7 +86,7 @@ MINIMUM = {
     "pic_iterations": 200,  # "pic": power iterations
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
-    "rrc_scale_min": 0.0, "val_split": 0.0, "pred_k": 0, "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1,
+    "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0, "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1,
     "probe_lr": 0.0, "probe_weight_decay": 0.0, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0,
     "pic_iterations": 1,
 }

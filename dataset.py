@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
+from tqdm import tqdm
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,12 +75,11 @@ def scan_tree(root):
     return [(os.path.join(root, e), -1) for e in flat_files], []
 
 
-def _readable(path):
+def _try_load(path):
     try:
-        load_image(path)
-        return True
+        return load_image(path)
     except Exception:  # any decoder failure means "skip this file"
-        return False
+        return None
 
 
 class ClusterDataset(Dataset):
@@ -88,23 +88,32 @@ class ClusterDataset(Dataset):
     Items return their own index rather than a label so that callers can never pair an
     image with someone else's pseudo-label; ground-truth labels are in `self.labels`.
     Files that do not decode are dropped at construction with one warning each.
+    With cache_mb > 0 the images decoded by that check are kept in memory (RGB, 3 bytes a
+    pixel) until cache_mb is used up, so small images are decoded once per run, not once per
+    pass; DataLoader workers inherit the cache when they fork.
     """
 
-    def __init__(self, root, transform=None, check_images=True, log=print):
+    def __init__(self, root, transform=None, check_images=True, log=print, cache_mb=0, verbose=False):
         self.root = root
         self.transform = transform
         samples, self.classes = scan_tree(root)
         if not samples:
             raise DataError(f"no images found under '{root}' (extensions: {', '.join(IMG_EXTENSIONS)})")
         self.skipped = []
+        self._cache = {}
         if check_images:
-            kept = []
-            for path, label in samples:
-                if _readable(path):
-                    kept.append((path, label))
-                else:
+            kept, budget = [], cache_mb * 2**20
+            for path, label in tqdm(samples, desc="checking images", leave=False, disable=not verbose or None):
+                img = _try_load(path)
+                if img is None:
                     self.skipped.append(path)
                     log(f"warning: skipping '{path}': not a readable image")
+                    continue
+                kept.append((path, label))
+                size = img.width * img.height * 3
+                if size <= budget:
+                    self._cache[path] = img
+                    budget -= size
             samples = kept
         if not samples:
             raise DataError(f"none of the {len(self.skipped)} image files under '{root}' could be decoded")
@@ -132,6 +141,9 @@ class ClusterDataset(Dataset):
     def load(self, index):
         """The decoded RGB image; a file that went bad after the scan gives a black image and a warning."""
         path = self.paths[index]
+        cached = self._cache.get(path)
+        if cached is not None:
+            return cached
         try:
             return load_image(path)
         except Exception as e:  # never kill a long run for one file
@@ -169,9 +181,10 @@ def open_split(c, part, transform=None, log=print):
     With test_path "", val_split of every class of dataset_path is held out: "test" is that
     held-out part and "train" the rest, the same split in train.py, pred.py and eval_linear.py.
     """
+    options = {"log": log, "cache_mb": c["cache_mb"], "verbose": c["verbose"]}
     if c["test_path"] and part == "test":
-        return ClusterDataset(c["test_path"], transform, log=log)
-    full = ClusterDataset(c["dataset_path"], transform, log=log)
+        return ClusterDataset(c["test_path"], transform, **options)
+    full = ClusterDataset(c["dataset_path"], transform, **options)
     if c["test_path"] or c["val_split"] == 0:
         if part == "test":
             raise DataError("no test images: set test_path, or leave it empty and set val_split > 0")

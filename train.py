@@ -63,15 +63,20 @@ def make_loader(dataset, c, device, sampler=None):
                       worker_init_fn=seed_worker, persistent_workers=False)
 
 
-@torch.inference_mode()
-def compute_features(loader, model, device, verbose=True):
-    """The N x 4096 pre-ReLU fc7 features of every image, in dataset order, model in eval mode."""
+def iter_features(loader, model, device, verbose=True):
+    """(image indices, 4096-d pre-ReLU fc7 features) batch by batch, model in eval mode, no autograd."""
     model.eval()
-    n = len(loader.dataset)
-    features = np.empty((n, FEATURE_DIM), dtype=np.float32)
-    for images, index in tqdm(loader, desc="features", leave=False, disable=not verbose or None):
-        out = model(images.to(device, non_blocking=True))
-        features[index.numpy()] = out.float().cpu().numpy()
+    with torch.inference_mode():
+        for images, index in tqdm(loader, desc="features", leave=False, disable=not verbose or None):
+            out = model(images.to(device, non_blocking=True))
+            yield index.numpy(), out.float().cpu().numpy()
+
+
+def compute_features(loader, model, device, verbose=True):
+    """The N x 4096 features of every image, in dataset order."""
+    features = np.empty((len(loader.dataset), FEATURE_DIM), dtype=np.float32)
+    for index, out in iter_features(loader, model, device, verbose):
+        features[index] = out
     return features
 
 
@@ -225,9 +230,20 @@ def train(c, device="cpu"):
         """
         t0 = time.time()
         model.remove_head()
-        features = compute_features(eval_loader, model, device, verbose)
-        t1 = time.time()
-        assignment = clusterer.cluster(features, seed=epoch_seed(c["seed"], epoch), log=log if verbose else None)
+        seed = epoch_seed(c["seed"], epoch)
+        if c["pca_fit_samples"]:
+            # streaming: fit the PCA on the first pca_fit_samples images of a random order, then
+            # project every batch as it is computed; N x 4096 is never held
+            order = np.random.default_rng(seed).permutation(n).tolist() if c["pca_fit_samples"] < n else None
+            batches = iter_features(make_loader(dataset, c, device, order), model, device, verbose)
+            xb, pca = clustering.streamed_whitening(batches, n, c["pca_dim"], c["pca_fit_samples"],
+                                                    log, c["pca_method"], seed)
+            t1 = time.time()
+            assignment = clusterer.cluster_whitened(xb, pca, seed, log=log if verbose else None)
+        else:
+            features = compute_features(eval_loader, model, device, verbose)
+            t1 = time.time()
+            assignment = clusterer.cluster(features, seed=seed, log=log if verbose else None)
         return {
             "nmi_prev": metrics.nmi(previous, assignment) if previous is not None else None,
             "nmi": metrics.nmi(dataset.labels, assignment) if dataset.has_labels else None,
@@ -265,8 +281,10 @@ def train(c, device="cpu"):
         if os.path.exists(metrics_path):
             os.remove(metrics_path)
         start_epoch = 0
-    log(f"model: {c['arch']}{' + sobel' if c['sobel'] else ''} at {c['input_size']} px, k = {c['num_classes']}, "
-        f"device {device}")
+    log(f"model: {c['arch']}{' + sobel' if c['sobel'] else ''} at {c['input_size']} px, "
+        + (f"k-means with k = {c['num_classes']}" if c["clustering"] == "kmeans" else "PIC clustering")
+        + f", device {device}")
+
     def save(epochs_done, row, clus_row):
         """Everything a resume or pred.py needs; the clustering is the one of the saved weights."""
         state = {

@@ -4,7 +4,7 @@ import pytest
 import metrics
 from clustering import (Kmeans, UnifLabelSampler, apply_pca, assign_to_centroids, epoch_seed, fit_pca_whitening,
                         images_lists, l2_normalize, preprocess_features, run_kmeans, top_eigh,
-                        uniform_label_indices)
+                        streamed_whitening, uniform_label_indices)
 
 
 def correlated_data(n=600, d=40, seed=0):
@@ -171,3 +171,37 @@ def test_sampler_is_deterministic_per_seed():
 def test_images_lists_match_assignment():
     lists = images_lists(np.array([2, 0, 2, 1]), 4)
     assert [list(x) for x in lists] == [[1], [3], [0, 2], []]
+
+
+def test_streamed_whitening_equals_the_batch_path_when_the_fit_sees_everything():
+    x, _ = correlated_data(n=300, d=40)
+    expected, pca = preprocess_features(x, 10)
+    order = np.random.default_rng(0).permutation(300)
+    batches = [(order[i:i + 64], x[order[i:i + 64]]) for i in range(0, 300, 64)]
+    got, pca2 = streamed_whitening(iter(batches), 300, 10, fit_samples=300)
+    # same rows in another order: the same PCA up to float rounding, every row at its own index
+    assert np.allclose(got, expected, atol=1e-4) or np.allclose(np.abs(got), np.abs(expected), atol=1e-4)
+    in_order = [(np.arange(i, min(i + 64, 300)), x[i:i + 64]) for i in range(0, 300, 64)]
+    got, _ = streamed_whitening(iter(in_order), 300, 10, fit_samples=10_000)
+    assert np.array_equal(got, expected)
+
+
+def test_streamed_whitening_fits_on_a_sample_and_projects_the_rest():
+    rng = np.random.default_rng(1)
+    scales = np.r_[np.linspace(10, 5, 10), np.full(30, 0.5)]  # a clear gap after 10 directions
+    x = (rng.normal(size=(2000, 40)) * scales @ np.linalg.qr(rng.normal(size=(40, 40)))[0]).astype(np.float32)
+    seen = []
+
+    def batches():
+        for i in range(0, 2000, 100):
+            seen.append(i)
+            yield np.arange(i, i + 100), x[i:i + 100]
+
+    got, pca = streamed_whitening(batches(), 2000, 10, fit_samples=450)  # the 5th batch straddles the sample
+    assert got.shape == (2000, 10) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    assert np.allclose(got, apply_pca(x, pca), atol=1e-6)  # every row projected with the sample's PCA
+    full = fit_pca_whitening(x, 10)
+    # a 450-row sample already finds the same subspace as all 2000 rows
+    d1 = pca["A"] / np.linalg.norm(pca["A"], axis=1, keepdims=True)
+    d2 = full["A"] / np.linalg.norm(full["A"], axis=1, keepdims=True)
+    assert np.linalg.svd(d1 @ d2.T, compute_uv=False).min() > 0.95

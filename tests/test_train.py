@@ -172,3 +172,25 @@ def test_ctrl_c_says_how_to_resume(blob_tree, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "run the same command again to resume" in err and "Traceback" not in err
+
+
+def test_cache_and_streaming_do_not_change_the_default_result(blob_tree, tmp_path):
+    """The decoded-image cache and the streamed PCA (when its sample covers the whole set) are pure
+    speed/memory options: the clustering and the training must be exactly those of the plain path."""
+    variants = {"default": [], "no_cache": ["--cache_mb", "0"], "stream_all": ["--pca_fit_samples", "1000"]}
+    results = {}
+    for name, extra in variants.items():
+        run(blob_tree, tmp_path / name, "--num_epoch", "1", *extra)
+        results[name] = torch.load(tmp_path / name / "checkpoint.pth.tar", weights_only=True)
+    base = results["default"]
+    for name in ("no_cache", "stream_all"):
+        assert torch.equal(results[name]["assignment"], base["assignment"]), name
+        assert torch.equal(results[name]["pca_A"], base["pca_A"]), name
+        assert read_metrics(tmp_path / name)[0]["loss"] == read_metrics(tmp_path / "default")[0]["loss"], name
+
+
+def test_streaming_with_a_sample_smaller_than_the_set(blob_tree, tmp_path):
+    run(blob_tree, tmp_path / "exp", "--num_epoch", "1", "--pca_fit_samples", "10", "--pca_dim", "4")
+    ckpt = torch.load(tmp_path / "exp" / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["assignment"].shape == (18,) and ckpt["pca_A"].shape == (4, 4096)
+    assert "clamped" not in (tmp_path / "exp" / "train.log").read_text()
