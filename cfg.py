@@ -64,6 +64,8 @@ cfg = {
     "lr_gamma": 0.1,  # "step" and "plateau": the factor applied to the lr
     "lr_patience": 3,  # "plateau": epochs without a lower training loss before the lr is cut
     # --- run ---
+    "amp": "bf16",  # mixed precision on CUDA: "bf16", "fp16" (with loss scaling) or "off"; the CPU always uses float32
+    "sync_bn": False,  # under torchrun: SyncBatchNorm across processes instead of per-process batch statistics
     "seed": 31,  # seeds torch, numpy, python and each epoch's k-means (the reference's seed)
     "resume": True,  # continue from exp_dir/checkpoint.pth.tar when it exists; false starts over
     "verbose": True,  # progress bars (on a terminal) and a summary line per epoch
@@ -75,6 +77,7 @@ CHOICES = {
     "pred_mode": ("assign", "recluster"),
     "clustering": ("kmeans", "pic"),
     "pca_method": ("torch", "faiss"),
+    "amp": ("bf16", "fp16", "off"),
     "lr_scheduler": ("none", "step", "plateau"),
 }
 # smallest allowed value of numeric keys

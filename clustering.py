@@ -176,6 +176,18 @@ def streamed_whitening(batches, n, pca_dim, fit_samples, log=None, method="torch
     return out, pca
 
 
+def faiss_device():
+    """"GPU" when the installed faiss was built with GPU support and sees a GPU, else "CPU"."""
+    return "GPU" if getattr(faiss, "get_num_gpus", lambda: 0)() > 0 else "CPU"
+
+
+def flat_index(d):
+    """An exact L2 index: on the GPU when faiss can (the reference's setting), else IndexFlatL2."""
+    if faiss_device() == "GPU":
+        return faiss.GpuIndexFlatL2(faiss.StandardGpuResources(), d)
+    return faiss.IndexFlatL2(d)
+
+
 def run_kmeans(x, k, niter=20, seed=0):
     """faiss k-means, as the reference: no subsampling, flat L2 index for the assignment.
 
@@ -191,7 +203,7 @@ def run_kmeans(x, k, niter=20, seed=0):
     clus.max_points_per_centroid = 10_000_000  # faiss would otherwise train on 256 points per centroid
     clus.min_points_per_centroid = 1  # only silences faiss' "please provide more points" warning
     clus.verbose = False
-    index = faiss.IndexFlatL2(d)
+    index = flat_index(d)
     clus.train(x, index)
     _, nearest = index.search(x, 1)
     stats = clus.iteration_stats
@@ -232,7 +244,7 @@ def knn_graph(xb, nnn):
     """The nnn nearest neighbours of every point (itself removed) with squared L2 distances, via faiss."""
     n, d = xb.shape
     nnn = min(nnn, n - 1)
-    index = faiss.IndexFlatL2(d)
+    index = flat_index(d)
     index.add(xb)
     dist, nbrs = index.search(xb, nnn + 1)
     # drop the point itself; with duplicates it need not come first, so remove it by identity
@@ -342,7 +354,7 @@ def images_lists(assignment, k):
 def assign_to_centroids(features, pca, centroids):
     """Nearest centroid (L2) of features whitened with a stored pca; returns (ids, squared distances)."""
     xb = apply_pca(features, pca)
-    index = faiss.IndexFlatL2(xb.shape[1])
+    index = flat_index(xb.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     dist, nearest = index.search(xb, 1)
     return nearest[:, 0].astype(np.int64), dist[:, 0]

@@ -13,10 +13,12 @@ import time
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import clustering
+import distributed
 import metrics
 from cfg import load_cfg, save_cfg
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
@@ -30,12 +32,16 @@ METRICS = "metrics.jsonl"
 class Logger:
     """Prints a line (without breaking progress bars) and appends it to exp_dir/train.log."""
 
-    def __init__(self, exp_dir, verbose=True):
-        os.makedirs(exp_dir, exist_ok=True)
+    def __init__(self, exp_dir, verbose=True, main_process=True):
+        self.main_process = main_process
+        if main_process:
+            os.makedirs(exp_dir, exist_ok=True)
         self.path = os.path.join(exp_dir, "train.log")
         self.verbose = verbose
 
     def __call__(self, msg):
+        if not self.main_process:  # under torchrun only rank 0 speaks
+            return
         if self.verbose:
             tqdm.write(msg)
         with open(self.path, "a", encoding="utf-8") as f:
@@ -63,40 +69,60 @@ def make_loader(dataset, c, device, sampler=None):
                       worker_init_fn=seed_worker, persistent_workers=False)
 
 
-def iter_features(loader, model, device, verbose=True):
-    """(image indices, 4096-d pre-ReLU fc7 features) batch by batch, model in eval mode, no autograd."""
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(c, device):
+    """Mixed precision on CUDA only (cfg amp); the CPU keeps float32."""
+    return AMP_DTYPES.get(c["amp"]) if device.type == "cuda" else None
+
+
+def to_device(images, device):
+    """Non-blocking copy; channels_last on CUDA, where cuDNN's convolutions are fastest with it."""
+    if device.type == "cuda":
+        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
+    return images.to(device)
+
+
+def iter_features(loader, model, device, verbose=True, dtype=None):
+    """(image indices, 4096-d pre-ReLU fc7 features as float32) batch by batch, eval mode, no autograd."""
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         for images, index in tqdm(loader, desc="features", leave=False, disable=not verbose or None):
-            out = model(images.to(device, non_blocking=True))
+            out = model(to_device(images, device))
             yield index.numpy(), out.float().cpu().numpy()
 
 
-def compute_features(loader, model, device, verbose=True):
-    """The N x 4096 features of every image, in dataset order."""
+def compute_features(loader, model, device, verbose=True, dtype=None):
+    """The N x 4096 features of every image of the loader's dataset, in its order."""
     features = np.empty((len(loader.dataset), FEATURE_DIM), dtype=np.float32)
-    for index, out in iter_features(loader, model, device, verbose):
+    for index, out in iter_features(loader, model, device, verbose, dtype):
         features[index] = out
     return features
 
 
-def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbose=True):
-    """One pass of cross-entropy on the pseudo-labels; both optimizers step every batch."""
+def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbose=True, dtype=None):
+    """One pass of cross-entropy on the pseudo-labels; both optimizers step every batch.
+
+    Returns an AverageMeter of the loss. With dtype float16 the loss is scaled (GradScaler)."""
     model.train()
     criterion = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     losses = AverageMeter()
     bar = tqdm(loader, desc="train", leave=False, disable=not verbose or None)
     for images, target in bar:
-        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        loss = criterion(model(images), target)
+        images, target = to_device(images, device), target.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = criterion(model(images), target)
         body_optimizer.zero_grad(set_to_none=True)
         head_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        body_optimizer.step()
-        head_optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(body_optimizer)
+        scaler.step(head_optimizer)
+        scaler.update()
         losses.update(loss.item(), images.size(0))
         bar.set_postfix(loss=f"{losses.avg:.4f}")
-    return losses.avg
+    return losses
 
 
 def make_optimizer(model, c):
@@ -182,12 +208,27 @@ def main(device="cpu", argv=None):
         print(f"\ninterrupted: run the same command again to resume from the last completed epoch "
               f"(checkpoint in {c['exp_dir']})", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        distributed.cleanup()
 
 
 def train(c, device="cpu"):
     device = torch.device(device)
-    log = Logger(c["exp_dir"], c["verbose"])
-    verbose = c["verbose"]
+    rank, world, local_rank = distributed.setup(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.backends.cudnn.benchmark = True
+    main_process = rank == 0
+    comm_device = device if device.type == "cuda" else torch.device("cpu")  # NCCL talks GPU, gloo CPU
+    log = Logger(c["exp_dir"], c["verbose"], main_process)
+    verbose = c["verbose"] and main_process
+    if world > 1 and c["sync_bn"] and device.type != "cuda":
+        raise SystemExit("config error: sync_bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
+                         "use train_cuda.py under torchrun or --sync_bn false")
+    if world > 1 and c["pca_fit_samples"]:
+        raise SystemExit("config error: pca_fit_samples > 0 is not supported with several processes yet; "
+                         "set it to 0 under torchrun")
+    dtype = amp_dtype(c, device)
     torch.manual_seed(c["seed"])
     np.random.seed(c["seed"])
     random.seed(c["seed"])
@@ -214,14 +255,21 @@ def train(c, device="cpu"):
                                  f"images, '{c['dataset_path']}' has {n}; use another exp_dir or --resume false")
         else:
             log(f"--resume false: starting over, {ckpt_path} and {METRICS} will be replaced")
-    save_cfg(c, c["exp_dir"])
+    if main_process:
+        save_cfg(c, c["exp_dir"])
 
     # --- model and the body's optimizer (created once, head excluded, Sobel excluded)
-    model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"]).to(device)
+    model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
+    if c["sync_bn"] and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
     body_optimizer = make_optimizer(model, c)
     scheduler = make_scheduler(body_optimizer, c)
     clusterer = make_clusterer(c)
-    eval_loader = make_loader(dataset, c, device)
+    my_share = distributed.shard(n, rank, world)  # the images whose features this process computes
+    eval_loader = make_loader(dataset if world == 1 else dataset.subset(my_share), c, device)
+    log(f"{world} process{'es' if world > 1 else ''}, clustering with faiss on {clustering.faiss_device()}"
+        + (f", mixed precision {c['amp']}" if dtype is not None else ""))
 
     def cluster(epoch, previous):
         """Steps 1-4 with the current weights: head off, features, PCA-whitening + k-means.
@@ -235,16 +283,27 @@ def train(c, device="cpu"):
             # streaming: fit the PCA on the first pca_fit_samples images of a random order, then
             # project every batch as it is computed; N x 4096 is never held
             order = np.random.default_rng(seed).permutation(n).tolist() if c["pca_fit_samples"] < n else None
-            batches = iter_features(make_loader(dataset, c, device, order), model, device, verbose)
+            batches = iter_features(make_loader(dataset, c, device, order), model, device, verbose, dtype)
             xb, pca = clustering.streamed_whitening(batches, n, c["pca_dim"], c["pca_fit_samples"],
                                                     log, c["pca_method"], seed)
             t1 = time.time()
             assignment = clusterer.cluster_whitened(xb, pca, seed, log=log if verbose else None)
         else:
-            features = compute_features(eval_loader, model, device, verbose)
+            # each process computes its share; rank 0 gathers all features and clusters once
+            features = compute_features(eval_loader, model, device, verbose, dtype)
+            features = distributed.gather_rows(my_share, features, n, comm_device)
             t1 = time.time()
-            assignment = clusterer.cluster(features, seed=seed, log=log if verbose else None)
+            if main_process:
+                clusterer.cluster(features, seed=seed, log=log if verbose else None)
+            del features
+        row = clustering_row(clusterer.assignment, previous, t0, t1) if main_process else None
+        row = distributed.broadcast(row)  # rank 0's assignment to every rank
+        clusterer.assignment, clusterer.k = np.asarray(row.pop("assignment")), row["clusters_found"]
+        return row
+
+    def clustering_row(assignment, previous, t0, t1):
         return {
+            "assignment": assignment,
             "nmi_prev": metrics.nmi(previous, assignment) if previous is not None else None,
             "nmi": metrics.nmi(dataset.labels, assignment) if dataset.has_labels else None,
             "ari": metrics.ari(dataset.labels, assignment) if dataset.has_labels else None,
@@ -257,7 +316,7 @@ def train(c, device="cpu"):
         }
 
     if ckpt is not None:
-        state = ckpt["state_dict"]
+        state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}  # saved from a wrapped model
         if "top_layer.weight" in state:
             model.add_head(state["top_layer.weight"].shape[0])
         model.load_state_dict(state)
@@ -271,14 +330,15 @@ def train(c, device="cpu"):
         clusterer.k = int(clusterer.centroids.shape[0])
         clus_row = ckpt["clustering_metrics"]
         start_epoch = int(ckpt["epoch"])
-        truncate_metrics(metrics_path, start_epoch)
+        if main_process:
+            truncate_metrics(metrics_path, start_epoch)
         if start_epoch >= c["num_epoch"]:
             log(f"{ckpt_path} has already finished {start_epoch} epochs (num_epoch = {c['num_epoch']}); "
                 "raise --num_epoch to continue or pass --resume false to start over")
             return ckpt
         log(f"resuming from {ckpt_path}: {start_epoch} epochs done, continuing to {c['num_epoch']}")
     else:
-        if os.path.exists(metrics_path):
+        if main_process and os.path.exists(metrics_path):
             os.remove(metrics_path)
         start_epoch = 0
     log(f"model: {c['arch']}{' + sobel' if c['sobel'] else ''} at {c['input_size']} px, "
@@ -287,6 +347,8 @@ def train(c, device="cpu"):
 
     def save(epochs_done, row, clus_row):
         """Everything a resume or pred.py needs; the clustering is the one of the saved weights."""
+        if not main_process:
+            return None
         state = {
             "epoch": epochs_done,
             "arch": c["arch"], "sobel": c["sobel"], "input_size": c["input_size"], "num_classes": c["num_classes"],
@@ -318,12 +380,18 @@ def train(c, device="cpu"):
         # 5-6. each original image with its own cluster, sampled uniformly over clusters
         train_set = PseudoLabelDataset(dataset, assignment, aug)
         sampler = UnifLabelSampler(n, assignment, seed=epoch_seed(c["seed"], epoch))
+        net = model
+        if world > 1:
+            sampler = distributed.share_of(sampler.indexes, rank, world).tolist()  # a disjoint share per rank
+            torch.manual_seed(epoch_seed(c["seed"], epoch) + rank)  # each rank its own augmentations
+            net = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
         lr = body_optimizer.param_groups[0]["lr"]
         head_optimizer = torch.optim.SGD(model.top_layer.parameters(), lr=lr, weight_decay=c["weight_decay"])
         # 8. one training pass
         t0 = time.time()
-        loss = train_one_epoch(make_loader(train_set, c, device, sampler), model, body_optimizer, head_optimizer,
-                               device, verbose)
+        meter = train_one_epoch(make_loader(train_set, c, device, sampler), net, body_optimizer, head_optimizer,
+                                device, verbose, dtype)
+        loss = distributed.all_mean(meter.sum, meter.count, comm_device)
         t_train = time.time() - t0
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(loss)
@@ -332,9 +400,12 @@ def train(c, device="cpu"):
 
         # 9. log this epoch: the clustering it trained on, and its training pass
         row = {"epoch": epoch, "loss": loss, **clus_row, "lr": lr, "time_train_s": round(t_train, 3),
-               "images_per_s": round(len(sampler) / max(t_train, 1e-9), 2)}
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+               "images_per_s": round(len(sampler) * world / max(t_train, 1e-9), 2)}
+        if world > 1:
+            row["ranks_in_sync"] = distributed.in_sync(model, comm_device)
+        if main_process:
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
         log(f"epoch {epoch + 1}/{c['num_epoch']}  loss {loss:.4f}  nmi {fmt(row['nmi'])}  ari {fmt(row['ari'])}  "
             f"nmi_prev {fmt(row['nmi_prev'])}  clusters {row['clusters_nonempty']}/{row['clusters_found']}  "
             f"time {time.time() - t_start + row['time_features_s'] + row['time_clustering_s']:.0f}s "
@@ -349,6 +420,7 @@ def train(c, device="cpu"):
             clus_row = {**clus_row, "nmi_prev": None, "kmeans_loss": None, "reclustered": False,
                         "time_features_s": 0.0, "time_clustering_s": 0.0}
         ckpt = save(epoch + 1, row, clus_row)
+        distributed.barrier()
     if c["num_epoch"] > start_epoch and clus_row["reclustered"]:
         log(f"clustering of the network after {c['num_epoch']} epochs: nmi {fmt(clus_row['nmi'])}  "
             f"ari {fmt(clus_row['ari'])}  nmi_prev {fmt(clus_row['nmi_prev'])}")

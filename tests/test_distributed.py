@@ -1,0 +1,78 @@
+"""CPU checks of the multi-process path (torchrun + gloo) and of the GPU tooling's CPU-safe parts."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+import distributed
+import train
+from conftest import make_blob_tree, train_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def test_shards_cover_every_image_once():
+    for n, world in [(21, 2), (20, 3), (5, 4)]:
+        shares = [distributed.shard(n, r, world) for r in range(world)]
+        assert sorted(np.concatenate(shares).tolist()) == list(range(n))
+
+
+def test_epoch_sample_shares_are_disjoint_and_equal_in_length():
+    sample = np.random.default_rng(0).permutation(21)
+    shares = [distributed.share_of(sample, r, 2) for r in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 11  # same number of batches on every rank
+    assert set(shares[0].tolist()) | set(shares[1].tolist()) == set(range(21))
+    assert len(set(shares[0].tolist()) & set(shares[1].tolist())) == 1  # only the one wrap-around pad
+
+
+def test_single_process_helpers_are_no_ops():
+    rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert np.array_equal(distributed.gather_rows(np.array([2, 0, 3, 1]), rows, 4, "cpu")[2], rows[0])
+    assert distributed.broadcast({"a": 1}) == {"a": 1} and distributed.in_sync(None, "cpu") is None
+    assert distributed.all_mean(6.0, 3, "cpu") == 2.0
+
+
+def test_mixed_precision_only_on_cuda():
+    c = dict(train.load_cfg([]))
+    assert train.amp_dtype(c, torch.device("cpu")) is None
+    assert train.amp_dtype(c, torch.device("cuda")) is torch.bfloat16
+    assert train.amp_dtype({**c, "amp": "fp16"}, torch.device("cuda")) is torch.float16
+    assert train.amp_dtype({**c, "amp": "off"}, torch.device("cuda")) is None
+
+
+def test_two_processes_cluster_like_one_and_stay_in_sync(tmp_path):
+    """torchrun with 2 gloo processes: epoch 0 clusters exactly as 1 process does, a training epoch
+    leaves identical weights on both ranks, and a resumed run continues."""
+    tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=7)  # 21 images: uneven shares
+    one, two = tmp_path / "one", tmp_path / "two"
+    train.main("cpu", train_args(tree, one, "--num_epoch", "0"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, two, "--num_epoch", "0")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(one / "checkpoint.pth.tar", weights_only=True)
+    b = torch.load(two / "checkpoint.pth.tar", weights_only=True)
+    assert torch.equal(a["assignment"], b["assignment"])
+    r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, two, "--num_epoch", "1", "--verbose", "true")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("resuming from") == 1  # only rank 0 speaks
+    rows = [json.loads(line) for line in open(two / "metrics.jsonl")]
+    assert len(rows) == 1 and rows[0]["ranks_in_sync"] is True and np.isfinite(rows[0]["loss"])
+    assert "2 processes" in (two / "train.log").read_text()
+
+
+def test_gpu_check_script_cpu_safe_parts():
+    script = os.path.join(ROOT, "tools", "gpu_check.sh")
+    r = subprocess.run(["bash", script, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "GPU check" in r.stdout
+    r = subprocess.run(["bash", script, "--bogus"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown argument" in r.stderr
+    if not torch.cuda.is_available():
+        env = {**os.environ, "PYTHON": sys.executable}
+        r = subprocess.run(["bash", script], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 3 and "CUDA is not available" in r.stderr

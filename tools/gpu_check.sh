@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# GPU check: on a CUDA machine, train 2 epochs and predict on the shipped sample with the
+# CUDA entry points, then measure VGG16-BN throughput at 224 px (synthetic images, amp on
+# and off) and print one summary table. Meant to finish in under 5 minutes.
+#
+#   bash tools/gpu_check.sh            # from the repository root
+#   bash tools/gpu_check.sh --help
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${GPU_CHECK_DIR:-/tmp/deepcluster_gpu_check}
+case "${1:-}" in
+  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; echo "output folder: \$GPU_CHECK_DIR (default $OUT)"; exit 0 ;;
+  "") ;;
+  *) echo "gpu_check: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+esac
+PY=${PYTHON:-python3}
+if ! $PY -c "import torch, faiss, sklearn, tqdm" 2>/dev/null; then
+  echo "gpu_check: installing requirements.txt"
+  $PY -m pip install -q -r requirements.txt || exit 1
+fi
+if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: CUDA is not available on this machine; nothing to check (train.py and pred.py run on the CPU)" >&2
+  exit 3
+fi
+set -e
+rm -rf "$OUT" && mkdir -p "$OUT"
+$PY -c "import torch; print('gpu:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
+start=$(date +%s)
+$PY train_cuda.py --exp_dir "$OUT/exp" --num_epoch 2 --verbose false
+$PY pred_cuda.py --exp_dir "$OUT/exp" --pred_dir "$OUT/pred" --pred_mode recluster --verbose false
+echo "train_cuda.py 2 epochs + pred_cuda.py: $(( $(date +%s) - start )) s"
+$PY tools/gpu_throughput.py
