@@ -25,7 +25,7 @@ import metrics
 from cfg import load_cfg
 from dataset import eval_transform, open_split
 from models import build_model
-from train import CHECKPOINT, compute_features, load_checkpoint, make_loader
+from train import CHECKPOINT, amp_dtype, compute_features, load_checkpoint, make_loader
 
 MANIFEST = ".pred_manifest.json"
 OWNED = ("predictions.csv", "metrics.json", "clusters", "grids")
@@ -54,7 +54,8 @@ def load_model(c, device, ckpt=None):
     state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     state = {k: v for k, v in state.items() if not k.startswith("top_layer.")}
     model.load_state_dict(state)
-    return model.to(device).eval(), ckpt
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    return model.to(device, memory_format=fmt).eval(), ckpt
 
 
 # ---------------------------------------------------------------- pred_dir ownership
@@ -156,7 +157,7 @@ def predict(c, device="cpu"):
     pred_dir = c["pred_dir"]
     prepare_pred_dir(pred_dir)
 
-    features = compute_features(make_loader(dataset, c, device), model, device, c["verbose"])
+    features = compute_features(make_loader(dataset, c, device), model, device, c["verbose"], amp_dtype(c, device))
     if c["pred_mode"] == "assign":
         pca = {"A": ckpt["pca_A"].numpy(), "b": ckpt["pca_b"].numpy()}
         ids, dist = clustering.assign_to_centroids(features, pca, ckpt["centroids"].numpy())

@@ -98,3 +98,10 @@ def test_command_line_error_is_one_line_without_traceback():
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "did you mean 'num_epoch'" in r.stderr
+
+
+def test_readme_documents_every_key_with_its_default():
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    for key, value in cfg.items():
+        shown = json.dumps(value) if value == "" else str(value).lower() if isinstance(value, bool) else str(value)
+        assert f"| `{key}` | `{shown}` |" in readme, f"README's config table lacks {key} = {shown}"
