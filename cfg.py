@@ -167,7 +167,8 @@ def help_text(defaults=None):
     with open(__file__, encoding="utf-8") as f:
         source = f.read()
     comments = dict(re.findall(r'^\s*"(\w+)":.*?#\s*(.*)$', source, flags=re.M))
-    lines = ["usage: python train.py [--config FILE.json] [--KEY VALUE ...]", "", "keys (default):"]
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else "train.py"
+    lines = [f"usage: python {script} [--config FILE.json] [--KEY VALUE ...]", "", "keys (default):"]
     for key, value in defaults.items():
         lines.append(f"  --{key:<15} {json.dumps(value):<34} {comments.get(key, '')}")
     return "\n".join(lines)
