@@ -1,6 +1,6 @@
 """Benchmarks of the three phases of a DeepCluster epoch, as ratios measured in one run.
 
-    python bench/run.py            # everything, about 10 minutes on 2 cores
+    python bench/run.py            # everything, about 7 minutes on 2 cores
     python bench/run.py --quick    # a reduced version of everything, under 3 minutes
     python bench/run.py --parts features,train --sizes 32
 
