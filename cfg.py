@@ -22,6 +22,7 @@ cfg = {
     "rrc_scale_min": 0.08,  # smallest crop area of the training RandomResizedCrop (torchvision's default 0.08)
     "test_path": "data/fashion_mnist_small/test",  # images for pred.py / eval_linear.py; "" = hold out val_split of dataset_path
     "val_split": 0.1,  # with test_path "": fraction of each class of dataset_path held out from training for pred/eval
+    "check_images": True,  # decode every image once at start-up to drop unreadable files (and fill the cache); false for huge sets
     "cache_mb": 1024,  # keep decoded images in memory up to this many MB (0 = off); larger sets read the rest from disk
     "workers": 0,  # DataLoader worker processes; 0-2 on a 2-core machine, more on a big GPU box
     # --- model ---

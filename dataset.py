@@ -181,7 +181,7 @@ def open_split(c, part, transform=None, log=print):
     With test_path "", val_split of every class of dataset_path is held out: "test" is that
     held-out part and "train" the rest, the same split in train.py, pred.py and eval_linear.py.
     """
-    options = {"log": log, "cache_mb": c["cache_mb"], "verbose": c["verbose"]}
+    options = {"log": log, "cache_mb": c["cache_mb"], "verbose": c["verbose"], "check_images": c["check_images"]}
     if c["test_path"] and part == "test":
         return ClusterDataset(c["test_path"], transform, **options)
     full = ClusterDataset(c["dataset_path"], transform, **options)

@@ -48,6 +48,17 @@ def test_two_epochs_write_metrics_config_and_a_safe_checkpoint(blob_tree, tmp_pa
     assert not [f for f in os.listdir(exp) if ".tmp." in f]
 
 
+def test_unchecked_bad_file_becomes_a_black_image_not_a_crash(blob_tree, tmp_path):
+    bad = os.path.join(blob_tree, "class_1", "zz_broken.png")
+    open(bad, "wb").write(b"not a png")
+    with pytest.warns(UserWarning, match="zz_broken.png"):
+        run(blob_tree, tmp_path / "exp", "--num_epoch", "1", "--check_images", "false")
+    assert torch.load(tmp_path / "exp" / "checkpoint.pth.tar", weights_only=True)["assignment"].shape == (19,)
+    run(blob_tree, tmp_path / "checked", "--num_epoch", "0")  # checked: the file is dropped with a log line
+    assert "skipping" in (tmp_path / "checked" / "train.log").read_text()
+    assert torch.load(tmp_path / "checked" / "checkpoint.pth.tar", weights_only=True)["assignment"].shape == (18,)
+
+
 def test_flat_folder_has_null_label_metrics(tmp_path):
     from conftest import make_blob_tree
     tree = make_blob_tree(tmp_path / "t", classes=1, per_class=10)
