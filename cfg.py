@@ -84,15 +84,11 @@ CHOICES = {
 # smallest allowed value of numeric keys
 MINIMUM = {
     "input_size": 32, "workers": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1,
-    "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
-    "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
-    "pic_alpha": 0.001,  # "pic": v <- alpha * W^T v + (1 - alpha) / n
-    "pic_iterations": 200,  # "pic": power iterations
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
-    "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0, "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1,
-    "probe_lr": 0.0, "probe_weight_decay": 0.0, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0,
-    "pic_iterations": 1,
+    "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0,
+    "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1, "probe_lr": 0.0, "probe_weight_decay": 0.0,
+    "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1,
 }
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")

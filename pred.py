@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import transforms
 from torchvision.utils import make_grid, save_image
 

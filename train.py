@@ -287,7 +287,7 @@ def train(c, device="cpu"):
             xb, pca = clustering.streamed_whitening(batches, n, c["pca_dim"], c["pca_fit_samples"],
                                                     log, c["pca_method"], seed)
             t1 = time.time()
-            assignment = clusterer.cluster_whitened(xb, pca, seed, log=log if verbose else None)
+            clusterer.cluster_whitened(xb, pca, seed, log=log if verbose else None)
         else:
             # each process computes its share; rank 0 gathers all features and clusters once
             features = compute_features(eval_loader, model, device, verbose, dtype)

@@ -1,7 +1,6 @@
 import tracemalloc
 
 import numpy as np
-import pytest
 
 import metrics
 import train

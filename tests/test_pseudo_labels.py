@@ -5,7 +5,6 @@ A public re-implementation rebuilt the pseudo-label list from the previous epoch
 These tests recover every image's identity from its pixels and check its label.
 """
 import numpy as np
-import pytest
 
 import clustering
 import train
