@@ -3,6 +3,7 @@
 features (N x 4096) -> PCA-whitening to pca_dim -> L2-normalised rows -> faiss k-means
 -> assignment (N,) -> uniform-over-clusters sampler for the training pass.
 """
+import functools
 import time
 
 import faiss
@@ -88,7 +89,7 @@ def fit_pca_whitening(x, pca_dim, method="torch", seed=0, log=None):
     else:
         components, eigenvalues, mean = torch_pca(x, pca_dim, seed=seed)
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
-    dead = ~(eigenvalues > max(float(eigenvalues.max(initial=0.0)), 0.0) * 1e-6)
+    dead = ~(eigenvalues > eigenvalues.max(initial=0.0) * 1e-6)  # also catches NaN
     scale = np.where(dead, 0.0, 1.0 / np.sqrt(np.where(dead, 1.0, eigenvalues)))
     A = (components.astype(np.float64) * scale[:, None]).astype(np.float32)
     b = (-A.astype(np.float64) @ mean.astype(np.float64)).astype(np.float32)
@@ -181,10 +182,16 @@ def faiss_device():
     return "GPU" if getattr(faiss, "get_num_gpus", lambda: 0)() > 0 else "CPU"
 
 
+@functools.lru_cache(maxsize=1)
+def gpu_resources():
+    """One faiss GPU resource object per process (each one reserves GPU scratch memory)."""
+    return faiss.StandardGpuResources()
+
+
 def flat_index(d):
     """An exact L2 index: on the GPU when faiss can (the reference's setting), else IndexFlatL2."""
     if faiss_device() == "GPU":
-        return faiss.GpuIndexFlatL2(faiss.StandardGpuResources(), d)
+        return faiss.GpuIndexFlatL2(gpu_resources(), d)
     return faiss.IndexFlatL2(d)
 
 
@@ -212,13 +219,8 @@ def run_kmeans(x, k, niter=20, seed=0):
     return nearest[:, 0].astype(np.int64), centroids, loss
 
 
-class Kmeans:
-    """preprocess_features + run_kmeans; keeps what pred.py needs (pca, centroids)."""
-
-    def __init__(self, k, pca_dim=256, niter=20, pca_method="torch"):
-        self.k, self.pca_dim, self.niter, self.pca_method = k, pca_dim, niter, pca_method
-        self.assignment = self.centroids = self.pca = None
-        self.loss = float("nan")
+class WhitenThenCluster:
+    """cluster(features) = preprocess_features, then the subclass's cluster_whitened."""
 
     def cluster(self, features, seed=0, log=None):
         t0 = time.time()
@@ -226,6 +228,15 @@ class Kmeans:
         if log is not None:
             log(f"pca {time.time() - t0:.1f} s")
         return self.cluster_whitened(xb, pca, seed, log)
+
+
+class Kmeans(WhitenThenCluster):
+    """preprocess_features + run_kmeans; keeps what pred.py needs (pca, centroids)."""
+
+    def __init__(self, k, pca_dim=256, niter=20, pca_method="torch"):
+        self.k, self.pca_dim, self.niter, self.pca_method = k, pca_dim, niter, pca_method
+        self.assignment = self.centroids = self.pca = None
+        self.loss = float("nan")
 
     def cluster_whitened(self, xb, pca, seed=0, log=None):
         t0 = time.time()
@@ -314,7 +325,7 @@ def run_pic(xb, nnn=5, sigma=0.2, alpha=0.001, iterations=200):
     return merge_singletons(labels, nbrs)
 
 
-class PIC:
+class PIC(WhitenThenCluster):
     """preprocess_features + run_pic, with the same interface as Kmeans.
 
     PIC has no centroids; the mean of each cluster's whitened features is stored instead, so
@@ -327,10 +338,6 @@ class PIC:
         self.assignment = self.centroids = self.pca = None
         self.k = 0
         self.loss = None
-
-    def cluster(self, features, seed=0, log=None):
-        xb, pca = preprocess_features(features, self.pca_dim, log=log, method=self.pca_method, seed=seed)
-        return self.cluster_whitened(xb, pca, seed, log)
 
     def cluster_whitened(self, xb, pca, seed=0, log=None):
         t0 = time.time()

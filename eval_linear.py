@@ -15,10 +15,8 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from cfg import load_cfg
 from dataset import DataError, eval_transform, open_split
@@ -67,15 +65,6 @@ class BlockProbe(nn.Module):
         return torch.flatten(self.pool(self._convs(x)), 1)
 
 
-@torch.inference_mode()
-def block_features(loader, probe, device, verbose):
-    probe.eval()
-    out = np.empty((len(loader.dataset), probe.dims), dtype=np.float32)
-    for images, index in tqdm(loader, desc="probe features", leave=False, disable=not verbose or None):
-        out[index.numpy()] = probe(images.to(device)).float().cpu().numpy()
-    return out
-
-
 def train_linear(x_train, y_train, x_test, y_test, n_classes, c, seed):
     """SGD (momentum 0.9) on standardised frozen features; returns (final train acc, best test acc)."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
@@ -116,8 +105,8 @@ def probe_network(model, train_set, test_set, c, device):
     model = model.to(device).eval()
     probe = BlockProbe(model, c["arch"], c["probe_layer"], c["probe_dims"], c["input_size"]).to(device)
     train_loader, test_loader = make_loader(train_set, c, device), make_loader(test_set, c, device)
-    x_train = block_features(train_loader, probe, device, c["verbose"])
-    x_test = block_features(test_loader, probe, device, c["verbose"])
+    x_train = compute_features(train_loader, probe, device, c["verbose"], dim=probe.dims)
+    x_test = compute_features(test_loader, probe, device, c["verbose"], dim=probe.dims)
     n_classes = len(train_set.classes)
     train_acc, test_acc = train_linear(x_train, train_set.labels, x_test, test_set.labels, n_classes, c, c["seed"])
     model.remove_head()

@@ -50,8 +50,7 @@ def load_model(c, device, ckpt=None):
             raise PredError(f"no checkpoint at '{path}': train first (python train.py) or set --ckpt_path")
         ckpt = load_checkpoint(path, c, keys=("arch", "sobel", "input_size"))
     model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
-    state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
-    state = {k: v for k, v in state.items() if not k.startswith("top_layer.")}
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("top_layer.")}
     model.load_state_dict(state)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     return model.to(device, memory_format=fmt).eval(), ckpt

@@ -93,9 +93,9 @@ def iter_features(loader, model, device, verbose=True, dtype=None):
             yield index.numpy(), out.float().cpu().numpy()
 
 
-def compute_features(loader, model, device, verbose=True, dtype=None):
-    """The N x 4096 features of every image of the loader's dataset, in its order."""
-    features = np.empty((len(loader.dataset), FEATURE_DIM), dtype=np.float32)
+def compute_features(loader, model, device, verbose=True, dtype=None, dim=FEATURE_DIM):
+    """The N x dim outputs (4096-d fc7 features by default) of every image of the loader's dataset, in its order."""
+    features = np.empty((len(loader.dataset), dim), dtype=np.float32)
     for index, out in iter_features(loader, model, device, verbose, dtype):
         features[index] = out
     return features
@@ -180,6 +180,8 @@ def load_checkpoint(path, c, keys=("arch", "sobel", "input_size", "num_classes")
     except Exception as e:
         raise SystemExit(f"checkpoint error: cannot read '{path}' ({type(e).__name__}: {e}); "
                          "use --resume false or another exp_dir") from None
+    # weights saved from a wrapped model (DistributedDataParallel) carry a "module." prefix
+    ckpt["state_dict"] = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     for key in keys:
         if ckpt.get(key) != c[key]:
             raise SystemExit(f"checkpoint error: '{path}' was trained with {key}={ckpt.get(key)!r} but the config "
@@ -316,7 +318,7 @@ def train(c, device="cpu"):
         }
 
     if ckpt is not None:
-        state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}  # saved from a wrapped model
+        state = ckpt["state_dict"]
         if "top_layer.weight" in state:
             model.add_head(state["top_layer.weight"].shape[0])
         model.load_state_dict(state)
