@@ -35,10 +35,13 @@ cfg = {
     "pca_method": "torch",  # "torch" (exact PCA, covariance or Gram matrix + eigh, many times faster) or "faiss" (PCAMatrix, the reference)
     "pca_fit_samples": 0,  # 0 = fit the PCA on all features (reference); N > 0 = fit on N images and stream the rest (memory)
     "kmeans_niter": 20,  # k-means iterations per clustering
+    "kmeans_nredo": 1,  # k-means runs from different random starts per clustering, the lowest loss is kept (1 = reference)
     "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
     "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
     "pic_alpha": 0.001,  # "pic": v <- alpha * W^T v + (1 - alpha) / n
     "pic_iterations": 200,  # "pic": power iterations
+    "head": "new",  # classifier of each epoch: "new" (fresh random Linear, paper), "match" (keep the trained rows, matched to the new clusters by overlap) or "centroids" (DeepCluster-v2: cosine to the clustering's centroids, fixed)
+    "head_temperature": 0.1,  # "centroids": logits are cosines / this temperature
     "reassign": 1,  # epochs between two re-clusterings (1 = re-cluster every epoch, as the paper)
     # --- prediction (pred.py) ---
     "ckpt_path": "",  # checkpoint to predict with; "" = exp_dir/checkpoint.pth.tar
@@ -78,17 +81,18 @@ CHOICES = {
     "pred_mode": ("assign", "recluster"),
     "clustering": ("kmeans", "pic"),
     "pca_method": ("torch", "faiss"),
+    "head": ("new", "match", "centroids"),
     "amp": ("bf16", "fp16", "off"),
     "lr_scheduler": ("none", "step", "plateau"),
 }
 # smallest allowed value of numeric keys
 MINIMUM = {
-    "input_size": 32, "workers": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1,
+    "input_size": 32, "workers": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1, "kmeans_nredo": 1,
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
     "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0,
     "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1, "probe_lr": 0.0, "probe_weight_decay": 0.0,
-    "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1,
+    "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
 }
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")

@@ -195,10 +195,13 @@ def flat_index(d):
     return faiss.IndexFlatL2(d)
 
 
-def run_kmeans(x, k, niter=20, seed=0):
+def run_kmeans(x, k, niter=20, seed=0, nredo=1):
     """faiss k-means, as the reference: no subsampling, flat L2 index for the assignment.
 
-    Returns (assignment (n,) int64, centroids (k, d) float32, loss of the last iteration).
+    nredo > 1 runs k-means that many times from different random starts and keeps the run
+    with the lowest loss (faiss' nredo); the reference runs it once.
+    Returns (assignment (n,) int64, centroids (k, d) float32, loss): the loss is faiss' objective
+    at the last iteration (nredo 1) or the sum of squared distances to the kept centroids (nredo > 1).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
@@ -207,14 +210,17 @@ def run_kmeans(x, k, niter=20, seed=0):
     clus = faiss.Clustering(d, k)
     clus.seed = int(seed)
     clus.niter = int(niter)
+    clus.nredo = int(nredo)
     clus.max_points_per_centroid = 10_000_000  # faiss would otherwise train on 256 points per centroid
     clus.min_points_per_centroid = 1  # only silences faiss' "please provide more points" warning
     clus.verbose = False
     index = flat_index(d)
     clus.train(x, index)
-    _, nearest = index.search(x, 1)
+    dist, nearest = index.search(x, 1)
     stats = clus.iteration_stats
     loss = float(stats.at(stats.size() - 1).obj) if stats.size() else float("nan")
+    if nredo > 1:
+        loss = float(dist.astype(np.float64).sum())
     centroids = faiss.vector_to_array(clus.centroids).reshape(k, d)
     return nearest[:, 0].astype(np.int64), centroids, loss
 
@@ -233,15 +239,15 @@ class WhitenThenCluster:
 class Kmeans(WhitenThenCluster):
     """preprocess_features + run_kmeans; keeps what pred.py needs (pca, centroids)."""
 
-    def __init__(self, k, pca_dim=256, niter=20, pca_method="torch"):
-        self.k, self.pca_dim, self.niter, self.pca_method = k, pca_dim, niter, pca_method
+    def __init__(self, k, pca_dim=256, niter=20, pca_method="torch", nredo=1):
+        self.k, self.pca_dim, self.niter, self.pca_method, self.nredo = k, pca_dim, niter, pca_method, nredo
         self.assignment = self.centroids = self.pca = None
         self.loss = float("nan")
 
     def cluster_whitened(self, xb, pca, seed=0, log=None):
         t0 = time.time()
         self.pca = pca
-        self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed)
+        self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed, self.nredo)
         if log is not None:
             log(f"k-means {time.time() - t0:.1f} s (k={self.k}, loss {self.loss:.4f})")
         return self.assignment
@@ -350,6 +356,21 @@ class PIC(WhitenThenCluster):
         if log is not None:
             log(f"pic {time.time() - t0:.1f} s: {self.k} clusters")
         return self.assignment
+
+
+def match_clusters(old, new, k_old, k_new):
+    """For each new cluster j, the old cluster that shares most images with it under a one-to-one
+    matching (Hungarian on the overlap counts), or -1 when j has no partner (k_new > k_old, or
+    j shares no image with its partner). Used to carry the head's rows over to a new clustering.
+    """
+    from scipy.optimize import linear_sum_assignment
+    overlap = np.zeros((k_new, k_old), dtype=np.int64)
+    np.add.at(overlap, (np.asarray(new, dtype=np.int64), np.asarray(old, dtype=np.int64)), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    source = np.full(k_new, -1, dtype=np.int64)
+    keep = overlap[rows, cols] > 0
+    source[rows[keep]] = cols[keep]
+    return source
 
 
 def images_lists(assignment, k):

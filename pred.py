@@ -166,7 +166,7 @@ def predict(c, device="cpu"):
             raise PredError(f"pred_k = {k} is larger than the {len(dataset)} images to cluster")
         seed = clustering.epoch_seed(c["seed"], 0)
         xb, _ = clustering.preprocess_features(features, c["pca_dim"], log=print, method=c["pca_method"], seed=seed)
-        ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed)
+        ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"])
         dist = ((xb - centroids[ids]) ** 2).sum(1)
 
     with open(os.path.join(pred_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:

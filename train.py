@@ -102,7 +102,8 @@ def compute_features(loader, model, device, verbose=True, dtype=None, dim=FEATUR
 
 
 def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbose=True, dtype=None):
-    """One pass of cross-entropy on the pseudo-labels; both optimizers step every batch.
+    """One pass of cross-entropy on the pseudo-labels; both optimizers step every batch
+    (head_optimizer None: a head without parameters, cfg head "centroids").
 
     Returns an AverageMeter of the loss. With dtype float16 the loss is scaled (GradScaler)."""
     model.train()
@@ -115,10 +116,12 @@ def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbo
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = criterion(model(images), target)
         body_optimizer.zero_grad(set_to_none=True)
-        head_optimizer.zero_grad(set_to_none=True)
+        if head_optimizer is not None:
+            head_optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(body_optimizer)
-        scaler.step(head_optimizer)
+        if head_optimizer is not None:
+            scaler.step(head_optimizer)
         scaler.update()
         losses.update(loss.item(), images.size(0))
         bar.set_postfix(loss=f"{losses.avg:.4f}")
@@ -135,7 +138,7 @@ def make_optimizer(model, c):
 def make_clusterer(c):
     if c["clustering"] == "pic":
         return PIC(c["pca_dim"], c["pic_nnn"], c["pic_sigma"], c["pic_alpha"], c["pic_iterations"], c["pca_method"])
-    return Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"], c["pca_method"])
+    return Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"], c["pca_method"], c["kmeans_nredo"])
 
 
 def make_scheduler(optimizer, c):
@@ -377,8 +380,10 @@ def train(c, device="cpu"):
     for epoch in range(start_epoch, c["num_epoch"]):
         t_start = time.time()
         assignment = clusterer.assignment
-        if epoch % c["reassign"] == 0:
-            model.add_head(clusterer.k)  # 7. a fresh head for the new clusters
+        if c["head"] == "centroids":  # DeepCluster-v2: the head is the clustering, rebuilt every epoch
+            model.set_centroid_head(clusterer.pca, clusterer.centroids, c["head_temperature"])
+        elif epoch % c["reassign"] == 0 and not (c["head"] == "match" and model.top_layer is not None):
+            model.add_head(clusterer.k)  # 7. a fresh head for the new clusters ("match": first epoch only)
         # 5-6. each original image with its own cluster, sampled uniformly over clusters
         train_set = PseudoLabelDataset(dataset, assignment, aug)
         sampler = UnifLabelSampler(n, assignment, seed=epoch_seed(c["seed"], epoch))
@@ -388,7 +393,8 @@ def train(c, device="cpu"):
             torch.manual_seed(epoch_seed(c["seed"], epoch) + rank)  # each rank its own augmentations
             net = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
         lr = body_optimizer.param_groups[0]["lr"]
-        head_optimizer = torch.optim.SGD(model.top_layer.parameters(), lr=lr, weight_decay=c["weight_decay"])
+        head_params = list(model.top_layer.parameters())
+        head_optimizer = torch.optim.SGD(head_params, lr=lr, weight_decay=c["weight_decay"]) if head_params else None
         # 8. one training pass
         t0 = time.time()
         meter = train_one_epoch(make_loader(train_set, c, device, sampler), net, body_optimizer, head_optimizer,
@@ -417,7 +423,12 @@ def train(c, device="cpu"):
         # the next epoch's clustering comes before the checkpoint, so that every checkpoint holds
         # the clustering of its own weights (pred.py's assign mode relies on it)
         if (epoch + 1) % c["reassign"] == 0:
+            head = model.top_layer
             clus_row = cluster(epoch + 1, assignment)
+            if c["head"] == "match":  # the trained rows follow their clusters into the new clustering
+                model.top_layer = head
+                model.carry_head(clustering.match_clusters(assignment, clusterer.assignment, head.out_features,
+                                                           clusterer.k))
         else:
             clus_row = {**clus_row, "nmi_prev": None, "kmeans_loss": None, "reclustered": False,
                         "time_features_s": 0.0, "time_clustering_s": 0.0}

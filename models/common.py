@@ -2,6 +2,7 @@
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .sobel import make_sobel
@@ -32,7 +33,9 @@ class DeepClusterNet(nn.Module):
         x = self.features(x)
         x = torch.flatten(x, 1)
         x = self.classifier(x)
-        if self.top_layer is not None:
+        if isinstance(self.top_layer, CentroidHead):
+            x = self.top_layer(x)  # the clustering's own input: pre-ReLU fc7
+        elif self.top_layer is not None:
             x = self.top_layer(torch.relu(x))
         return x
 
@@ -47,6 +50,28 @@ class DeepClusterNet(nn.Module):
         head.bias.data.zero_()
         param = next(self.features.parameters())
         self.top_layer = head.to(device=param.device)
+        return self.top_layer
+
+    def carry_head(self, source):
+        """A head for a new clustering that keeps the trained rows: row j <- old row source[j]
+        (source from clustering.match_clusters), fresh N(0, 0.01) rows where source[j] = -1."""
+        old = self.top_layer
+        head = self.add_head(len(source))
+        with torch.no_grad():
+            idx = torch.as_tensor(source, dtype=torch.long, device=head.weight.device)
+            kept = idx >= 0
+            head.weight[kept] = old.weight[idx[kept]]
+            head.bias[kept] = old.bias[idx[kept]]
+        return head
+
+    def set_centroid_head(self, pca, centroids, temperature):
+        """DeepCluster-v2's head: the clustering itself (whitening, L2, cosine to the centroids) / temperature.
+
+        Fixed for the epoch (no trainable parameters, not saved: it is rebuilt from the checkpoint's
+        PCA and centroids), so the loss pulls each image's feature towards its own centroid.
+        """
+        param = next(self.features.parameters())
+        self.top_layer = CentroidHead(pca["A"], pca["b"], centroids, temperature).to(device=param.device)
         return self.top_layer
 
     def body_parameters(self):
@@ -75,3 +100,25 @@ def flat_size(features, in_channels, input_size):
     with torch.no_grad():
         out = features(torch.zeros(1, in_channels, input_size, input_size))
     return out.numel()
+
+
+class CentroidHead(nn.Module):
+    """logits = normalize(A x + b) . normalize(c_j) / temperature for the k centroids c_j.
+
+    A, b: the PCA-whitening of the last clustering (pca_dim x 4096, pca_dim); centroids: k x pca_dim.
+    Buffers are not persistent: the checkpoint already holds A, b and the centroids.
+    """
+
+    def __init__(self, A, b, centroids, temperature):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.register_buffer("A", torch.as_tensor(A, dtype=torch.float32), persistent=False)
+        self.register_buffer("b", torch.as_tensor(b, dtype=torch.float32), persistent=False)
+        c = torch.as_tensor(centroids, dtype=torch.float32)
+        self.register_buffer("centroids", F.normalize(c, dim=1), persistent=False)
+        self.temperature = float(temperature)
+
+    def forward(self, x):
+        z = F.normalize(x.float() @ self.A.T + self.b, dim=1)
+        return z @ self.centroids.T / self.temperature

@@ -128,6 +128,18 @@ def test_kmeans_wrapper_and_nearest_centroid_agree():
     assert sorted(np.concatenate(lists).tolist()) == list(range(len(x)))
 
 
+def test_kmeans_restarts_keep_the_lowest_loss():
+    """nredo > 1 keeps the best of several random starts: never worse than its first start (the nredo 1 run)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 6)).astype(np.float32)  # no clear clusters: starts land in different minima
+    sse = lambda a, c: float(((x - c[a]) ** 2).sum())
+    singles = [sse(*run_kmeans(x, 12, niter=10, seed=s)[:2]) for s in range(5)]
+    a, c, loss = run_kmeans(x, 12, niter=10, seed=0, nredo=5)
+    assert loss == pytest.approx(sse(a, c), rel=1e-4)
+    assert sse(a, c) <= singles[0] * (1 + 1e-4)
+    assert len(set(round(v, 1) for v in singles)) > 1  # the starts really differed
+
+
 def test_too_few_points_for_k():
     with pytest.raises(ValueError, match="k=5"):
         run_kmeans(np.zeros((3, 2), dtype=np.float32), 5)

@@ -67,10 +67,11 @@ def test_flat_folder_has_null_label_metrics(tmp_path):
     assert row["nmi"] is None and row["ari"] is None and np.isfinite(row["loss"])
 
 
-def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path):
-    run(blob_tree, tmp_path / "full", "--num_epoch", "3")
-    run(blob_tree, tmp_path / "split", "--num_epoch", "1")
-    run(blob_tree, tmp_path / "split", "--num_epoch", "3")  # raising num_epoch continues the run
+@pytest.mark.parametrize("head", ["new", "match", "centroids"])
+def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path, head):
+    run(blob_tree, tmp_path / "full", "--num_epoch", "3", "--head", head)
+    run(blob_tree, tmp_path / "split", "--num_epoch", "1", "--head", head)
+    run(blob_tree, tmp_path / "split", "--num_epoch", "3", "--head", head)  # raising num_epoch continues the run
     full, split = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "split")
     assert [r["epoch"] for r in split] == [0, 1, 2]
     for a, b in zip(full, split):
@@ -81,7 +82,9 @@ def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path):
                 assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), (a["epoch"], key)
     wa = torch.load(tmp_path / "full" / "checkpoint.pth.tar", weights_only=True)["state_dict"]
     wb = torch.load(tmp_path / "split" / "checkpoint.pth.tar", weights_only=True)["state_dict"]
-    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+    # only "match" carries a trained head in the checkpoint ("centroids" rebuilds it from pca + centroids)
+    assert ("top_layer.weight" in wa) == (head == "match")
     log = (tmp_path / "split" / "train.log").read_text()
     assert "resuming" in log and "1 epochs done" in log
 
