@@ -3,6 +3,7 @@
     apt-get install dataset-fashion-mnist            # gives /usr/share/datasets/fashion-mnist/*.gz
     python tools/make_fashion_mnist.py --out data/fashion_mnist_small --train_per_class 200 --test_per_class 50
     python tools/make_fashion_mnist.py --out data/fashion_mnist_full  --train_per_class 0 --test_per_class 0   # all 60k/10k
+    python tools/make_fashion_mnist.py --out data/fashion_mnist_tune --train_per_class 1000 --val_per_class 500
 
 Writes OUT/train/<class>/<split>_<index>.png and OUT/test/<class>/... as 28x28 grayscale PNGs.
 The first N images of each class in file order are taken, so the tree is the same on every machine.
@@ -32,18 +33,21 @@ def read_idx(path):
         return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
 
 
-def write_split(images, labels, out_dir, split, per_class):
-    counts = {c: 0 for c in range(len(CLASSES))}
+def write_split(images, labels, out_dir, split, per_class, skip=0, prefix=None):
+    """Write images skip .. skip + per_class - 1 of every class (in file order; per_class 0 = all)."""
+    seen = {c: 0 for c in range(len(CLASSES))}
+    written = 0
     for c in CLASSES:
         os.makedirs(os.path.join(out_dir, split, c), exist_ok=True)
     for i, (img, label) in enumerate(zip(images, labels)):
         label = int(label)
-        if per_class and counts[label] >= per_class:
+        seen[label] += 1
+        if seen[label] <= skip or (per_class and seen[label] > skip + per_class):
             continue
-        counts[label] += 1
-        Image.fromarray(img, mode="L").save(os.path.join(out_dir, split, CLASSES[label], f"{split}_{i:05d}.png"),
-                                            optimize=True)
-    return sum(counts.values())
+        written += 1
+        name = f"{prefix or split}_{i:05d}.png"
+        Image.fromarray(img, mode="L").save(os.path.join(out_dir, split, CLASSES[label], name), optimize=True)
+    return written
 
 
 def main(argv=None):
@@ -52,14 +56,23 @@ def main(argv=None):
     p.add_argument("--out", default="data/fashion_mnist_small", help="output root (train/ and test/ go inside)")
     p.add_argument("--train_per_class", type=int, default=200, help="training images per class, 0 = all")
     p.add_argument("--test_per_class", type=int, default=50, help="test images per class, 0 = all")
+    p.add_argument("--val_per_class", type=int, default=0,
+                   help="also write OUT/val: this many TRAINING images per class that follow the ones in OUT/train "
+                        "(a held-out set for choosing settings without the test images)")
     a = p.parse_args(argv)
-    for split, per_class in (("train", a.train_per_class), ("test", a.test_per_class)):
-        img_file, lbl_file = (os.path.join(a.idx_dir, f) for f in FILES[split])
+    if a.val_per_class and not a.train_per_class:
+        sys.exit("error: --val_per_class needs --train_per_class > 0 (with 0 every training image is in train/)")
+    parts = [("train", a.train_per_class, 0), ("test", a.test_per_class, 0)]
+    if a.val_per_class:
+        parts.append(("val", a.val_per_class, a.train_per_class))
+    for split, per_class, skip in parts:
+        source = "train" if split == "val" else split
+        img_file, lbl_file = (os.path.join(a.idx_dir, f) for f in FILES[source])
         for f in (img_file, lbl_file):
             if not os.path.exists(f):
                 sys.exit(f"error: {f} not found; install it with 'apt-get install dataset-fashion-mnist' "
                          "or pass --idx_dir")
-        written = write_split(read_idx(img_file), read_idx(lbl_file), a.out, split, per_class)
+        written = write_split(read_idx(img_file), read_idx(lbl_file), a.out, split, per_class, skip, prefix=source)
         print(f"{split}: {written} images -> {os.path.join(a.out, split)}")
 
 
