@@ -302,8 +302,12 @@ def train(c, device="cpu"):
                 clusterer.cluster(features, seed=seed, log=log if verbose else None)
             del features
         row = clustering_row(clusterer.assignment, previous, t0, t1) if main_process else None
+        if main_process and c["head"] == "centroids" and world > 1:
+            row["head"] = (clusterer.pca, clusterer.centroids)  # every rank builds the same head
         row = distributed.broadcast(row)  # rank 0's assignment to every rank
         clusterer.assignment, clusterer.k = np.asarray(row.pop("assignment")), row["clusters_found"]
+        if "head" in row:
+            clusterer.pca, clusterer.centroids = row.pop("head")
         return row
 
     def clustering_row(assignment, previous, t0, t1):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 import distributed
@@ -76,3 +77,15 @@ def test_gpu_check_script_cpu_safe_parts():
         env = {**os.environ, "PYTHON": sys.executable}
         r = subprocess.run(["bash", script], capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 3 and "CUDA is not available" in r.stderr
+
+
+@pytest.mark.parametrize("head", ["match", "centroids"])
+def test_two_processes_with_the_follow_up_heads(tmp_path, head):
+    """Every rank builds the same head: rank 0's PCA and centroids ("centroids") or the matched rows ("match")."""
+    tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=6)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, tmp_path / "exp", "--num_epoch", "2", "--head", head)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in open(tmp_path / "exp" / "metrics.jsonl")]
+    assert len(rows) == 2 and all(row["ranks_in_sync"] is True and np.isfinite(row["loss"]) for row in rows)

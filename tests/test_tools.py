@@ -95,9 +95,10 @@ def test_curves_errors_are_one_line(tmp_path):
 
 def test_recipe_config_is_valid_and_its_tree_is_what_the_script_builds():
     c = load_cfg(["--config", os.path.join(ROOT, "configs", "fashion_mnist.json")])
-    per_class = c["dataset_path"].split("_")[-1].split("/")[0]
-    assert per_class.isdigit() and c["dataset_path"] == f"data/fashion_mnist_{per_class}/train"
-    assert c["test_path"] == f"data/fashion_mnist_{per_class}/test"
+    tree = c["dataset_path"].removesuffix("/train")
+    per_class = tree.rsplit("_", 1)[-1]
+    assert tree.startswith("data/fashion_mnist_") and (per_class.isdigit() or per_class == "full")
+    assert c["test_path"] == f"{tree}/test"
 
 
 def test_experiment_script_usage_error():

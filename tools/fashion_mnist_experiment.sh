@@ -21,16 +21,18 @@ if [[ $# -gt 0 ]]; then
   if [[ $1 == --quick && $# -eq 1 ]]; then MODE=quick; else
     echo "usage: bash tools/fashion_mnist_experiment.sh [--quick]" >&2; exit 2; fi
 fi
+# the config's dataset_path names the tree: data/fashion_mnist_<N>/train (N per class) or .._full/train (all)
 if [[ $MODE == full ]]; then
-  PER_CLASS=$($PY -c "import json; print(json.load(open('$CONFIG'))['dataset_path'].split('_')[-1].split('/')[0])")
+  DATA=$($PY -c "import json; print(json.load(open('$CONFIG'))['dataset_path'].removesuffix('/train'))")
   EXP=exp/fashion_mnist
   EXTRA=()
 else
-  PER_CLASS=500            # 5,000 training images
+  DATA=data/fashion_mnist_500   # 5,000 training images
   EXP=exp/fashion_mnist_quick
-  EXTRA=(--num_epoch 3)
+  EXTRA=(--num_epoch 2)
 fi
-DATA=data/fashion_mnist_$PER_CLASS
+PER_CLASS=${DATA##*_}
+[[ $PER_CLASS == full ]] && PER_CLASS=0
 COMMON=(--config "$CONFIG" --dataset_path "$DATA/train" --test_path "$DATA/test" "${EXTRA[@]}")
 mkdir -p "$EXP"
 say() { echo "[$(date +%H:%M:%S)] $*"; }
