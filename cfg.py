@@ -1,4 +1,4 @@
-"""All settings of DeepCluster live in the dict `cfg` below.
+"""All settings of DeepCluster live in the dict `DEFAULTS` below; `c` is the name of a loaded config everywhere.
 
 Edit the dict, or override any key without editing this file:
 
@@ -6,33 +6,35 @@ Edit the dict, or override any key without editing this file:
     python train.py --num_epoch 3 --sobel true
 
 Precedence: the defaults here < the --config file < --key value flags.
-`python train.py --help` lists every key with its default and comment.
+`python train.py --help` lists the keys that script reads, grouped, with defaults and comments.
+This module imports nothing heavy, so --help answers before torch and faiss load.
 """
 import difflib
 import json
 import os
 import re
+import shutil
 import sys
+import textwrap
 
-cfg = {
+from errors import ConfigError
+
+DEFAULTS = {
     # --- data ---
     "dataset_path": "data/fashion_mnist_small/train",  # ImageFolder-style tree ROOT/<class>/<image> (or a flat folder of images)
-    "exp_dir": "exp/fashion_mnist_small",  # where config.json, metrics.jsonl, train.log and checkpoint.pth.tar are written
-    "input_size": 32,  # images are resized to this many pixels (square); VGG16 needs >= 32, AlexNet >= 64
-    "rrc_scale_min": 0.08,  # smallest crop area of the training RandomResizedCrop (torchvision's default 0.08)
     "test_path": "data/fashion_mnist_small/test",  # images for pred.py / eval_linear.py; "" = hold out val_split of dataset_path
     "val_split": 0.1,  # with test_path "": fraction of each class of dataset_path held out from training for pred/eval
     "check_images": True,  # decode every image once at start-up to drop unreadable files (and fill the cache); false for huge sets
     "cache_mb": 1024,  # keep decoded images in memory up to this many MB (0 = off); larger sets read the rest from disk
-    "workers": 0,  # DataLoader worker processes; 0-2 on a 2-core machine, more on a big GPU box
     # --- model ---
     "arch": "vgg16",  # "vgg16" (VGG16 with batch norm) or "alexnet" (AlexNet with batch norm)
     "sobel": True,  # fixed Sobel front: gray + two edge filters, the first conv then takes 2 channels
+    "input_size": 32,  # images are resized to this many pixels (square); VGG16 needs >= 32, AlexNet >= 64
     # --- clustering ---
     "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
     "num_classes": 10,  # k of k-means: number of clusters = outputs of the classifier head
     "pca_dim": 256,  # PCA-whitening dimension before k-means (clamped to what the data allows)
-    "pca_method": "torch",  # "torch" (exact PCA, covariance or Gram matrix + eigh, many times faster) or "faiss" (PCAMatrix, the reference)
+    "pca_method": "torch",  # "torch" (covariance or Gram matrix + eigh; a randomised subspace iteration above 2048 dims; many times faster) or "faiss" (PCAMatrix, the reference)
     "pca_fit_samples": 0,  # 0 = fit the PCA on all features (reference); N > 0 = fit on N images and stream the rest (memory)
     "kmeans_niter": 20,  # k-means iterations per clustering
     "kmeans_nredo": 1,  # k-means runs from different random starts per clustering, the lowest loss is kept (1 = reference)
@@ -40,23 +42,8 @@ cfg = {
     "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
     "pic_alpha": 0.001,  # "pic": v <- alpha * W^T v + (1 - alpha) / n
     "pic_iterations": 200,  # "pic": power iterations
-    "head": "new",  # classifier of each epoch: "new" (fresh random Linear, paper), "match" (keep the trained rows, matched to the new clusters by overlap) or "centroids" (DeepCluster-v2: cosine to the clustering's centroids, fixed)
-    "head_temperature": 0.1,  # "centroids": logits are cosines / this temperature
     "reassign": 1,  # epochs between two re-clusterings (1 = re-cluster every epoch, as the paper)
-    # --- prediction (pred.py) ---
-    "ckpt_path": "",  # checkpoint to predict with; "" = exp_dir/checkpoint.pth.tar
-    "pred_dir": "output",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/
-    "pred_mode": "assign",  # "assign": nearest centroid of the last training clustering; "recluster": fresh k-means
-    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else num_classes
-    "copy_images": False,  # clusters/<id>/ holds copies instead of symlinks
-    # --- linear probe (eval_linear.py) ---
-    "probe_layer": 4,  # conv block whose output is probed (VGG16: 1-5, AlexNet: 1-5 convs)
-    "probe_dims": 8192,  # the block's output is average-pooled to at most this many values
-    "probe_epochs": 30,  # epochs of the linear classifier (on cached, frozen features)
-    "probe_lr": 0.01,  # SGD learning rate of the probe (momentum 0.9)
-    "probe_weight_decay": 1e-4,  # weight decay of the probe
-    "baseline": False,  # also probe a randomly initialised network of the same arch, side by side
-    # --- optimisation ---
+    # --- training ---
     "num_epoch": 10,  # total number of epochs (raise it and re-run to continue a finished run)
     "batch_size": 64,  # images per training / feature batch
     "optimizer": "sgd",  # optimizer of the body: "sgd" (paper) or "adam"
@@ -67,7 +54,25 @@ cfg = {
     "lr_step_size": 30,  # "step": multiply the lr by lr_gamma every this many epochs
     "lr_gamma": 0.1,  # "step" and "plateau": the factor applied to the lr
     "lr_patience": 3,  # "plateau": epochs without a lower training loss before the lr is cut
-    # --- run ---
+    "head": "new",  # classifier of each epoch: "new" (fresh random Linear, paper), "match" (keep the trained rows, matched to the new clusters by overlap) or "centroids" (DeepCluster-v2: cosine to the clustering's centroids, fixed)
+    "head_temperature": 0.1,  # "centroids": logits are cosines / this temperature
+    "rrc_scale_min": 0.08,  # smallest crop area of the training RandomResizedCrop (torchvision's default 0.08)
+    # --- prediction ---
+    "ckpt_path": "",  # checkpoint to predict with; "" = exp_dir/checkpoint.pth.tar
+    "pred_dir": "output",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/
+    "pred_mode": "assign",  # "assign": nearest centroid of the last training clustering; "recluster": fresh k-means
+    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else num_classes
+    "copy_images": False,  # clusters/<id>/ holds copies instead of symlinks
+    # --- probe ---
+    "probe_layer": 4,  # conv block whose output is probed (VGG16: 1-5, AlexNet: 1-5 convs)
+    "probe_dims": 8192,  # the block's output is average-pooled to at most this many values
+    "probe_epochs": 30,  # epochs of the linear classifier (on cached, frozen features)
+    "probe_lr": 0.01,  # SGD learning rate of the probe (momentum 0.9)
+    "probe_weight_decay": 1e-4,  # weight decay of the probe
+    "baseline": False,  # also probe a randomly initialised network of the same arch, side by side
+    # --- system ---
+    "exp_dir": "exp/fashion_mnist_small",  # where config.json, metrics.jsonl, train.log and checkpoint.pth.tar are written
+    "workers": 0,  # DataLoader worker processes; 0-2 on a 2-core machine, more on a big GPU box
     "amp": "bf16",  # mixed precision on CUDA: "bf16", "fp16" (with loss scaling) or "off"; the CPU always uses float32
     "sync_bn": False,  # under torchrun: SyncBatchNorm across processes instead of per-process batch statistics
     "seed": 31,  # seeds torch, numpy, python and each epoch's k-means (the reference's seed)
@@ -96,13 +101,6 @@ MINIMUM = {
 }
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
-
-
-class ConfigError(SystemExit):
-    """A bad setting: exits with one line on stderr, no traceback."""
-
-    def __init__(self, msg):
-        super().__init__(f"config error: {msg}")
 
 
 def _closest(key, keys):
@@ -155,33 +153,82 @@ def validate(c):
         raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
     if c["val_split"] >= 1:
         raise ConfigError(f"'val_split' must be < 1, got {c['val_split']}")
-    if c["probe_layer"] > 5:
-        raise ConfigError(f"'probe_layer' must be 1-5 (a conv block), got {c['probe_layer']}")
     if not 0 <= c["rrc_scale_min"] <= 1:
         raise ConfigError(f"'rrc_scale_min' must be in [0, 1], got {c['rrc_scale_min']}")
     return c
 
 
-def help_text(defaults=None):
-    """The keys, defaults and comments, read from this file's source so there is one place to edit."""
-    defaults = cfg if defaults is None else defaults
+# The keys each entry script reads (train.py reads every key of its groups); --help shows only these.
+SCRIPT_KEYS = {
+    "train": [k for k in DEFAULTS if k not in ("ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
+                                                "probe_layer", "probe_dims", "probe_epochs", "probe_lr",
+                                                "probe_weight_decay", "baseline")],
+    "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "arch", "sobel", "input_size",
+             "num_classes", "pca_dim", "pca_method", "kmeans_niter", "kmeans_nredo", "batch_size", "ckpt_path",
+             "pred_dir", "pred_mode", "pred_k", "copy_images", "exp_dir", "workers", "amp", "seed", "verbose"],
+    "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "arch", "sobel",
+                    "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs", "probe_lr",
+                    "probe_weight_decay", "baseline", "exp_dir", "workers", "seed", "verbose"],
+}
+HELP_FLAGS = ("-h", "--help")
+
+
+def _source_notes():
+    """(comment of every key, group of every key), read from this file so that there is one place to edit."""
     with open(__file__, encoding="utf-8") as f:
         source = f.read()
     comments = dict(re.findall(r'^\s*"(\w+)":.*?#\s*(.*)$', source, flags=re.M))
-    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else "train.py"
-    lines = [f"usage: python {script} [--config FILE.json] [--KEY VALUE ...]", "", "keys (default):"]
-    for key, value in defaults.items():
-        lines.append(f"  --{key:<15} {json.dumps(value):<34} {comments.get(key, '')}")
+    groups, group = {}, ""
+    for line in source[source.index("DEFAULTS = {"):].splitlines():
+        header = re.match(r"\s*# --- (\w+) ---", line)
+        key = re.match(r'\s*"(\w+)":', line)
+        if header:
+            group = header.group(1)
+        elif key:
+            groups[key.group(1)] = group
+        elif line.startswith("}"):
+            break
+    return comments, groups
+
+
+def help_text(script="train", width=None):
+    """The keys `script` reads, by group, with default and comment, wrapped to the terminal."""
+    width = max(60, width or shutil.get_terminal_size((100, 24)).columns)
+    comments, groups = _source_notes()
+    keys = SCRIPT_KEYS[script]
+    lines = [f"usage: python {script}.py [--config FILE.json] [--KEY VALUE ...]", ""]
+    lines += textwrap.wrap("Every key's default is in cfg.py; a --config file (a JSON object) overrides the "
+                           "defaults and --KEY VALUE (or --KEY=VALUE) flags override both. Booleans take "
+                           "true/false.", width - 1)
+    indent = 2 + 2 + 18 + 1 + 12 + 1  # "  --" key default
+    for group in dict.fromkeys(groups.values()):
+        members = [k for k in keys if groups[k] == group]
+        if not members:
+            continue
+        lines += ["", f"{group}:"]
+        for key in members:
+            head = f"  --{key:<18} {json.dumps(DEFAULTS[key]):<12} "
+            if len(head) > indent:  # a long default: the comment starts on the next line
+                lines.append(head.rstrip())
+                head = " " * indent
+            lines += textwrap.wrap(comments.get(key, ""), width - 1, initial_indent=head,
+                                   subsequent_indent=" " * indent) or [head.rstrip()]
     return "\n".join(lines)
 
 
-def load_cfg(argv=None, defaults=None):
+def answer_help(script, argv=None):
+    """Print the script's help and exit when -h/--help is among the arguments (nothing heavy imported yet)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in HELP_FLAGS for a in argv):
+        print(help_text(script))
+        raise SystemExit(0)
+
+
+def load_cfg(argv=None, defaults=None, script="train"):
     """Defaults < --config FILE < --key value. Returns a new validated dict."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    defaults = cfg if defaults is None else defaults
-    if "-h" in argv or "--help" in argv:
-        print(help_text(defaults))
-        raise SystemExit(0)
+    defaults = DEFAULTS if defaults is None else defaults
+    answer_help(script, argv)
     # split argv into (key, text) pairs; accept --key value and --key=value
     pairs, i = [], 0
     while i < len(argv):
@@ -210,7 +257,7 @@ def load_cfg(argv=None, defaults=None):
 
 
 def read_config_file(path, defaults=None):
-    defaults = cfg if defaults is None else defaults
+    defaults = DEFAULTS if defaults is None else defaults
     if not os.path.isfile(path):
         raise ConfigError(f"--config file '{path}' does not exist")
     try:

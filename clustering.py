@@ -30,11 +30,11 @@ def faiss_pca(x, dim):
 def top_eigh(m, dim, niter=16, seed=0):
     """Top-dim eigenpairs (descending) of a symmetric PSD matrix.
 
-    Up to 2048 x 2048: LAPACK eigh in float64 (float32 lost the small eigenvectors: k-means
-    agreement with faiss fell to NMI 0.64). Larger (the 4096 x 4096 covariance): randomised
-    subspace iteration (Halko et al. 2011) with q = 2 dim float32 directions and a float64
-    Rayleigh-Ritz step, 2.5 s instead of 8 s for the float64 eigh; its agreement with faiss
-    (NMI 0.90-0.95) is that of faiss with an exact float64 eigh (0.93-0.98) on such features.
+    Up to 2048 x 2048: exact LAPACK eigh in float64 (float32 loses the small eigenvectors).
+    Larger (the 4096 x 4096 covariance of fc7): randomised subspace iteration (Halko et al. 2011)
+    with q = 2 dim float32 directions and a float64 Rayleigh-Ritz step, which is several times
+    faster than the float64 eigh and agrees with faiss' whitening as closely as an exact eigh
+    does (docs/performance.md).
     """
     size = m.shape[0]
     if size <= 2048:
@@ -53,9 +53,7 @@ def top_eigh(m, dim, niter=16, seed=0):
 
 def torch_pca(x, dim, seed=0, chunk=8192):
     """PCA for any n: the d x d covariance (n >= d) or the n x n Gram matrix (n < d), built with
-    float32 matmuls in row chunks (no centred copy of a large X), then top_eigh.
-
-    Measured here (2 cores): 2000 x 4096 in 0.5 s (faiss 7.6 s), 6000 x 4096 in about 4 s (faiss 72 s)."""
+    float32 matmuls in row chunks (no centred copy of a large X), then top_eigh."""
     n, d = x.shape
     X = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     mu = torch.stack([X[i:i + chunk].double().sum(0) for i in range(0, n, chunk)]).sum(0).div(n).float()
@@ -78,7 +76,7 @@ def fit_pca_whitening(x, pca_dim, method="torch", seed=0, log=None):
     """PCA-whitening: centre, keep the top pca_dim principal directions, scale each by 1/sqrt(eigenvalue).
 
     method "faiss" is the reference's PCAMatrix(d, pca_dim, -0.5); "torch" gives the same
-    whitening (see torch_pca) many times faster at d = 4096.
+    whitening (see torch_pca and top_eigh) many times faster at d = 4096.
     Returns {"A": (pca_dim, d), "b": (pca_dim,)} so that y = x @ A.T + b. Directions whose
     eigenvalue is numerically zero (below 1e-6 of the largest: rank-deficient features, e.g.
     dead units or a collapsed network) would be whitened to NaN or to amplified noise; their
@@ -252,10 +250,6 @@ class Kmeans(WhitenThenCluster):
             log(f"k-means {time.time() - t0:.1f} s (k={self.k}, loss {self.loss:.4f})")
         return self.assignment
 
-    @property
-    def images_lists(self):
-        return images_lists(self.assignment, self.k)
-
 
 def knn_graph(xb, nnn):
     """The nnn nearest neighbours of every point (itself removed) with squared L2 distances, via faiss."""
@@ -373,12 +367,6 @@ def match_clusters(old, new, k_old, k_new):
     return source
 
 
-def images_lists(assignment, k):
-    """The reference's view: for each cluster, the indices of its images."""
-    assignment = np.asarray(assignment)
-    return [np.flatnonzero(assignment == c) for c in range(k)]
-
-
 def assign_to_centroids(features, pca, centroids):
     """Nearest centroid (L2) of features whitened with a stored pca; returns (ids, squared distances)."""
     xb = apply_pca(features, pca)
@@ -396,30 +384,22 @@ def uniform_label_indices(assignment, n, seed):
     """
     rng = np.random.default_rng(seed)
     assignment = np.asarray(assignment)
-    clusters = [np.flatnonzero(assignment == c) for c in np.unique(assignment)]
-    clusters = [c for c in clusters if len(c) > 0]
+    clusters = [np.flatnonzero(assignment == cid) for cid in np.unique(assignment)]  # non-empty by construction
     per_cluster = int(n / len(clusters)) + 1
-    picks = [rng.choice(c, per_cluster, replace=len(c) <= per_cluster) for c in clusters]
+    picks = [rng.choice(members, per_cluster, replace=len(members) <= per_cluster) for members in clusters]
     indices = np.concatenate(picks)
     rng.shuffle(indices)
     return indices[:n].astype(np.int64)
 
 
 class UnifLabelSampler(Sampler):
-    """Samples n images uniformly over the non-empty clusters of `assignment` (see uniform_label_indices)."""
+    """As many images as `assignment` has, drawn uniformly over its non-empty clusters (see uniform_label_indices)."""
 
-    def __init__(self, n, assignment, seed=0):
-        self.n = n
-        self.indexes = uniform_label_indices(assignment, n, seed)
+    def __init__(self, assignment, seed=0):
+        self.indexes = uniform_label_indices(assignment, len(assignment), seed)
 
     def __iter__(self):
         return iter(self.indexes.tolist())
 
     def __len__(self):
         return len(self.indexes)
-
-
-def to_tensor_dict(pca, centroids):
-    """PCA and centroids as tensors for a weights_only checkpoint."""
-    return {"pca_A": torch.from_numpy(np.asarray(pca["A"])), "pca_b": torch.from_numpy(np.asarray(pca["b"])),
-            "centroids": torch.from_numpy(np.asarray(centroids))}

@@ -14,16 +14,11 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from tqdm import tqdm
 
+from errors import DataError
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class DataError(SystemExit):
-    """Data that cannot be used: exits with one line on stderr, no traceback."""
-
-    def __init__(self, msg):
-        super().__init__(f"data error: {msg}")
 
 
 def is_image_file(name):
@@ -94,7 +89,6 @@ class ClusterDataset(Dataset):
     """
 
     def __init__(self, root, transform=None, check_images=True, log=print, cache_mb=0, verbose=False):
-        self.root = root
         self.transform = transform
         samples, self.classes = scan_tree(root)
         if not samples:

@@ -11,34 +11,24 @@ Deviation from the reference probe, for speed on a CPU: the frozen features are 
 once per image (centre crop, no augmentation) and cached, and standardised with the
 training set's mean and std before the linear layer.
 """
+if __name__ == "__main__":
+    import cfg
+    cfg.answer_help("eval_linear")  # before torch and faiss load: --help answers at once
+
 import json
 import os
-import sys
 
 import torch
 from torch import nn
 
 from cfg import load_cfg
-from dataset import DataError, eval_transform, open_split
+from checkpoint import load_model
+from dataset import eval_transform, open_split
+from engine import compute_features, make_loader
+from errors import ConfigError, DataError
 from models import build_model
-from pred import load_model
-from train import compute_features, make_loader
 
 KNN_K = 20
-
-
-def block_ends(model, arch):
-    """End index (exclusive) in model.features of each conv block: VGG16 stages end at a max-pool,
-    AlexNet blocks are its five convs (with the max-pool that follows, if any)."""
-    layers = list(model.features)
-    ends = []
-    for i, layer in enumerate(layers):
-        if arch == "vgg16" and isinstance(layer, nn.MaxPool2d):
-            ends.append(i + 1)
-        elif arch == "alexnet" and isinstance(layer, nn.ReLU):
-            nxt = layers[i + 1] if i + 1 < len(layers) else None
-            ends.append(i + 2 if isinstance(nxt, nn.MaxPool2d) else i + 1)
-    return ends
 
 
 class BlockProbe(nn.Module):
@@ -46,9 +36,9 @@ class BlockProbe(nn.Module):
 
     def __init__(self, model, arch, layer, max_dims, input_size):
         super().__init__()
-        ends = block_ends(model, arch)
+        ends = model.block_ends
         if not 1 <= layer <= len(ends):
-            raise SystemExit(f"config error: 'probe_layer' must be 1-{len(ends)} for {arch}, got {layer}")
+            raise ConfigError(f"'probe_layer' must be 1-{len(ends)} for {arch}, got {layer}")
         self.sobel = model.sobel
         self.body = model.features[:ends[layer - 1]]
         with torch.no_grad():
@@ -115,9 +105,16 @@ def probe_network(model, train_set, test_set, c, device):
     return {"dims": probe.dims, "train_acc": train_acc, "test_acc": test_acc, "knn_acc": knn}
 
 
+def summary_lines(result):
+    """One line per probed network: linear top-1 (and train), fc7 k-NN."""
+    return [f"{name:>8}: block {result['layer']} ({r['dims']} dims) linear top-1 test {r['test_acc']:.3f} "
+            f"(train {r['train_acc']:.3f}), fc7 {KNN_K}-NN {r['knn_acc']:.3f}"
+            for name, r in result.items() if name in ("trained", "random")]
+
+
 def evaluate(c, device="cpu"):
     device = torch.device(device)
-    model, ckpt = load_model(c, device)
+    model, ckpt = load_model(c, device, script="eval_linear.py")
     transform = eval_transform(c["input_size"])
     train_set, test_set = open_split(c, "train", transform), open_split(c, "test", transform)
     for name, ds in (("training", train_set), ("test", test_set)):
@@ -135,18 +132,13 @@ def evaluate(c, device="cpu"):
     path = os.path.join(c["exp_dir"], "linear_probe.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
-    for name in ("trained", "random"):
-        if name in result:
-            r = result[name]
-            print(f"{name:>8}: block {c['probe_layer']} ({r['dims']} dims) linear top-1 test {r['test_acc']:.3f} "
-                  f"(train {r['train_acc']:.3f}), fc7 {KNN_K}-NN {r['knn_acc']:.3f}")
-    print(f"wrote {path}")
+    print("\n".join(summary_lines(result)) + f"\nwrote {path}")
     return result
 
 
 def main(device="cpu", argv=None):
-    return evaluate(load_cfg(argv), device)
+    return evaluate(load_cfg(argv, script="eval_linear"), device)
 
 
 if __name__ == "__main__":
-    main("cpu", sys.argv[1:])
+    main("cpu")

@@ -8,11 +8,14 @@ and grids/ (cluster_<id>.png, overview.png). Two modes (cfg pred_mode):
              the protocol papers use to report ACC / NMI of overclustered runs.
 pred.py never deletes anything it did not create (it keeps a manifest of what it wrote).
 """
+if __name__ == "__main__":
+    import cfg
+    cfg.answer_help("pred")  # before torch and faiss load: --help answers at once
+
 import csv
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import torch
@@ -22,38 +25,16 @@ from torchvision.utils import make_grid, save_image
 import clustering
 import metrics
 from cfg import load_cfg
+from checkpoint import checkpoint_path, load_model, stored_clustering
 from dataset import eval_transform, open_split
-from models import build_model
-from train import CHECKPOINT, amp_dtype, compute_features, load_checkpoint, make_loader
+from engine import amp_dtype, compute_features, make_loader
+from errors import PredError
 
 MANIFEST = ".pred_manifest.json"
 OWNED = ("predictions.csv", "metrics.json", "clusters", "grids")
 GRID_MAX = 64
 OVERVIEW_PER_ROW = 12
 THUMB = 64
-
-
-class PredError(SystemExit):
-    def __init__(self, msg):
-        super().__init__(f"pred error: {msg}")
-
-
-def checkpoint_path(c):
-    return c["ckpt_path"] or os.path.join(c["exp_dir"], CHECKPOINT)
-
-
-def load_model(c, device, ckpt=None):
-    """The trained network (head removed) from the checkpoint, checked against the config."""
-    path = checkpoint_path(c)
-    if ckpt is None:
-        if not os.path.exists(path):
-            raise PredError(f"no checkpoint at '{path}': train first (python train.py) or set --ckpt_path")
-        ckpt = load_checkpoint(path, c, keys=("arch", "sobel", "input_size"))
-    model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
-    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("top_layer.")}
-    model.load_state_dict(state)
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    return model.to(device, memory_format=fmt).eval(), ckpt
 
 
 # ---------------------------------------------------------------- pred_dir ownership
@@ -110,7 +91,8 @@ def cluster_metrics(labels, ids, classes):
            "acc": metrics.cluster_accuracy(labels, ids)}
     if len(np.unique(ids)) != len(classes):
         out["purity"] = metrics.purity(labels, ids)
-    out["majority_class"] = {int(c): classes[int(np.bincount(labels[ids == c]).argmax())] for c in np.unique(ids)}
+    out["majority_class"] = {int(cid): classes[int(np.bincount(labels[ids == cid]).argmax())]
+                             for cid in np.unique(ids)}
     return out
 
 
@@ -123,10 +105,10 @@ def write_grids(dataset, ids, order, out_dir):
     """grids/cluster_<id>.png (up to 64 images each) and grids/overview.png (one row per cluster, largest first)."""
     os.makedirs(out_dir, exist_ok=True)
     rows = []
-    for c in order:
-        members = np.flatnonzero(ids == c)
+    for cid in order:
+        members = np.flatnonzero(ids == cid)
         thumbs = thumbnails(dataset, members[:GRID_MAX])
-        save_image(make_grid(thumbs, nrow=8, padding=2, pad_value=1.0), os.path.join(out_dir, f"cluster_{c}.png"))
+        save_image(make_grid(thumbs, nrow=8, padding=2, pad_value=1.0), os.path.join(out_dir, f"cluster_{cid}.png"))
         row = thumbs[:OVERVIEW_PER_ROW]
         if len(row) < OVERVIEW_PER_ROW:
             row = torch.cat([row, torch.ones(OVERVIEW_PER_ROW - len(row), *row.shape[1:])])
@@ -136,8 +118,8 @@ def write_grids(dataset, ids, order, out_dir):
 
 
 def write_cluster_folders(dataset, ids, out_dir, copy):
-    for i, (path, c) in enumerate(zip(dataset.paths, ids)):
-        folder = os.path.join(out_dir, str(int(c)))
+    for i, (path, cid) in enumerate(zip(dataset.paths, ids)):
+        folder = os.path.join(out_dir, str(int(cid)))
         os.makedirs(folder, exist_ok=True)
         target = os.path.join(folder, f"{i:06d}_{os.path.basename(path)}")
         if copy:
@@ -157,9 +139,9 @@ def predict(c, device="cpu"):
 
     features = compute_features(make_loader(dataset, c, device), model, device, c["verbose"], amp_dtype(c, device))
     if c["pred_mode"] == "assign":
-        pca = {"A": ckpt["pca_A"].numpy(), "b": ckpt["pca_b"].numpy()}
-        ids, dist = clustering.assign_to_centroids(features, pca, ckpt["centroids"].numpy())
-        k = int(ckpt["centroids"].shape[0])
+        _, pca, centroids = stored_clustering(ckpt)
+        ids, dist = clustering.assign_to_centroids(features, pca, centroids)
+        k = len(centroids)
     else:
         k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"])
         if k > len(dataset):
@@ -197,8 +179,8 @@ def predict(c, device="cpu"):
 
 
 def main(device="cpu", argv=None):
-    return predict(load_cfg(argv), device)
+    return predict(load_cfg(argv, script="pred"), device)
 
 
 if __name__ == "__main__":
-    main("cpu", sys.argv[1:])
+    main("cpu")

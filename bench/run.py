@@ -1,10 +1,10 @@
 """Benchmarks of the three phases of a DeepCluster epoch, as ratios measured in one run.
 
-    python bench/run.py            # everything, about 7 minutes on 2 cores
-    python bench/run.py --quick    # a reduced version of everything, under 3 minutes
+    python bench/run.py            # everything (it prints its own duration at the end)
+    python bench/run.py --quick    # a reduced version of everything
     python bench/run.py --parts features,train --sizes 32
 
-Prints a table and writes bench/results.json (see README "Performance"):
+Prints a table and writes bench/results.json (see docs/performance.md):
   feature_pass_efficiency / train_pass_efficiency  real pipeline (images on disk -> DataLoader ->
       model) images/s divided by the raw model on pre-made tensors of the same shape and batch
   clustering_speedup_vs_sklearn  our PCA-whitening + faiss k-means vs scikit-learn's PCA(whiten)
@@ -31,10 +31,10 @@ from torch import nn  # noqa: E402
 
 import clustering  # noqa: E402
 import metrics  # noqa: E402
-from cfg import cfg as DEFAULTS  # noqa: E402
+from cfg import DEFAULTS  # noqa: E402
 from dataset import ClusterDataset, PseudoLabelDataset, eval_transform, train_transform  # noqa: E402
 from models import build_model  # noqa: E402
-from train import compute_features, make_loader, train_one_epoch  # noqa: E402
+from engine import compute_features, make_loader, train_one_epoch  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
 FULL = {"images": {32: 640, 128: 96}, "train_images": {32: 384, 128: 48}, "cluster_n": 60_000, "pca_n": 6000,
@@ -115,7 +115,7 @@ def bench_train(size, n, reps, c):
     head = torch.optim.SGD(model.top_layer.parameters(), lr=c["lr"], weight_decay=c["weight_decay"])
     ds = sample_dataset(n, size, c)
     assignment = np.arange(n) % k
-    sampler = clustering.UnifLabelSampler(n, assignment, seed=0)
+    sampler = clustering.UnifLabelSampler(assignment, seed=0)
     loader = make_loader(PseudoLabelDataset(ds, assignment, train_transform(size, c["rrc_scale_min"])), c, CPU, sampler)
     batches = [(torch.randn(min(c["batch_size"], n - i), 3, size, size),
                 torch.randint(0, k, (min(c["batch_size"], n - i),))) for i in range(0, n, c["batch_size"])]
@@ -253,9 +253,60 @@ def bench_scale(n, k, fit):
     return result
 
 
+def measure_passes(res, parts, sizes, plan, c):
+    """Feature pass and training pass: real pipeline against the raw model, per input size."""
+    if "features" in parts:
+        res["features"] = {s: bench_features(s, plan["images"][s] if s in plan["images"] else 64, plan["reps"], c)
+                           for s in sizes}
+        res["feature_pass_efficiency"] = {str(s): r["efficiency"] for s, r in res["features"].items()}
+        for s, r in res["features"].items():
+            print(f"feature pass {s:>3} px: real {r['real_img_s']:7.1f} img/s, raw model {r['raw_img_s']:7.1f} img/s, "
+                  f"efficiency {r['efficiency']:.1%}  ({r['gflop_per_image']:.2f} GFLOP/img, raw model at "
+                  f"{r['raw_img_s'] * r['gflop_per_image']:.0f} GFLOP/s)")
+    if "train" in parts:
+        res["train"] = {s: bench_train(s, plan["train_images"][s] if s in plan["train_images"] else 32,
+                                       plan["reps"], c) for s in sizes}
+        res["train_pass_efficiency"] = {str(s): r["efficiency"] for s, r in res["train"].items()}
+        for s, r in res["train"].items():
+            print(f"train pass   {s:>3} px: real {r['real_img_s']:7.1f} img/s, raw step  {r['raw_img_s']:7.1f} img/s, "
+                  f"efficiency {r['efficiency']:.1%}")
+
+
+def measure_clustering(res, parts, plan, c):
+    """PCA-whitening + k-means against scikit-learn, and our PCA against faiss'."""
+    if "clustering" in parts:
+        r = res["clustering"] = bench_clustering(plan["cluster_n"], c)
+        res["clustering_speedup_vs_sklearn"] = r["speedup"]
+        print(f"clustering {r['n']} x {r['d']}, k {r['k']}: ours {r['ours_s']:.1f} s (PCA {r['ours_pca_s']:.1f} + k-means "
+              f"{r['ours_kmeans_s']:.1f}), scikit-learn {r['sklearn_s']:.1f} s (PCA {r['sklearn_pca_s']:.1f} + k-means "
+              f"{r['sklearn_kmeans_s']:.1f}), speedup {r['speedup']:.1f}x (NMI vs truth: ours "
+              f"{r['nmi_ours_vs_truth']:.3f}, sklearn {r['nmi_sklearn_vs_truth']:.3f})")
+    if "pca" in parts:
+        r = res["pca"] = bench_pca(plan["pca_n"], c)
+        res["pca_speedup_vs_faiss"] = r["speedup"]
+        print(f"PCA-whitening {r['n']} x {r['d']}: torch {r['torch_s']:.1f} s, faiss {r['faiss_s']:.1f} s, "
+              f"speedup {r['speedup']:.1f}x (k-means NMI between the two {r['kmeans_nmi_faiss_vs_torch']:.3f})")
+
+
+def measure_runs(res, parts, plan, epoch_tree):
+    """One epoch of train.py on a real tree, and the streamed ImageNet-sized clustering."""
+    if "epoch" in parts:
+        r = res["epoch"] = bench_epoch(epoch_tree)
+        res["epoch_seconds"] = {k: r[k] for k in ("features", "clustering", "train", "process_s")}
+        res["peak_rss_gib"] = r["peak_rss_gib"]
+        print(f"epoch on {r['tree']}: features {r['features']:.1f} s, clustering {r['clustering']:.1f} s, "
+              f"train {r['train']:.1f} s ({r['train_img_s']:.0f} img/s), whole process {r['process_s']:.1f} s, "
+              f"peak RSS {r['peak_rss_gib']:.2f} GiB")
+    if "scale" in parts:
+        r = res["scale_run"] = bench_scale(plan["scale_n"], plan["scale_k"], plan["scale_fit"])
+        print(f"scale run {r['n']} x 4096 streamed (PCA fitted on {r['pca_fit_samples']}), k-means k = {r['k']}: "
+              f"{r['seconds']:.0f} s (stream + PCA {r['stream_s']:.0f} s, k-means {r['kmeans_s']:.0f} s), "
+              f"peak RSS {r['peak_rss_gib']:.2f} GiB")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="DeepCluster benchmarks (ratios measured in one run)")
-    p.add_argument("--quick", action="store_true", help="a reduced version of everything, under 3 minutes")
+    p.add_argument("--quick", action="store_true", help="a reduced version of everything (smaller sets, one repetition)")
     p.add_argument("--parts", default="features,train,clustering,pca,epoch,scale",
                    help="comma-separated subset of features,train,clustering,pca,epoch,scale")
     p.add_argument("--sizes", default="32,128", help="input sizes for the feature and training passes")
@@ -274,45 +325,9 @@ def main(argv=None):
            "workers": c["workers"], "batch_size": c["batch_size"], "matmul_gflops": matmul_gflops()}
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, {res['torch_threads']} threads, "
           f"fp32 matmul {res['matmul_gflops']:.0f} GFLOP/s, workers {c['workers']}, batch {c['batch_size']}")
-    if "features" in parts:
-        res["features"] = {s: bench_features(s, plan["images"][s] if s in plan["images"] else 64, plan["reps"], c)
-                           for s in sizes}
-        res["feature_pass_efficiency"] = {str(s): r["efficiency"] for s, r in res["features"].items()}
-        for s, r in res["features"].items():
-            print(f"feature pass {s:>3} px: real {r['real_img_s']:7.1f} img/s, raw model {r['raw_img_s']:7.1f} img/s, "
-                  f"efficiency {r['efficiency']:.1%}  ({r['gflop_per_image']:.2f} GFLOP/img, raw model at "
-                  f"{r['raw_img_s'] * r['gflop_per_image']:.0f} GFLOP/s)")
-    if "train" in parts:
-        res["train"] = {s: bench_train(s, plan["train_images"][s] if s in plan["train_images"] else 32,
-                                       plan["reps"], c) for s in sizes}
-        res["train_pass_efficiency"] = {str(s): r["efficiency"] for s, r in res["train"].items()}
-        for s, r in res["train"].items():
-            print(f"train pass   {s:>3} px: real {r['real_img_s']:7.1f} img/s, raw step  {r['raw_img_s']:7.1f} img/s, "
-                  f"efficiency {r['efficiency']:.1%}")
-    if "clustering" in parts:
-        r = res["clustering"] = bench_clustering(plan["cluster_n"], c)
-        res["clustering_speedup_vs_sklearn"] = r["speedup"]
-        print(f"clustering {r['n']} x {r['d']}, k {r['k']}: ours {r['ours_s']:.1f} s (PCA {r['ours_pca_s']:.1f} + k-means "
-              f"{r['ours_kmeans_s']:.1f}), scikit-learn {r['sklearn_s']:.1f} s (PCA {r['sklearn_pca_s']:.1f} + k-means "
-              f"{r['sklearn_kmeans_s']:.1f}), speedup {r['speedup']:.1f}x (NMI vs truth: ours "
-              f"{r['nmi_ours_vs_truth']:.3f}, sklearn {r['nmi_sklearn_vs_truth']:.3f})")
-    if "pca" in parts:
-        r = res["pca"] = bench_pca(plan["pca_n"], c)
-        res["pca_speedup_vs_faiss"] = r["speedup"]
-        print(f"PCA-whitening {r['n']} x {r['d']}: torch {r['torch_s']:.1f} s, faiss {r['faiss_s']:.1f} s, "
-              f"speedup {r['speedup']:.1f}x (k-means NMI between the two {r['kmeans_nmi_faiss_vs_torch']:.3f})")
-    if "epoch" in parts:
-        r = res["epoch"] = bench_epoch(a.epoch_tree)
-        res["epoch_seconds"] = {k: r[k] for k in ("features", "clustering", "train", "process_s")}
-        res["peak_rss_gib"] = r["peak_rss_gib"]
-        print(f"epoch on {r['tree']}: features {r['features']:.1f} s, clustering {r['clustering']:.1f} s, "
-              f"train {r['train']:.1f} s ({r['train_img_s']:.0f} img/s), whole process {r['process_s']:.1f} s, "
-              f"peak RSS {r['peak_rss_gib']:.2f} GiB")
-    if "scale" in parts:
-        r = res["scale_run"] = bench_scale(plan["scale_n"], plan["scale_k"], plan["scale_fit"])
-        print(f"scale run {r['n']} x 4096 streamed (PCA fitted on {r['pca_fit_samples']}), k-means k = {r['k']}: "
-              f"{r['seconds']:.0f} s (stream + PCA {r['stream_s']:.0f} s, k-means {r['kmeans_s']:.0f} s), "
-              f"peak RSS {r['peak_rss_gib']:.2f} GiB")
+    measure_passes(res, parts, sizes, plan, c)
+    measure_clustering(res, parts, plan, c)
+    measure_runs(res, parts, plan, a.epoch_tree)
     res["bench_seconds"] = time.perf_counter() - t_start
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2, default=float)

@@ -15,10 +15,12 @@ class DeepClusterNet(nn.Module):
 
     With `top_layer = None` the output is the pre-ReLU fc7 activation, the feature that
     DeepCluster clusters. `add_head(k)` appends the ReLU and a fresh Linear(4096, k).
+    `block_ends[b - 1]` is the index in `features` where conv block b ends (the linear probe's layers).
     """
 
-    def __init__(self, features, classifier, sobel, out):
+    def __init__(self, features, classifier, sobel, out, block_ends):
         super().__init__()
+        self.block_ends = list(block_ends)
         self.sobel = make_sobel() if sobel else None
         self.features = features
         self.classifier = classifier
@@ -95,6 +97,30 @@ class DeepClusterNet(nn.Module):
                 m.bias.data.zero_()
 
 
+def conv_stack(in_channels, config, pool_kernel):
+    """Conv-BN-ReLU layers from a config: "M" is a max-pool (pool_kernel, stride 2), an int v a 3x3 conv
+    with v filters and padding 1, a tuple (filters, kernel, stride, padding) any other conv."""
+    layers = []
+    for v in config:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=pool_kernel, stride=2))
+            continue
+        filters, kernel, stride, pad = (v, 3, 1, 1) if isinstance(v, int) else v
+        layers += [nn.Conv2d(in_channels, filters, kernel, stride=stride, padding=pad), nn.BatchNorm2d(filters),
+                   nn.ReLU(inplace=True)]
+        in_channels = filters
+    return nn.Sequential(*layers)
+
+
+def assemble(config, pool_kernel, make_classifier, block_ends, sobel, out, input_size):
+    """A DeepClusterNet: conv_stack(config) on 2 (Sobel) or 3 input channels, then the classifier
+    built for the flattened size at input_size, and `block_ends(features)` for the probe."""
+    in_channels = 2 if sobel else 3
+    features = conv_stack(in_channels, config, pool_kernel)
+    classifier = make_classifier(flat_size(features, in_channels, input_size))
+    return DeepClusterNet(features, classifier, sobel, out, block_ends(features))
+
+
 def flat_size(features, in_channels, input_size):
     """Number of values the conv stack gives for one input of input_size x input_size."""
     with torch.no_grad():
@@ -115,8 +141,8 @@ class CentroidHead(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.register_buffer("A", torch.as_tensor(A, dtype=torch.float32), persistent=False)
         self.register_buffer("b", torch.as_tensor(b, dtype=torch.float32), persistent=False)
-        c = torch.as_tensor(centroids, dtype=torch.float32)
-        self.register_buffer("centroids", F.normalize(c, dim=1), persistent=False)
+        centres = torch.as_tensor(centroids, dtype=torch.float32)
+        self.register_buffer("centroids", F.normalize(centres, dim=1), persistent=False)
         self.temperature = float(temperature)
 
     def forward(self, x):

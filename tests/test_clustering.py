@@ -3,7 +3,7 @@ import pytest
 
 import metrics
 from clustering import (Kmeans, UnifLabelSampler, apply_pca, assign_to_centroids, epoch_seed, fit_pca_whitening,
-                        images_lists, l2_normalize, preprocess_features, run_kmeans, top_eigh,
+                        l2_normalize, preprocess_features, run_kmeans, top_eigh,
                         streamed_whitening, uniform_label_indices)
 
 
@@ -124,8 +124,7 @@ def test_kmeans_wrapper_and_nearest_centroid_agree():
     assert km.pca["A"].shape == (10, 50) and km.centroids.shape == (4, 10)
     ids, dist = assign_to_centroids(x, km.pca, km.centroids)
     assert (ids == assignment).all() and (dist >= 0).all()
-    lists = km.images_lists
-    assert sorted(np.concatenate(lists).tolist()) == list(range(len(x)))
+    assert km.assignment.shape == (len(x),) and set(km.assignment.tolist()) <= set(range(4))
 
 
 def test_kmeans_restarts_keep_the_lowest_loss():
@@ -158,7 +157,7 @@ def test_sampler_is_uniform_over_nonempty_clusters():
     assignment = np.concatenate([np.full(s, c) for c, s in sizes.items()])
     rng.shuffle(assignment)
     n = len(assignment)
-    sampler = UnifLabelSampler(n, assignment, seed=7)
+    sampler = UnifLabelSampler(assignment, seed=7)
     idx = np.array(list(sampler))
     assert len(sampler) == n and len(idx) == n
     assert idx.min() >= 0 and idx.max() < n
@@ -178,11 +177,6 @@ def test_sampler_is_deterministic_per_seed():
     a = uniform_label_indices(assignment, 100, seed=1)
     assert (a == uniform_label_indices(assignment, 100, seed=1)).all()
     assert not (a == uniform_label_indices(assignment, 100, seed=2)).all()
-
-
-def test_images_lists_match_assignment():
-    lists = images_lists(np.array([2, 0, 2, 1]), 4)
-    assert [list(x) for x in lists] == [[1], [3], [0, 2], []]
 
 
 def test_streamed_whitening_equals_the_batch_path_when_the_fit_sees_everything():

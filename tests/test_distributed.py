@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import distributed
+import engine
 import train
 from conftest import make_blob_tree, train_args
 
@@ -39,10 +40,10 @@ def test_single_process_helpers_are_no_ops():
 
 def test_mixed_precision_only_on_cuda():
     c = dict(train.load_cfg([]))
-    assert train.amp_dtype(c, torch.device("cpu")) is None
-    assert train.amp_dtype(c, torch.device("cuda")) is torch.bfloat16
-    assert train.amp_dtype({**c, "amp": "fp16"}, torch.device("cuda")) is torch.float16
-    assert train.amp_dtype({**c, "amp": "off"}, torch.device("cuda")) is None
+    assert engine.amp_dtype(c, torch.device("cpu")) is None
+    assert engine.amp_dtype(c, torch.device("cuda")) is torch.bfloat16
+    assert engine.amp_dtype({**c, "amp": "fp16"}, torch.device("cuda")) is torch.float16
+    assert engine.amp_dtype({**c, "amp": "off"}, torch.device("cuda")) is None
 
 
 def test_two_processes_cluster_like_one_and_stay_in_sync(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpoint
 import eval_linear
 import pred
 import train
@@ -127,7 +128,7 @@ def test_checkpoint_saved_from_a_wrapped_model_loads(trained, tmp_path):
     path = tmp_path / "wrapped.pth.tar"
     torch.save(ckpt, path)
     c = pred.load_cfg(pred_args(trained, tmp_path / "o", "--ckpt_path", str(path)))
-    model, _ = pred.load_model(c, torch.device("cpu"))
+    model, _ = checkpoint.load_model(c, torch.device("cpu"))
     assert model.top_layer is None and not model.training
 
 
@@ -149,9 +150,9 @@ def test_linear_probe_writes_its_json(trained, tmp_path):
 def test_probe_blocks():
     from models import build_model
     vgg = build_model("vgg16", True, 0, 32)
-    assert len(eval_linear.block_ends(vgg, "vgg16")) == 5
+    assert len(vgg.block_ends) == 5
     alex = build_model("alexnet", False, 0, 64)
-    ends = eval_linear.block_ends(alex, "alexnet")
+    ends = alex.block_ends
     assert len(ends) == 5 and ends[-1] == len(alex.features)
     probe = eval_linear.BlockProbe(vgg, "vgg16", 2, 4096, 32)
     # block 2 gives 128 x 8 x 8 at 32 px; pooled to 5 x 5 so that 128 * s * s <= 4096

@@ -20,7 +20,7 @@ def test_labels_follow_their_images_over_epochs(color_tree):
     for epoch in range(3):
         assignment = rng.integers(0, 4, len(base))
         pseudo = PseudoLabelDataset(base, assignment, aug)
-        for i in clustering.UnifLabelSampler(len(base), assignment, seed=epoch):
+        for i in clustering.UnifLabelSampler(assignment, seed=epoch):
             img, label = pseudo[i]
             assert label == assignment[index_of(img)]
 

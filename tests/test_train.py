@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import train
 from conftest import train_args
 
@@ -152,7 +153,7 @@ def test_optimizers_schedulers_and_reassign(blob_tree, tmp_path):
 def test_truncate_metrics_drops_epochs_past_the_checkpoint(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(4)))
-    train.truncate_metrics(str(path), 2)
+    checkpoint.truncate_metrics(str(path), 2)
     assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [0, 1]
 
 

@@ -2,7 +2,7 @@
 # Fashion-MNIST end to end with the recipe in configs/fashion_mnist.json: the README's results table.
 #
 #   bash tools/fashion_mnist_experiment.sh            # the full experiment (see the README for its duration)
-#   bash tools/fashion_mnist_experiment.sh --quick    # a ~15-minute check of the same pipeline
+#   bash tools/fashion_mnist_experiment.sh --quick    # a short check of the same pipeline (5,000 images, 2 epochs)
 #
 # Steps: build the image tree from the Debian IDX files (apt-get install dataset-fashion-mnist),
 # raw-pixel k-means on the 10k test images, the random network, the recipe's training, then for

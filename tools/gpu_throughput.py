@@ -2,7 +2,7 @@
 
     python tools/gpu_throughput.py [--batch 128] [--steps 20]
 
-Uses the same helpers as train.py (to_device, iter-style autocast, train_one_epoch's step).
+Uses the same helpers as train.py (engine.to_device, the autocast of the feature pass and training step).
 """
 import argparse
 import os
@@ -15,7 +15,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import build_model  # noqa: E402
-from train import AMP_DTYPES, to_device  # noqa: E402
+from engine import AMP_DTYPES, to_device  # noqa: E402
 
 
 def rate(fn, images, steps):

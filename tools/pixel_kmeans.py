@@ -18,6 +18,7 @@ from sklearn.cluster import KMeans
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import metrics  # noqa: E402
 from dataset import ClusterDataset  # noqa: E402
+from errors import UserError  # noqa: E402
 
 
 def pixels(dataset):
@@ -28,7 +29,7 @@ def pixels(dataset):
         if size is None:
             size = img.size
         elif img.size != size:
-            raise SystemExit(f"error: '{dataset.paths[i]}' is {img.size[0]}x{img.size[1]}, the first image is "
+            raise UserError(f"'{dataset.paths[i]}' is {img.size[0]}x{img.size[1]}, the first image is "
                              f"{size[0]}x{size[1]}; raw-pixel k-means needs images of one size")
         rows.append(np.asarray(img, dtype=np.float32).ravel() / 255.0)
     return np.stack(rows)
@@ -37,9 +38,9 @@ def pixels(dataset):
 def pixel_kmeans(root, k, n_init=10, seed=0):
     dataset = ClusterDataset(root, log=lambda msg: None)
     if not dataset.has_labels:
-        raise SystemExit(f"error: '{root}' has no class folders; the baseline is scored against them")
+        raise UserError(f"'{root}' has no class folders; the baseline is scored against them")
     if k > len(dataset):
-        raise SystemExit(f"error: k = {k} is larger than the {len(dataset)} images in '{root}'")
+        raise UserError(f"k = {k} is larger than the {len(dataset)} images in '{root}'")
     ids = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(pixels(dataset))
     y = dataset.labels
     return {"n_images": len(dataset), "k": k, "n_init": n_init, "acc": metrics.cluster_accuracy(y, ids),
@@ -55,7 +56,7 @@ def main(argv=None):
     p.add_argument("--out", default="", help="also write the result as JSON here")
     a = p.parse_args(argv)
     if not os.path.isdir(a.root):
-        raise SystemExit(f"error: '{a.root}' is not a folder")
+        raise UserError(f"'{a.root}' is not a folder")
     r = pixel_kmeans(a.root, a.k, a.n_init, a.seed)
     print(f"raw-pixel k-means: {r['n_images']} images, k = {r['k']}  acc {r['acc']:.3f}  nmi {r['nmi']:.3f}  "
           f"ari {r['ari']:.3f}")

@@ -17,6 +17,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from errors import UserError  # noqa: E402
+
 PANELS = [("nmi", "NMI with the labels"), ("nmi_prev", "NMI with the previous clustering"), ("loss", "training loss")]
 
 
@@ -25,7 +28,7 @@ def read_rows(path):
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.jsonl")
     if not os.path.exists(path):
-        raise SystemExit(f"error: '{path}' not found; pass an exp_dir of a run that trained at least one epoch")
+        raise UserError(f"'{path}' not found; pass an exp_dir of a run that trained at least one epoch")
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -33,9 +36,9 @@ def read_rows(path):
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
-                    raise SystemExit(f"error: {path} line {n} is not JSON") from None
+                    raise UserError(f"{path} line {n} is not JSON") from None
     if not rows:
-        raise SystemExit(f"error: {path} has no epochs yet")
+        raise UserError(f"{path} has no epochs yet")
     return sorted(rows, key=lambda r: r["epoch"])
 
 
@@ -77,7 +80,7 @@ def main(argv=None):
     p.add_argument("--title", default=None)
     a = p.parse_args(argv)
     if a.labels and len(a.labels) != len(a.runs):
-        raise SystemExit(f"error: {len(a.runs)} runs but {len(a.labels)} labels")
+        raise UserError(f"{len(a.runs)} runs but {len(a.labels)} labels")
     labels = a.labels or [os.path.basename(os.path.normpath(r)) for r in a.runs]
     plot([(label, read_rows(r)) for label, r in zip(labels, a.runs)], a.out, a.title)
     print(f"wrote {a.out}")

@@ -1,0 +1,132 @@
+"""What every entry script runs a network with: devices, loaders, mixed precision, the feature
+pass, the training pass, the meters and the log.
+
+Device rules: on CUDA, images and weights are channels_last, batches come from pinned memory
+with non-blocking copies and forward passes run under torch.autocast (cfg "amp"); the CPU
+keeps float32 and the default memory format.
+"""
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dataset import seed_worker
+from errors import UserError
+from models import FEATURE_DIM
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def require_cuda(cpu_script):
+    """The one check of the *_cuda.py entry points: stop with one line when there is no GPU."""
+    if not torch.cuda.is_available():
+        raise UserError(f"CUDA is not available; use {cpu_script} to run on the CPU")
+    return "cuda"
+
+
+def amp_dtype(c, device):
+    """Mixed precision on CUDA only (cfg amp); the CPU keeps float32."""
+    return AMP_DTYPES.get(c["amp"]) if device.type == "cuda" else None
+
+
+def memory_format(device):
+    """channels_last on CUDA, where cuDNN's convolutions are fastest with it."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def to_device(images, device):
+    """Non-blocking copy of a batch, in the device's memory format."""
+    if device.type == "cuda":
+        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
+    return images.to(device)
+
+
+def make_loader(dataset, c, device, sampler=None):
+    return DataLoader(dataset, batch_size=c["batch_size"], sampler=sampler, shuffle=False,
+                      num_workers=c["workers"], pin_memory=device.type == "cuda",
+                      worker_init_fn=seed_worker, persistent_workers=False)
+
+
+def iter_features(loader, model, device, verbose=True, dtype=None):
+    """(image indices, 4096-d pre-ReLU fc7 features as float32) batch by batch, eval mode, no autograd."""
+    model.eval()
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for images, index in tqdm(loader, desc="features", leave=False, disable=not verbose or None):
+            out = model(to_device(images, device))
+            yield index.numpy(), out.float().cpu().numpy()
+
+
+def compute_features(loader, model, device, verbose=True, dtype=None, dim=FEATURE_DIM):
+    """The N x dim outputs (4096-d fc7 features by default) of every image of the loader's dataset, in its order."""
+    features = np.empty((len(loader.dataset), dim), dtype=np.float32)
+    for index, out in iter_features(loader, model, device, verbose, dtype):
+        features[index] = out
+    return features
+
+
+class AverageMeter:
+    def __init__(self):
+        self.sum, self.count = 0.0, 0
+
+    def update(self, value, n=1):
+        self.sum += value * n
+        self.count += n
+
+    @property
+    def avg(self):
+        return self.sum / max(self.count, 1)
+
+
+def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbose=True, dtype=None):
+    """One pass of cross-entropy on the pseudo-labels; both optimizers step every batch
+    (head_optimizer None: a head without parameters, cfg head "centroids").
+
+    Returns an AverageMeter of the loss. With dtype float16 the loss is scaled (GradScaler)."""
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    losses = AverageMeter()
+    bar = tqdm(loader, desc="train", leave=False, disable=not verbose or None)
+    for images, target in bar:
+        images, target = to_device(images, device), target.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = criterion(model(images), target)
+        body_optimizer.zero_grad(set_to_none=True)
+        if head_optimizer is not None:
+            head_optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(body_optimizer)
+        if head_optimizer is not None:
+            scaler.step(head_optimizer)
+        scaler.update()
+        losses.update(loss.item(), images.size(0))
+        bar.set_postfix(loss=f"{losses.avg:.4f}")
+    return losses
+
+
+class Logger:
+    """Prints a line (without breaking progress bars) and appends it to exp_dir/train.log."""
+
+    def __init__(self, exp_dir, verbose=True, main_process=True):
+        self.main_process = main_process
+        if main_process:
+            os.makedirs(exp_dir, exist_ok=True)
+        self.path = os.path.join(exp_dir, "train.log")
+        self.verbose = verbose
+
+    def __call__(self, msg):
+        if not self.main_process:  # under torchrun only rank 0 speaks
+            return
+        if self.verbose:
+            tqdm.write(msg)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+
+
+def format_metric(value):
+    """A metric for a log line: three decimals, or a dash when it is not known (no labels, first epoch)."""
+    return "  -  " if value is None else f"{value:.3f}"
