@@ -212,7 +212,7 @@ def child_run(args):
     r = subprocess.run([sys.executable, "-c", wrapper, *args], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if r.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(args)} failed:\n{r.stderr[-2000:]}")
+        raise RuntimeError(f"bench: {' '.join(args)} failed:\n{r.stderr[-2000:]}")
     peak_kib = int(r.stdout.rsplit(PEAK_TAG, 1)[1].split()[0])
     return seconds, peak_kib / 2**20, r.stdout
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fashion-MNIST end to end with the recipe in configs/fashion_mnist.json: the README's results table.
+# Fashion-MNIST end to end with the recipe in configs/fashion_mnist.json: the results table of docs/results.md.
 #
-#   bash tools/fashion_mnist_experiment.sh            # the full experiment (see the README for its duration)
+#   bash tools/fashion_mnist_experiment.sh            # the full experiment (see docs/results.md for its duration)
 #   bash tools/fashion_mnist_experiment.sh --quick    # a short check of the same pipeline (5,000 images, 2 epochs)
 #
 # Steps: build the image tree from the Debian IDX files (apt-get install dataset-fashion-mnist),
