@@ -11,6 +11,7 @@ This module imports nothing heavy, so --help answers before torch and faiss load
 """
 import difflib
 import json
+import math
 import os
 import re
 import shutil
@@ -99,6 +100,12 @@ MINIMUM = {
     "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1, "probe_lr": 0.0, "probe_weight_decay": 0.0,
     "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
 }
+# largest allowed value (inclusive) of numeric keys; val_split must stay below 1
+MAXIMUM = {"input_size": 1024, "workers": 256, "rrc_scale_min": 1.0, "momentum": 1.0, "lr_gamma": 1.0,
+           "pic_alpha": 1.0}
+# paths that must not be empty, and the folders each script writes into
+NON_EMPTY = ("dataset_path", "exp_dir", "pred_dir")
+OUTPUTS = {"train": ("exp_dir",), "pred": ("pred_dir",), "eval_linear": ("exp_dir",)}
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
@@ -146,16 +153,40 @@ def validate(c):
     for key, allowed in CHOICES.items():
         if c[key] not in allowed:
             raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}; got '{c[key]}'")
+    for key, value in c.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"'{key}' must be a finite number, got {value}")
     for key, low in MINIMUM.items():
         if c[key] < low:
             raise ConfigError(f"'{key}' must be >= {low}, got {c[key]}")
+    for key, high in MAXIMUM.items():
+        if c[key] > high:
+            raise ConfigError(f"'{key}' must be <= {high}, got {c[key]}")
     if c["arch"] == "alexnet" and c["input_size"] < 64:
         raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
     if c["val_split"] >= 1:
         raise ConfigError(f"'val_split' must be < 1, got {c['val_split']}")
-    if not 0 <= c["rrc_scale_min"] <= 1:
-        raise ConfigError(f"'rrc_scale_min' must be in [0, 1], got {c['rrc_scale_min']}")
+    for key in NON_EMPTY:
+        if not c[key].strip():
+            raise ConfigError(f"'{key}' must not be empty")
     return c
+
+
+def check_outputs(c, script):
+    """The folders `script` writes into: a folder (or nothing yet) below a writable folder."""
+    for key in OUTPUTS.get(script, ()):
+        path = os.path.abspath(c[key])
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(f"'{key}' = '{c[key]}' is a file; it must be a folder (or not exist yet)")
+        existing = path
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ConfigError(f"'{key}' = '{c[key]}' cannot be created: '{existing}' is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"'{key}' = '{c[key]}' is not writable (no write permission on '{existing}')")
+    if c["ckpt_path"] and os.path.isdir(c["ckpt_path"]):
+        raise ConfigError(f"'ckpt_path' = '{c['ckpt_path']}' is a folder; it must be a checkpoint file")
 
 
 # The keys each entry script reads (train.py reads every key of its groups); --help shows only these.
@@ -253,7 +284,9 @@ def load_cfg(argv=None, defaults=None, script="train"):
         if key != "config":
             _check_key(key, defaults)
             out[key] = _parse_flag(key, text, defaults[key])
-    return validate(out)
+    validate(out)
+    check_outputs(out, script)
+    return out
 
 
 def read_config_file(path, defaults=None):

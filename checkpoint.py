@@ -1,23 +1,33 @@
-"""The checkpoint of a run: one layout, written atomically, read with weights_only=True and checked.
+"""The files a run keeps: the checkpoint (one layout, written atomically, read with weights_only=True
+and checked), metrics.jsonl (strict JSON, one line per epoch) and the lock that gives a folder to one
+run at a time.
 
 Layout (every value a tensor, number, string, list or dict, so that torch.load(weights_only=True)
 reads it without pickle): epoch (epochs completed), arch, sobel, input_size, num_classes, cfg,
 state_dict, optimizer, scheduler, rng, assignment, pca_A, pca_b, centroids, classes, metrics,
 clustering_metrics. The clustering (assignment, pca_*, centroids) is the one of the saved weights.
 """
+import contextlib
+import fcntl
+import glob
 import json
+import math
 import os
 import random
+import sys
+import time
+import warnings
 
 import numpy as np
 import torch
 
 from engine import memory_format
-from errors import CheckpointError, PredError
+from errors import BusyError, CheckpointError, PredError
 from models import build_model
 
 CHECKPOINT = "checkpoint.pth.tar"
 METRICS = "metrics.jsonl"
+REQUIRED = ("epoch", "arch", "sobel", "input_size", "state_dict", "assignment", "pca_A", "pca_b", "centroids")
 MODEL_KEYS = ("arch", "sobel", "input_size")
 TRAINING_KEYS = MODEL_KEYS + ("num_classes",)
 
@@ -101,13 +111,34 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
+def remove_stale_temporaries(path):
+    """Delete the temporary files of saves that a kill interrupted (call with the folder's lock held)."""
+    stale = glob.glob(glob.escape(path) + ".tmp.*")
+    for tmp in stale:
+        os.remove(tmp)
+    return stale
+
+
+def check_layout(ckpt, path):
+    """A readable file that is not a checkpoint of train.py: one line saying what was expected."""
+    expected = f"a checkpoint written by train.py (a dict with {', '.join(REQUIRED)})"
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"'{path}' holds a {type(ckpt).__name__}, not {expected}")
+    missing = [key for key in REQUIRED if key not in ckpt]
+    if missing:
+        bare = all(isinstance(v, torch.Tensor) for v in ckpt.values())
+        raise CheckpointError(f"'{path}' is not {expected}: it lacks {', '.join(missing)}"
+                              + ("; it looks like a bare state_dict" if bare and ckpt else ""))
+
+
 def load_checkpoint(path, c, keys=TRAINING_KEYS, advice="use another exp_dir, or --resume false to start over"):
     """Load a checkpoint with weights_only=True and check it was made with the same model settings;
     `advice` ends the one-line error of a mismatch."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"cannot read '{path}' ({type(e).__name__}: {e}); {advice}") from None
+        raise CheckpointError(f"cannot read '{path}' ({type(e).__name__}: {str(e).splitlines()[0]}); {advice}") from None
+    check_layout(ckpt, path)
     # weights saved from a wrapped model (DistributedDataParallel) carry a "module." prefix
     ckpt["state_dict"] = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     for key in keys:
@@ -129,12 +160,64 @@ def load_model(c, device, script="pred.py"):
     return model.to(device, memory_format=memory_format(device)).eval(), ckpt
 
 
+def strict_json(row):
+    """A metrics row as one line of strict JSON: NaN and infinities (which JSON has no word for) become null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
+def append_metrics(path, row):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(strict_json(row) + "\n")
+
+
+def read_metrics(path):
+    """The rows of metrics.jsonl; a line that is not JSON (a write cut by a power loss) is dropped with a warning."""
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                warnings.warn(f"{path}: line {number} is not complete JSON (an interrupted write?) and is dropped")
+    return [row for row in rows if isinstance(row, dict) and isinstance(row.get("epoch"), int)]
+
+
 def truncate_metrics(path, epochs_done):
     """Keep the metrics lines of completed epochs only (a kill can leave one line past the checkpoint)."""
     if not os.path.exists(path):
         return
-    with open(path, encoding="utf-8") as f:
-        rows = [line for line in f if line.strip()]
-    kept = [line for line in rows if json.loads(line)["epoch"] < epochs_done]
+    kept = [row for row in read_metrics(path) if row["epoch"] < epochs_done]
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(kept)
+        f.writelines(strict_json(row) + "\n" for row in kept)
+
+
+@contextlib.contextmanager
+def hold_lock(lock_path, what, flag):
+    """Give `what` (a folder, named by its config key `flag`) to this process until the block ends.
+
+    An exclusive flock on lock_path: the kernel releases it when the process exits in any way
+    (kill -9 included), so a lock is never stale. A second process gets a one-line error that
+    names the holder, as recorded in the lock file."""
+    os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+    with open(lock_path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise BusyError(f"{flag} '{what}' is in use by {holder}; wait for it to finish or choose another "
+                            f"--{flag}") from None
+        f.seek(0)
+        f.truncate()
+        script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        f.write(f"{script} (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from errors import DataError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+PRED_MANIFEST = ".pred_manifest.json"  # the mark of a folder written by pred.py: never scanned for images
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -44,30 +45,118 @@ def load_image(path):
         return to_rgb(img)
 
 
-def scan_tree(root):
+def _identity(path):
+    """(device, inode) of what path points to: the same for every link to one real file or folder."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+class _Scan:
+    """One walk over a tree that lists every real image file once.
+
+    Links are followed, but a folder that is an ancestor of where it is linked (a loop), a folder
+    or file reached before under another name, and the `exclude` folders (a run's own outputs
+    inside the tree) are skipped; `notes` says what was skipped and why.
+    """
+
+    def __init__(self, exclude=()):
+        self.seen_dirs, self.seen_files, self.notes = set(), set(), []
+        self.exclude = {_identity(p) for p in exclude if p and os.path.isdir(p)}
+
+    def enter(self, path, ancestors):
+        """The identity of folder `path` when it should be walked, else None (and a note)."""
+        try:
+            ident = _identity(path)
+        except OSError as e:
+            self.notes.append(f"'{printable(path)}': {e.strerror or e}")
+            return None
+        ours = ident in self.exclude or os.path.exists(os.path.join(path, PRED_MANIFEST))
+        reason = ("a link back to a folder that contains it" if ident in ancestors
+                  else "an output folder of this project" if ours
+                  else "a second path to a folder already scanned" if ident in self.seen_dirs else None)
+        if reason:
+            self.notes.append(f"'{printable(path)}' skipped: {reason}")
+            return None
+        self.seen_dirs.add(ident)
+        return ident
+
+    def files(self, top, label, ancestors, samples):
+        """Image files below folder `top` (its own files first, then its sub-folders, sorted), depth-first."""
+        stack = [(top, ancestors)]
+        while stack:
+            path, chain = stack.pop()
+            try:
+                names = sorted(os.listdir(path))
+            except OSError as e:
+                self.notes.append(f"'{printable(path)}' skipped: {e.strerror or e}")
+                continue
+            subdirs = []
+            for name in names:
+                full = os.path.join(path, name)
+                if name.startswith("."):
+                    continue
+                if os.path.isdir(full):
+                    subdirs.append(full)
+                elif is_image_file(name) and self.first_visit(full):
+                    samples.append((full, label))
+            for sub in reversed(subdirs):
+                ident = self.enter(sub, chain)
+                if ident is not None:
+                    stack.append((sub, chain | {ident}))
+
+    def first_visit(self, path):
+        try:
+            ident = _identity(path)
+        except OSError:  # a broken link: listed, and dropped by the decode check like any unreadable file
+            return True
+        if ident in self.seen_files:
+            self.notes.append(f"'{printable(path)}' skipped: a second path to an image already listed")
+            return False
+        self.seen_files.add(ident)
+        return True
+
+
+def scan_tree(root, exclude=(), log=None):
     """Sorted (path, class_index) pairs and class names of ROOT/<class>/<image> or a flat folder.
 
-    Hidden files and folders and files without an image extension are skipped.
+    Hidden files and folders and files without an image extension are skipped; every real file
+    is listed once however many links lead to it (see _Scan); `log` gets one line per skip.
     """
     if not os.path.exists(root):
-        raise DataError(f"dataset path '{root}' does not exist")
+        raise DataError(f"dataset path '{printable(root)}' does not exist")
     if not os.path.isdir(root):
-        raise DataError(f"dataset path '{root}' is not a folder")
+        raise DataError(f"dataset path '{printable(root)}' is not a folder")
+    scan = _Scan(exclude)
+    top = {scan.enter(root, set())} - {None}
+    if not top:
+        raise DataError(f"dataset path '{printable(root)}' is {scan.notes[-1].split(' skipped: ')[-1]}")
     entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
     class_dirs = [e for e in entries if os.path.isdir(os.path.join(root, e))]
     flat_files = [e for e in entries if is_image_file(e) and os.path.isfile(os.path.join(root, e))]
     if class_dirs and flat_files:
-        warnings.warn(f"{root}: {len(flat_files)} images lie beside class folders and are ignored")
-    samples = []
+        warnings.warn(f"{printable(root)}: {len(flat_files)} images lie beside class folders and are ignored")
+    samples, classes = [], []
     if class_dirs:
-        for label, cls in enumerate(class_dirs):
-            for dirpath, dirnames, filenames in os.walk(os.path.join(root, cls), followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if is_image_file(name):
-                        samples.append((os.path.join(dirpath, name), label))
-        return samples, class_dirs
-    return [(os.path.join(root, e), -1) for e in flat_files], []
+        walkable = [(name, scan.enter(os.path.join(root, name), top)) for name in class_dirs]
+        for name, ident in walkable:
+            if ident is not None:
+                scan.files(os.path.join(root, name), len(classes), top | {ident}, samples)
+                classes.append(name)
+    else:
+        samples = [(os.path.join(root, e), -1) for e in flat_files if scan.first_visit(os.path.join(root, e))]
+    for note in scan.notes:
+        (log or warnings.warn)(f"scan: {note}")
+    return samples, classes
+
+
+def printable(text):
+    """A path or message as valid UTF-8 text: bytes of a file name that are not UTF-8 (which Python
+    holds as surrogate escapes) become \\xNN, so that logs, CSV files and terminals never fail on them."""
+    text = str(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _try_load(path):
@@ -88,11 +177,11 @@ class ClusterDataset(Dataset):
     pass; DataLoader workers inherit the cache when they fork.
     """
 
-    def __init__(self, root, transform=None, check_images=True, log=print, cache_mb=0, verbose=False):
+    def __init__(self, root, transform=None, check_images=True, log=print, cache_mb=0, verbose=False, exclude=()):
         self.transform = transform
-        samples, self.classes = scan_tree(root)
+        samples, self.classes = scan_tree(root, exclude, log)
         if not samples:
-            raise DataError(f"no images found under '{root}' (extensions: {', '.join(IMG_EXTENSIONS)})")
+            raise DataError(f"no images found under '{printable(root)}' (extensions: {', '.join(IMG_EXTENSIONS)})")
         self.skipped = []
         self._cache = {}
         if check_images:
@@ -101,7 +190,7 @@ class ClusterDataset(Dataset):
                 img = _try_load(path)
                 if img is None:
                     self.skipped.append(path)
-                    log(f"warning: skipping '{path}': not a readable image")
+                    log(f"warning: skipping '{printable(path)}': not a readable image")
                     continue
                 kept.append((path, label))
                 size = img.width * img.height * 3
@@ -110,7 +199,7 @@ class ClusterDataset(Dataset):
                     budget -= size
             samples = kept
         if not samples:
-            raise DataError(f"none of the {len(self.skipped)} image files under '{root}' could be decoded")
+            raise DataError(f"none of the {len(self.skipped)} image files under '{printable(root)}' could be decoded")
         self.paths = [p for p, _ in samples]
         self.labels = np.array([label for _, label in samples], dtype=np.int64)
         self._warned = set()
@@ -143,7 +232,7 @@ class ClusterDataset(Dataset):
         except Exception as e:  # never kill a long run for one file
             if path not in self._warned:
                 self._warned.add(path)
-                warnings.warn(f"'{path}' could not be decoded ({e}); using a black image")
+                warnings.warn(f"'{printable(path)}' could not be decoded ({e}); using a black image")
             return Image.new("RGB", (8, 8))
 
     def __getitem__(self, index):
@@ -175,7 +264,8 @@ def open_split(c, part, transform=None, log=print):
     With test_path "", val_split of every class of dataset_path is held out: "test" is that
     held-out part and "train" the rest, the same split in train.py, pred.py and eval_linear.py.
     """
-    options = {"log": log, "cache_mb": c["cache_mb"], "verbose": c["verbose"], "check_images": c["check_images"]}
+    options = {"log": log, "cache_mb": c["cache_mb"], "verbose": c["verbose"], "check_images": c["check_images"],
+               "exclude": (c["exp_dir"], c["pred_dir"])}  # a run's outputs inside the tree are not images to use
     if c["test_path"] and part == "test":
         return ClusterDataset(c["test_path"], transform, **options)
     full = ClusterDataset(c["dataset_path"], transform, **options)

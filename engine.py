@@ -5,6 +5,7 @@ Device rules: on CUDA, images and weights are channels_last, batches come from p
 with non-blocking copies and forward passes run under torch.autocast (cfg "amp"); the CPU
 keeps float32 and the default memory format.
 """
+import math
 import os
 import time
 
@@ -14,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dataset import seed_worker
+from dataset import printable, seed_worker
 from errors import UserError
 from models import FEATURE_DIM
 
@@ -85,16 +86,20 @@ def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbo
     """One pass of cross-entropy on the pseudo-labels; both optimizers step every batch
     (head_optimizer None: a head without parameters, cfg head "centroids").
 
-    Returns an AverageMeter of the loss. With dtype float16 the loss is scaled (GradScaler)."""
+    Returns an AverageMeter of the loss. With dtype float16 the loss is scaled (GradScaler).
+    A loss that is not finite stops the pass at once with FloatingPointError (nothing is stepped)."""
     model.train()
     criterion = nn.CrossEntropyLoss()
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     losses = AverageMeter()
     bar = tqdm(loader, desc="train", leave=False, disable=not verbose or None)
-    for images, target in bar:
+    for batch, (images, target) in enumerate(bar, 1):
         images, target = to_device(images, device), target.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = criterion(model(images), target)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the loss became {value} at batch {batch}")
         body_optimizer.zero_grad(set_to_none=True)
         if head_optimizer is not None:
             head_optimizer.zero_grad(set_to_none=True)
@@ -103,9 +108,14 @@ def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbo
         if head_optimizer is not None:
             scaler.step(head_optimizer)
         scaler.update()
-        losses.update(loss.item(), images.size(0))
+        losses.update(value, images.size(0))
         bar.set_postfix(loss=f"{losses.avg:.4f}")
     return losses
+
+
+def weights_finite(model):
+    """True when every floating-point parameter and buffer (BN statistics too) is finite."""
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
 
 
 class Logger:
@@ -121,6 +131,7 @@ class Logger:
     def __call__(self, msg):
         if not self.main_process:  # under torchrun only rank 0 speaks
             return
+        msg = printable(msg)  # file names that are not UTF-8 are logged as \xNN escapes
         if self.verbose:
             tqdm.write(msg)
         with open(self.path, "a", encoding="utf-8") as f:

@@ -31,3 +31,15 @@ class CheckpointError(UserError):
 
 class PredError(UserError):
     kind = "pred"
+
+
+class TrainingError(UserError):
+    """Training that cannot go on (a diverging loss); the last good checkpoint stays."""
+
+    kind = "training"
+
+
+class BusyError(UserError):
+    """A folder that another run holds (see checkpoint.hold_lock)."""
+
+    kind = "busy"

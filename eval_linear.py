@@ -31,16 +31,21 @@ from models import build_model
 KNN_K = 20
 
 
+def block_end(model, arch, layer):
+    """Where conv block `layer` (1-based) of the model ends in model.features; the one check of probe_layer."""
+    ends = model.block_ends
+    if not 1 <= layer <= len(ends):
+        raise ConfigError(f"'probe_layer' must be 1-{len(ends)} for {arch}, got {layer}")
+    return ends[layer - 1]
+
+
 class BlockProbe(nn.Module):
     """sobel -> features[:end] -> adaptive average pool to at most `max_dims` values -> flatten."""
 
     def __init__(self, model, arch, layer, max_dims, input_size):
         super().__init__()
-        ends = model.block_ends
-        if not 1 <= layer <= len(ends):
-            raise ConfigError(f"'probe_layer' must be 1-{len(ends)} for {arch}, got {layer}")
         self.sobel = model.sobel
-        self.body = model.features[:ends[layer - 1]]
+        self.body = model.features[:block_end(model, arch, layer)]
         with torch.no_grad():
             shape = self._convs(torch.zeros(1, 3, input_size, input_size)).shape
         channels, side = shape[1], shape[2]
@@ -115,6 +120,7 @@ def summary_lines(result):
 def evaluate(c, device="cpu"):
     device = torch.device(device)
     model, ckpt = load_model(c, device, script="eval_linear.py")
+    block_end(model, c["arch"], c["probe_layer"])  # a bad probe_layer stops before the data is read
     transform = eval_transform(c["input_size"])
     train_set, test_set = open_split(c, "train", transform), open_split(c, "test", transform)
     for name, ds in (("training", train_set), ("test", test_set)):

@@ -6,16 +6,20 @@ and grids/ (cluster_<id>.png, overview.png). Two modes (cfg pred_mode):
              so cluster ids are the training ids;
   recluster  fresh PCA-whitening + k-means with pred_k clusters on these images' features,
              the protocol papers use to report ACC / NMI of overclustered runs.
-pred.py never deletes anything it did not create (it keeps a manifest of what it wrote).
+pred.py never deletes anything it did not create (it keeps a manifest of what it wrote), writes
+into a hidden staging folder beside pred_dir and swaps it in at the end (a killed run leaves the
+previous prediction as it was), and holds pred_dir for itself while it runs.
 """
 if __name__ == "__main__":
     import cfg
     cfg.answer_help("pred")  # before torch and faiss load: --help answers at once
 
 import csv
+import glob
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import torch
@@ -25,12 +29,14 @@ from torchvision.utils import make_grid, save_image
 import clustering
 import metrics
 from cfg import load_cfg
-from checkpoint import checkpoint_path, load_model, stored_clustering
-from dataset import eval_transform, open_split
+from checkpoint import checkpoint_path, hold_lock, load_model, stored_clustering
+from dataset import PRED_MANIFEST as MANIFEST
+from dataset import eval_transform, open_split, printable
 from engine import amp_dtype, compute_features, make_loader
 from errors import PredError
 
-MANIFEST = ".pred_manifest.json"
+STAGING_MARK = ".pred_staging"  # in a staging folder until it is complete
+NAME_MAX = 255  # bytes in one file name on common file systems
 OWNED = ("predictions.csv", "metrics.json", "clusters", "grids")
 GRID_MAX = 64
 OVERVIEW_PER_ROW = 12
@@ -39,48 +45,88 @@ THUMB = 64
 
 # ---------------------------------------------------------------- pred_dir ownership
 
-def prepare_pred_dir(pred_dir):
-    """Make pred_dir ready: empty or new is fine; an earlier prediction is replaced; anything else stops us."""
+def owned_files(folder):
+    """The files and links pred.py listed in folder's manifest, as paths inside folder; entries that
+    would lead outside it (absolute, or through "..") are ignored."""
+    with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
+        listed = json.load(f).get("files", [])
+    inside = [os.path.normpath(rel) for rel in listed if isinstance(rel, str)]
+    return {rel for rel in inside if not os.path.isabs(rel) and rel != ".." and not rel.startswith(".." + os.sep)}
+
+
+def check_pred_dir(pred_dir):
+    """pred_dir may be new, empty or an earlier prediction of ours; anything else stops us (nothing deleted)."""
     if os.path.exists(pred_dir) and not os.path.isdir(pred_dir):
-        raise PredError(f"pred_dir '{pred_dir}' exists and is not a folder")
-    os.makedirs(pred_dir, exist_ok=True)
-    entries = sorted(os.listdir(pred_dir))
+        raise PredError(f"pred_dir '{printable(pred_dir)}' exists and is not a folder")
+    entries = sorted(os.listdir(pred_dir)) if os.path.isdir(pred_dir) else []
     if not entries:
         return
-    manifest_path = os.path.join(pred_dir, MANIFEST)
-    if not os.path.exists(manifest_path):
-        raise PredError(f"pred_dir '{pred_dir}' is not empty and was not written by pred.py "
-                        f"(it holds '{entries[0]}'); choose another --pred_dir")
-    with open(manifest_path, encoding="utf-8") as f:
-        owned = set(json.load(f)["files"])
-    for dirpath, dirnames, filenames in os.walk(pred_dir):
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            rel = os.path.relpath(os.path.join(dirpath, name), pred_dir)
-            if rel != MANIFEST and rel not in owned:
-                raise PredError(f"'{os.path.join(pred_dir, rel)}' was not written by pred.py; move it away or "
-                                "choose another --pred_dir (nothing was deleted)")
-    for rel in sorted(owned, reverse=True):
-        path = os.path.join(pred_dir, rel)
-        if os.path.islink(path) or os.path.isfile(path):
-            os.remove(path)
-    for top in OWNED:
-        path = os.path.join(pred_dir, top)
-        if os.path.isdir(path) and not os.path.islink(path):
-            for dirpath, _, _ in sorted(os.walk(path), reverse=True):
-                if not os.listdir(dirpath):
-                    os.rmdir(dirpath)
-    os.remove(manifest_path)
+    if not os.path.exists(os.path.join(pred_dir, MANIFEST)):
+        raise PredError(f"pred_dir '{printable(pred_dir)}' is not empty and was not written by pred.py "
+                        f"(it holds '{printable(entries[0])}'); choose another --pred_dir")
+    owned = owned_files(pred_dir)
+    for rel in listed_files(pred_dir):
+        if rel not in owned:
+            raise PredError(f"'{printable(os.path.join(pred_dir, rel))}' was not written by pred.py; move it away "
+                            "or choose another --pred_dir (nothing was deleted)")
 
 
-def write_manifest(pred_dir):
+def listed_files(folder):
+    """Every file and link below folder (links to folders included, not followed), relative, manifest excluded."""
     files = []
-    for dirpath, dirnames, filenames in os.walk(pred_dir):
+    for dirpath, dirnames, filenames in os.walk(folder):
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            rel = os.path.relpath(os.path.join(dirpath, name), pred_dir)
-            if rel != MANIFEST:
+            rel = os.path.relpath(os.path.join(dirpath, name), folder)
+            if rel not in (MANIFEST, STAGING_MARK):
                 files.append(rel)
-    with open(os.path.join(pred_dir, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump({"files": sorted(files)}, f, indent=0)
+    return sorted(files)
+
+
+def remove_prediction(folder):
+    """Delete what pred.py wrote into folder (by its manifest), then the folders it left empty."""
+    if os.path.exists(os.path.join(folder, MANIFEST)):
+        for rel in owned_files(folder):
+            path = os.path.join(folder, rel)
+            if os.path.islink(path) or os.path.isfile(path):
+                os.remove(path)
+        os.remove(os.path.join(folder, MANIFEST))
+    elif os.path.exists(os.path.join(folder, STAGING_MARK)):  # an unfinished staging folder: all ours
+        shutil.rmtree(folder)
+        return
+    for dirpath, _, _ in sorted(os.walk(folder), reverse=True):
+        if not os.listdir(dirpath):
+            os.rmdir(dirpath)
+
+
+def beside(pred_dir, suffix):
+    """A hidden sibling of pred_dir: its lock, its staging folder, the old prediction during the swap."""
+    parent, name = os.path.split(os.path.abspath(pred_dir))
+    return os.path.join(parent, f".{name}.{suffix}")
+
+
+def remove_stale_siblings(pred_dir):
+    """Staging folders and swapped-out predictions that a killed pred.py left beside pred_dir."""
+    for folder in glob.glob(glob.escape(beside(pred_dir, "")) + "*-*"):
+        if os.path.isdir(folder) and not os.path.islink(folder):
+            remove_prediction(folder)
+
+
+def swap_in(staging, pred_dir):
+    """Put the finished staging folder in pred_dir's place; an earlier prediction there is removed."""
+    if os.path.exists(pred_dir):
+        old = beside(pred_dir, f"old-{os.getpid()}")
+        os.rename(pred_dir, old)
+        os.rename(staging, pred_dir)
+        remove_prediction(old)
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(pred_dir)), exist_ok=True)
+        os.rename(staging, pred_dir)
+
+
+def write_manifest(folder):
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump({"files": listed_files(folder)}, f, indent=0)
+    os.remove(os.path.join(folder, STAGING_MARK))
 
 
 # ---------------------------------------------------------------- outputs
@@ -117,69 +163,119 @@ def write_grids(dataset, ids, order, out_dir):
                os.path.join(out_dir, "overview.png"))
 
 
+def link_name(index, path):
+    """<index>_<file name> for clusters/<id>/, shortened (extension kept) to fit the 255-byte name limit."""
+    prefix, name = f"{index:06d}_".encode(), os.fsencode(os.path.basename(path))
+    room = NAME_MAX - len(prefix)
+    if len(name) > room:
+        stem, ext = os.path.splitext(name)
+        ext = ext[:16]
+        stem = stem[:room - len(ext)]
+        try:  # a name that is UTF-8 stays UTF-8: never cut one character in half
+            name.decode("utf-8")
+            stem = stem.decode("utf-8", "ignore").encode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        name = stem + ext
+    return os.fsdecode(prefix + name)
+
+
 def write_cluster_folders(dataset, ids, out_dir, copy):
     for i, (path, cid) in enumerate(zip(dataset.paths, ids)):
         folder = os.path.join(out_dir, str(int(cid)))
         os.makedirs(folder, exist_ok=True)
-        target = os.path.join(folder, f"{i:06d}_{os.path.basename(path)}")
+        target = os.path.join(folder, link_name(i, path))
         if copy:
             shutil.copy2(path, target)
         else:
             os.symlink(os.path.abspath(path), target)
 
 
+def write_predictions(path, dataset, ids, dist):
+    """predictions.csv: valid UTF-8, one row per image; name bytes that are not UTF-8 appear as \\xNN."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "cluster", "label", "distance"])
+        for file, cid, label, d in zip(dataset.paths, ids, dataset.labels, dist):
+            w.writerow([printable(file), int(cid), printable(dataset.classes[label]) if dataset.has_labels else "",
+                        f"{float(d):.6f}"])
+
+
 # ---------------------------------------------------------------- main
+
+def cluster_images(c, dataset, features, ckpt):
+    """(cluster ids, squared distances to their centroids, k) in pred_mode."""
+    if c["pred_mode"] == "assign":
+        _, pca, centroids = stored_clustering(ckpt)
+        ids, dist = clustering.assign_to_centroids(features, pca, centroids)
+        return ids, dist, len(centroids)
+    k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"])
+    if k > len(dataset):
+        raise PredError(f"pred_k = {k} is larger than the {len(dataset)} images to cluster")
+    seed = clustering.epoch_seed(c["seed"], 0)
+    xb, _ = clustering.preprocess_features(features, c["pca_dim"], log=say, method=c["pca_method"], seed=seed)
+    ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"])
+    return ids, ((xb - centroids[ids]) ** 2).sum(1), k
+
+
+def write_outputs(c, folder, dataset, ids, dist, k, ckpt):
+    """Everything pred.py writes, into folder; returns the metrics."""
+    write_predictions(os.path.join(folder, "predictions.csv"), dataset, ids, dist)
+    sizes = np.bincount(ids, minlength=k)
+    order = [int(x) for x in np.argsort(-sizes, kind="stable") if sizes[x] > 0]
+    result = {"n_images": len(dataset), "k": k, "mode": c["pred_mode"], "checkpoint": printable(checkpoint_path(c)),
+              "checkpoint_epoch": int(ckpt["epoch"]), "clusters_nonempty": len(order),
+              "cluster_sizes": {str(i): int(sizes[i]) for i in order}}
+    if dataset.has_labels:
+        result.update(cluster_metrics(dataset.labels, ids, [printable(name) for name in dataset.classes]))
+        result["n_classes"] = len(dataset.classes)
+    with open(os.path.join(folder, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    write_cluster_folders(dataset, ids, os.path.join(folder, "clusters"), c["copy_images"])
+    write_grids(dataset, ids, order, os.path.join(folder, "grids"))
+    write_manifest(folder)
+    return result
+
 
 def predict(c, device="cpu"):
     device = torch.device(device)
     model, ckpt = load_model(c, device)
-    dataset = open_split(c, "test", eval_transform(c["input_size"]), log=print)
+    dataset = open_split(c, "test", eval_transform(c["input_size"]), log=say)
     pred_dir = c["pred_dir"]
-    prepare_pred_dir(pred_dir)
-
-    features = compute_features(make_loader(dataset, c, device), model, device, c["verbose"], amp_dtype(c, device))
-    if c["pred_mode"] == "assign":
-        _, pca, centroids = stored_clustering(ckpt)
-        ids, dist = clustering.assign_to_centroids(features, pca, centroids)
-        k = len(centroids)
-    else:
-        k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"])
-        if k > len(dataset):
-            raise PredError(f"pred_k = {k} is larger than the {len(dataset)} images to cluster")
-        seed = clustering.epoch_seed(c["seed"], 0)
-        xb, _ = clustering.preprocess_features(features, c["pca_dim"], log=print, method=c["pca_method"], seed=seed)
-        ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"])
-        dist = ((xb - centroids[ids]) ** 2).sum(1)
-
-    with open(os.path.join(pred_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "cluster", "label", "distance"])
-        for path, cid, label, d in zip(dataset.paths, ids, dataset.labels, dist):
-            w.writerow([path, int(cid), dataset.classes[label] if dataset.has_labels else "", f"{float(d):.6f}"])
-
-    sizes = np.bincount(ids, minlength=k)
-    order = [int(x) for x in np.argsort(-sizes, kind="stable") if sizes[x] > 0]
-    result = {"n_images": len(dataset), "k": k, "mode": c["pred_mode"], "checkpoint": checkpoint_path(c),
-              "checkpoint_epoch": int(ckpt["epoch"]), "clusters_nonempty": len(order),
-              "cluster_sizes": {str(i): int(sizes[i]) for i in order}}
-    if dataset.has_labels:
-        result.update(cluster_metrics(dataset.labels, ids, dataset.classes))
-        result["n_classes"] = len(dataset.classes)
-    with open(os.path.join(pred_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-
-    write_cluster_folders(dataset, ids, os.path.join(pred_dir, "clusters"), c["copy_images"])
-    write_grids(dataset, ids, order, os.path.join(pred_dir, "grids"))
-    write_manifest(pred_dir)
-    summary = f"{len(dataset)} images -> {len(order)} clusters ({c['pred_mode']}, k = {k})"
+    with hold_lock(beside(pred_dir, "lock"), pred_dir, "pred_dir"):
+        check_pred_dir(pred_dir)
+        remove_stale_siblings(pred_dir)
+        features = compute_features(make_loader(dataset, c, device), model, device, c["verbose"],
+                                    amp_dtype(c, device))
+        if not np.isfinite(features).all():
+            raise PredError(f"the network of '{printable(checkpoint_path(c))}' gives features that are not finite "
+                            "(a diverged training?); use the checkpoint of an earlier run")
+        ids, dist, k = cluster_images(c, dataset, features, ckpt)
+        staging = beside(pred_dir, f"tmp-{os.getpid()}")
+        os.makedirs(staging)
+        open(os.path.join(staging, STAGING_MARK), "w").close()
+        result = write_outputs(c, staging, dataset, ids, dist, k, ckpt)
+        swap_in(staging, pred_dir)
+    summary = f"{len(dataset)} images -> {result['clusters_nonempty']} clusters ({c['pred_mode']}, k = {k})"
     if dataset.has_labels:
         summary += f"  acc {result['acc']:.3f}  nmi {result['nmi']:.3f}  ari {result['ari']:.3f}"
-    print(f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/")
+    say(f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/")
     return result
 
 
+def say(msg):
+    """print, with file names that are not UTF-8 shown as \\xNN escapes."""
+    print(printable(msg))
+
+
 def main(device="cpu", argv=None):
-    return predict(load_cfg(argv, script="pred"), device)
+    c = load_cfg(argv, script="pred")
+    try:
+        return predict(c, device)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: '{printable(c['pred_dir'])}' is as it was before this run; run the same command "
+              "again to predict", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ if __name__ == "__main__":
     import cfg
     cfg.answer_help("train")  # before torch and faiss load: --help answers at once
 
-import json
+import contextlib
 import os
 import random
 import sys
@@ -25,13 +25,13 @@ import clustering
 import distributed
 import metrics
 from cfg import load_cfg, save_cfg
-from checkpoint import (CHECKPOINT, METRICS, load_checkpoint, restore_training, save_checkpoint, training_state,
-                        truncate_metrics)
+from checkpoint import (CHECKPOINT, METRICS, append_metrics, hold_lock, load_checkpoint, remove_stale_temporaries,
+                        restore_training, save_checkpoint, training_state, truncate_metrics)
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, open_split, train_transform
 from engine import Logger, amp_dtype, compute_features, format_metric, iter_features, make_loader, memory_format
-from engine import train_one_epoch
-from errors import CheckpointError, ConfigError, DataError
+from engine import train_one_epoch, weights_finite
+from errors import CheckpointError, ConfigError, DataError, TrainingError
 from models import build_model
 
 
@@ -88,6 +88,9 @@ class Run:
         self.ckpt_path = os.path.join(c["exp_dir"], CHECKPOINT)
         self.metrics_path = os.path.join(c["exp_dir"], METRICS)
         check_processes(c, self.device, self.world)
+        if self.main_process:
+            for tmp in remove_stale_temporaries(self.ckpt_path):
+                self.log(f"removed '{tmp}', left by a save that was interrupted")
         torch.manual_seed(c["seed"])
         np.random.seed(c["seed"])
         random.seed(c["seed"])
@@ -248,14 +251,21 @@ class Run:
             torch.manual_seed(epoch_seed(self.c["seed"], epoch) + self.rank)  # each rank its own augmentations
         return make_loader(train_set, self.c, self.device, order)
 
-    def train_pass(self, loader, head_optimizer):
-        """One pass of cross-entropy on the pseudo-labels; the schedule steps once. Returns (loss, seconds)."""
+    def train_pass(self, epoch, loader, head_optimizer):
+        """One pass of cross-entropy on the pseudo-labels; the schedule steps once. Returns (loss, seconds).
+
+        A non-finite loss or weights stop the run with one line; the checkpoint of the last good epoch stays."""
         net = self.model
         if self.world > 1:
             net = DistributedDataParallel(self.model, device_ids=self.device_ids)
         t0 = time.time()
-        meter = train_one_epoch(loader, net, self.body_optimizer, head_optimizer, self.device, self.verbose,
-                                self.dtype)
+        try:
+            meter = train_one_epoch(loader, net, self.body_optimizer, head_optimizer, self.device, self.verbose,
+                                    self.dtype)
+        except FloatingPointError as e:
+            self.diverged(epoch, str(e))
+        if not weights_finite(self.model):
+            self.diverged(epoch, "the weights are no longer finite")
         loss = distributed.all_mean(meter.sum, meter.count, self.comm_device)
         seconds = time.time() - t0
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -263,6 +273,12 @@ class Run:
         elif self.scheduler is not None:
             self.scheduler.step()
         return loss, seconds
+
+    def diverged(self, epoch, what):
+        lr = self.body_optimizer.param_groups[0]["lr"]
+        raise TrainingError(f"epoch {epoch + 1} diverged: {what} (lr {lr:g}); the last good checkpoint "
+                            f"({epoch} epochs done) stays in '{self.c['exp_dir']}'; start again with a lower --lr "
+                            "and --resume false (or another exp_dir)")
 
     # ------------------------------------------------------------ step 9: log, recluster, save
 
@@ -274,8 +290,7 @@ class Run:
         if self.world > 1:
             row["ranks_in_sync"] = distributed.in_sync(self.model, self.comm_device)
         if self.main_process:
-            with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            append_metrics(self.metrics_path, row)
         total = time.time() - t_start + clus["time_features_s"] + clus["time_clustering_s"]
         self.log(f"epoch {epoch + 1}/{self.c['num_epoch']}  loss {loss:.4f}  nmi {format_metric(row['nmi'])}  "
                  f"ari {format_metric(row['ari'])}  nmi_prev {format_metric(row['nmi_prev'])}  "
@@ -306,8 +321,20 @@ class Run:
         distributed.barrier()
 
 
+def exp_dir_lock(c):
+    """One run per exp_dir: rank 0 (the only process that writes) holds exp_dir/.train.lock."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return hold_lock(os.path.join(c["exp_dir"], ".train.lock"), c["exp_dir"], "exp_dir")
+
+
 def train(c, device="cpu"):
-    """The DeepCluster loop; returns the last checkpoint's contents (on rank 0)."""
+    """The DeepCluster loop, with exp_dir held for this run; returns the last checkpoint's contents (on rank 0)."""
+    with exp_dir_lock(c):
+        return train_epochs(c, device)
+
+
+def train_epochs(c, device):
     run = Run(c, device)
     if not run.resume_or_start():
         return run.ckpt
@@ -316,7 +343,7 @@ def train(c, device="cpu"):
         lr = run.body_optimizer.param_groups[0]["lr"]
         head_optimizer = run.new_head(epoch)               # a fresh head for the current clusters
         loader = run.sample(epoch)                         # each image with its own cluster, uniform over clusters
-        loss, seconds = run.train_pass(loader, head_optimizer)  # one pass of cross-entropy
+        loss, seconds = run.train_pass(epoch, loader, head_optimizer)  # one pass of cross-entropy
         row = run.log_epoch(epoch, lr, loss, seconds, len(loader.sampler), t_start)
         run.recluster(epoch + 1)                           # features, PCA-whitening, k-means with the new weights
         run.save(epoch + 1, row)

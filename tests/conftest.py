@@ -61,3 +61,14 @@ def blob_tree(tmp_path):
 
 def train_args(tree, exp_dir, *extra):
     return ["--dataset_path", str(tree), "--exp_dir", str(exp_dir), *FAST, *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-epoch run on a tiny tree (3 classes of 8 images); its checkpoint serves a module's tests."""
+    base = tmp_path_factory.mktemp("trained")
+    tree = make_blob_tree(base / "tree", classes=3, per_class=8)
+    exp = base / "exp"
+    import train
+    train.main("cpu", train_args(tree, exp, "--num_epoch", "2"))
+    return tree, exp

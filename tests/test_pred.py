@@ -10,21 +10,10 @@ from PIL import Image
 import checkpoint
 import eval_linear
 import pred
-import train
 from conftest import make_blob_tree, train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_TEST = os.path.join(ROOT, "data", "fashion_mnist_small", "test")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 2-epoch run on a tiny tree; its checkpoint serves every test here."""
-    base = tmp_path_factory.mktemp("trained")
-    tree = make_blob_tree(base / "tree", classes=3, per_class=8)
-    exp = base / "exp"
-    train.main("cpu", train_args(tree, exp, "--num_epoch", "2"))
-    return tree, exp
 
 
 def pred_args(trained, pred_dir, *extra):
