@@ -110,14 +110,16 @@ TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
 
-def _closest(key, keys):
-    close = difflib.get_close_matches(key, keys, n=1)
+def _closest(key, keys, preferred=()):
+    """The closest known key, looked for first among the keys the running script reads."""
+    close = difflib.get_close_matches(key, [k for k in preferred if k in keys], n=1)
+    close = close or difflib.get_close_matches(key, keys, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _check_key(key, defaults):
+def _check_key(key, defaults, preferred=()):
     if key not in defaults:
-        raise ConfigError(f"unknown key '{key}'{_closest(key, list(defaults))}")
+        raise ConfigError(f"unknown key '{key}'{_closest(key, list(defaults), preferred)}")
 
 
 def _parse_flag(key, text, default):
@@ -282,7 +284,7 @@ def load_cfg(argv=None, defaults=None, script="train"):
             out.update(read_config_file(text, defaults))
     for key, text in pairs:
         if key != "config":
-            _check_key(key, defaults)
+            _check_key(key, defaults, SCRIPT_KEYS.get(script, ()))
             out[key] = _parse_flag(key, text, defaults[key])
     validate(out)
     check_outputs(out, script)

@@ -119,26 +119,30 @@ def remove_stale_temporaries(path):
     return stale
 
 
-def check_layout(ckpt, path):
+def check_layout(ckpt, path, fix):
     """A readable file that is not a checkpoint of train.py: one line saying what was expected."""
     expected = f"a checkpoint written by train.py (a dict with {', '.join(REQUIRED)})"
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"'{path}' holds a {type(ckpt).__name__}, not {expected}")
+        raise CheckpointError(f"'{path}' holds a {type(ckpt).__name__}, not {expected}; {fix}")
     missing = [key for key in REQUIRED if key not in ckpt]
     if missing:
         bare = all(isinstance(v, torch.Tensor) for v in ckpt.values())
         raise CheckpointError(f"'{path}' is not {expected}: it lacks {', '.join(missing)}"
-                              + ("; it looks like a bare state_dict" if bare and ckpt else ""))
+                              + ("; it looks like a bare state_dict" if bare and ckpt else "") + f"; {fix}")
 
 
-def load_checkpoint(path, c, keys=TRAINING_KEYS, advice="use another exp_dir, or --resume false to start over"):
+RESUME_ADVICE = "use another exp_dir, or --resume false to start over"
+
+
+def load_checkpoint(path, c, keys=TRAINING_KEYS, advice=RESUME_ADVICE, fix=RESUME_ADVICE):
     """Load a checkpoint with weights_only=True and check it was made with the same model settings;
-    `advice` ends the one-line error of a mismatch."""
+    `advice` ends the one-line error of a settings mismatch, `fix` that of a file that is no checkpoint."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read '{path}' ({type(e).__name__}: {str(e).splitlines()[0]}); {advice}") from None
-    check_layout(ckpt, path)
+    except Exception as e:  # truncated, not a torch file, or pickled objects that weights_only refuses
+        raise CheckpointError(f"cannot read '{path}' as a checkpoint ({type(e).__name__}); expected a file "
+                              f"written by train.py; {fix}") from None
+    check_layout(ckpt, path, fix)
     # weights saved from a wrapped model (DistributedDataParallel) carry a "module." prefix
     ckpt["state_dict"] = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     for key in keys:
@@ -153,8 +157,8 @@ def load_model(c, device, script="pred.py"):
     path = checkpoint_path(c)
     if not os.path.exists(path):
         raise PredError(f"no checkpoint at '{path}': train first (python train.py) or set --ckpt_path")
-    ckpt = load_checkpoint(path, c, keys=MODEL_KEYS,
-                           advice=f"give {script} the settings the checkpoint was trained with")
+    ckpt = load_checkpoint(path, c, keys=MODEL_KEYS, advice=f"give {script} the settings the checkpoint was trained with",
+                           fix="point --ckpt_path (or --exp_dir) at a checkpoint of train.py")
     model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
     model.load_state_dict({k: v for k, v in ckpt["state_dict"].items() if not k.startswith("top_layer.")})
     return model.to(device, memory_format=memory_format(device)).eval(), ckpt

@@ -1,0 +1,141 @@
+"""Edge-case sweep: every entry script with empty, tiny, huge and wrong-kind values, each run as a
+user would run it (a fresh process), printed as the table of docs/reliability.md.
+
+    python tools/edge_cases.py [--out table.md]
+
+An outcome is "ok" (exit 0) or the one line the program ended with; a traceback or a run past
+the time limit is reported as such, so that the table shows every case that still goes wrong.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--input_size", "32", "--batch_size", "8", "--pca_dim", "8", "--kmeans_niter", "5", "--verbose", "false"]
+
+
+def images(folder, n, seed=0):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i:03d}.png"))
+    return folder
+
+
+def trees(base):
+    """The data the cases point at, all below base."""
+    t = {"base": base, "empty": os.path.join(base, "empty"), "file": os.path.join(base, "a_file.txt")}
+    os.makedirs(t["empty"])
+    open(t["file"], "w").write("x")
+    t["one"] = os.path.dirname(images(os.path.join(base, "one", "only_class"), 1))
+    t["one_class"] = os.path.dirname(images(os.path.join(base, "one_class", "c"), 6))
+    t["flat"] = images(os.path.join(base, "flat"), 6)
+    t["tree"] = base + "/tree"
+    for c in range(3):
+        images(os.path.join(t["tree"], f"class_{c}"), 6, seed=c)
+    bad = os.path.join(base, "bad", "c")
+    os.makedirs(bad)
+    for i in range(3):
+        open(os.path.join(bad, f"{i}.png"), "wb").write(b"not a png")
+    t["bad"] = os.path.dirname(bad)
+    foreign = os.path.join(base, "foreign")
+    os.makedirs(foreign)
+    open(os.path.join(foreign, "thesis.tex"), "w").write("x")
+    t["foreign"] = foreign
+    return t
+
+
+def cases(t):
+    exp, ok_exp = os.path.join(t["base"], "exp_new"), os.path.join(t["base"], "exp_ok")
+    run = ["--dataset_path", t["tree"], "--exp_dir", ok_exp, "--num_classes", "3", *FAST]
+    pred = [*run, "--test_path", t["tree"], "--pred_dir", os.path.join(t["base"], "pred")]
+    return [
+        ("train.py", "no flags beyond a tree (prepares the runs below)", [*run, "--num_epoch", "1"]),
+        ("train.py", "dataset_path empty", ["--dataset_path", "", *FAST]),
+        ("train.py", "dataset_path missing", ["--dataset_path", t["base"] + "/nope", "--exp_dir", exp, *FAST]),
+        ("train.py", "dataset_path is a file", ["--dataset_path", t["file"], "--exp_dir", exp, *FAST]),
+        ("train.py", "dataset_path an empty folder", ["--dataset_path", t["empty"], "--exp_dir", exp, *FAST]),
+        ("train.py", "one image, one class", ["--dataset_path", t["one"], "--exp_dir", exp, *FAST]),
+        ("train.py", "one class of 6 images, k = 2", ["--dataset_path", t["one_class"], "--exp_dir", exp + "1",
+                                                      "--num_classes", "2", "--num_epoch", "1", *FAST]),
+        ("train.py", "flat folder (no classes), k = 2", ["--dataset_path", t["flat"], "--exp_dir", exp + "2",
+                                                         "--num_classes", "2", "--num_epoch", "1", *FAST]),
+        ("train.py", "only unreadable image files", ["--dataset_path", t["bad"], "--exp_dir", exp, *FAST]),
+        ("train.py", "num_classes huge (10^6)", [*run, "--exp_dir", exp, "--num_classes", "1000000"]),
+        ("train.py", "num_classes 1", [*run, "--exp_dir", exp, "--num_classes", "1"]),
+        ("train.py", "batch_size huge (10^5)", [*run, "--exp_dir", exp + "3", "--batch_size", "100000",
+                                                "--num_epoch", "1"]),
+        ("train.py", "pca_dim huge (10^5)", [*run, "--exp_dir", exp + "4", "--pca_dim", "100000", "--num_epoch", "1"]),
+        ("train.py", "input_size 31", [*run, "--exp_dir", exp, "--input_size", "31"]),
+        ("train.py", "input_size 100000", [*run, "--exp_dir", exp, "--input_size", "100000"]),
+        ("train.py", "input_size abc", [*run, "--exp_dir", exp, "--input_size", "abc"]),
+        ("train.py", "lr nan", [*run, "--exp_dir", exp, "--lr", "nan"]),
+        ("train.py", "lr -1", [*run, "--exp_dir", exp, "--lr", "-1"]),
+        ("train.py", "lr 1e12 (diverges)", [*run, "--exp_dir", exp + "5", "--lr", "1e12", "--num_epoch", "2"]),
+        ("train.py", "workers 1000", [*run, "--exp_dir", exp, "--workers", "1000"]),
+        ("train.py", "exp_dir empty", [*run, "--exp_dir", ""]),
+        ("train.py", "exp_dir is a file", [*run, "--exp_dir", t["file"]]),
+        ("train.py", "arch resnet", [*run, "--exp_dir", exp, "--arch", "resnet"]),
+        ("train.py", "unknown key --epochs", [*run, "--exp_dir", exp, "--epochs", "3"]),
+        ("train.py", "--config missing file", [*run, "--config", t["base"] + "/none.json"]),
+        ("train.py", "--config file that is not JSON", [*run, "--config", t["file"]]),
+        ("train.py", "num_epoch 0", [*run, "--exp_dir", exp + "6", "--num_epoch", "0"]),
+        ("train.py", "val_split 0.99, test_path empty", [*run, "--exp_dir", exp + "7", "--test_path", "",
+                                                         "--val_split", "0.99", "--num_epoch", "1"]),
+        ("train.py", "same run again (finished)", [*run, "--num_epoch", "1"]),
+        ("train.py", "resume with another input_size", [*run, "--num_epoch", "2", "--input_size", "64"]),
+        ("pred.py", "the run above", pred),
+        ("pred.py", "no checkpoint", [*pred, "--exp_dir", exp + "_none"]),
+        ("pred.py", "pred_dir empty", [*pred, "--pred_dir", ""]),
+        ("pred.py", "pred_dir a foreign folder", [*pred, "--pred_dir", t["foreign"]]),
+        ("pred.py", "pred_dir inside the test tree", [*pred, "--pred_dir", t["tree"] + "/out"]),
+        ("pred.py", "pred_k huge, recluster", [*pred, "--pred_mode", "recluster", "--pred_k", "100000"]),
+        ("pred.py", "test_path empty and val_split 0", [*pred, "--test_path", "", "--val_split", "0"]),
+        ("pred.py", "ckpt_path a folder", [*pred, "--ckpt_path", t["empty"]]),
+        ("pred.py", "ckpt_path a text file", [*pred, "--ckpt_path", t["file"]]),
+        ("pred.py", "another sobel than the run", [*pred, "--sobel", "false"]),
+        ("pred.py", "test_path a flat folder", [*pred, "--test_path", t["flat"]]),
+        ("eval_linear.py", "probe_layer 9", [*run, "--test_path", t["tree"], "--probe_layer", "9"]),
+        ("eval_linear.py", "test images without classes", [*run, "--test_path", t["flat"]]),
+        ("eval_linear.py", "probe_epochs 0", [*run, "--test_path", t["tree"], "--probe_epochs", "0"]),
+        ("train_cuda.py", "no GPU on the machine", run),
+    ]
+
+
+def outcome(script, args, timeout=300):
+    try:
+        r = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
+                           timeout=timeout, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    except subprocess.TimeoutExpired:
+        return f"TIMEOUT after {timeout} s"
+    if "Traceback" in r.stderr:
+        return "TRACEBACK: " + r.stderr.strip().splitlines()[-1]
+    if r.returncode == 0:
+        return "ok"
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    return f"exit {r.returncode}: {lines[-1] if lines else '(no message)'}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", help="also write the table to this file")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as base:
+        t = trees(base)
+        rows = ["| script | case | outcome |", "|---|---|---|"]
+        for script, case, args in cases(t):
+            text = outcome(script, args).replace(base, "<tmp>").replace("|", "\\|")
+            rows.append(f"| `{script}` | {case} | {text} |")
+            print(rows[-1], flush=True)
+    if a.out:
+        with open(a.out, "w", encoding="utf-8") as f:
+            f.write("\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
