@@ -27,6 +27,7 @@ DEFAULTS = {
     "val_split": 0.1,  # with test_path "": fraction of each class of dataset_path held out from training for pred/eval
     "check_images": True,  # decode every image once at start-up to drop unreadable files (and fill the cache); false for huge sets
     "cache_mb": 1024,  # keep decoded images in memory up to this many MB (0 = off); larger sets read the rest from disk
+    "decode_side": 0,  # images are decoded with their short side reduced to this many pixels (0 = 4 x input_size)
     # --- model ---
     "arch": "vgg16",  # "vgg16" (VGG16 with batch norm) or "alexnet" (AlexNet with batch norm)
     "sobel": True,  # fixed Sobel front: gray + two edge filters, the first conv then takes 2 channels
@@ -60,10 +61,11 @@ DEFAULTS = {
     "rrc_scale_min": 0.08,  # smallest crop area of the training RandomResizedCrop (torchvision's default 0.08)
     # --- prediction ---
     "ckpt_path": "",  # checkpoint to predict with; "" = exp_dir/checkpoint.pth.tar
-    "pred_dir": "output",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/
+    "pred_dir": "",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/; "" = exp_dir/pred
     "pred_mode": "assign",  # "assign": nearest centroid of the last training clustering; "recluster": fresh k-means
     "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else num_classes
     "copy_images": False,  # clusters/<id>/ holds copies instead of symlinks
+    "save_features": False,  # also write features.npy (4096-d fc7, float16) and embeddings.npy (whitened), row-aligned with predictions.csv
     # --- probe ---
     "probe_layer": 4,  # conv block whose output is probed (VGG16: 1-5, AlexNet: 1-5 convs)
     "probe_dims": 8192,  # the block's output is average-pooled to at most this many values
@@ -93,7 +95,7 @@ CHOICES = {
 }
 # smallest allowed value of numeric keys
 MINIMUM = {
-    "input_size": 32, "workers": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1, "kmeans_nredo": 1,
+    "input_size": 32, "workers": 0, "decode_side": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1, "kmeans_nredo": 1,
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
     "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0,
@@ -104,7 +106,7 @@ MINIMUM = {
 MAXIMUM = {"input_size": 1024, "workers": 256, "rrc_scale_min": 1.0, "momentum": 1.0, "lr_gamma": 1.0,
            "pic_alpha": 1.0}
 # paths that must not be empty, and the folders each script writes into
-NON_EMPTY = ("dataset_path", "exp_dir", "pred_dir")
+NON_EMPTY = ("dataset_path", "exp_dir")
 OUTPUTS = {"train": ("exp_dir",), "pred": ("pred_dir",), "eval_linear": ("exp_dir",)}
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
@@ -194,16 +196,18 @@ def check_outputs(c, script):
 # The keys each entry script reads (train.py reads every key of its groups); --help shows only these.
 SCRIPT_KEYS = {
     "train": [k for k in DEFAULTS if k not in ("ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
-                                                "probe_layer", "probe_dims", "probe_epochs", "probe_lr",
-                                                "probe_weight_decay", "baseline")],
-    "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "arch", "sobel", "input_size",
-             "num_classes", "pca_dim", "pca_method", "kmeans_niter", "kmeans_nredo", "batch_size", "ckpt_path",
-             "pred_dir", "pred_mode", "pred_k", "copy_images", "exp_dir", "workers", "amp", "seed", "verbose"],
-    "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "arch", "sobel",
-                    "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs", "probe_lr",
+                                                "save_features", "probe_layer", "probe_dims", "probe_epochs",
+                                                "probe_lr", "probe_weight_decay", "baseline")],
+    "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
+             "input_size", "num_classes", "pca_dim", "pca_method", "kmeans_niter", "kmeans_nredo", "batch_size", "ckpt_path",
+             "pred_dir", "pred_mode", "pred_k", "copy_images", "save_features", "exp_dir", "workers", "amp", "seed",
+             "verbose"],
+    "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch",
+                    "sobel", "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs", "probe_lr",
                     "probe_weight_decay", "baseline", "exp_dir", "workers", "seed", "verbose"],
 }
 HELP_FLAGS = ("-h", "--help")
+ALIASES = {"images": "test_path"}  # --images FOLDER reads better in pred.py
 
 
 def _source_notes():
@@ -222,6 +226,11 @@ def _source_notes():
         elif line.startswith("}"):
             break
     return comments, groups
+
+
+def group_of(key):
+    """The group a key is listed under in DEFAULTS (data, model, clustering, training, ...)."""
+    return _source_notes()[1][key]
 
 
 def help_text(script="train", width=None):
@@ -257,8 +266,9 @@ def answer_help(script, argv=None):
         raise SystemExit(0)
 
 
-def load_cfg(argv=None, defaults=None, script="train"):
-    """Defaults < --config FILE < --key value. Returns a new validated dict."""
+def load_cfg(argv=None, defaults=None, script="train", given=None):
+    """Defaults < --config FILE < --key value. Returns a new validated dict; `given`, a set, receives
+    the keys that the config file or the flags set (pred.py and eval_linear.py take the rest from the run)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     defaults = DEFAULTS if defaults is None else defaults
     answer_help(script, argv)
@@ -276,17 +286,22 @@ def load_cfg(argv=None, defaults=None, script="train"):
                 raise ConfigError(f"'{arg}' needs a value")
             key, text = arg[2:], argv[i + 1]
             i += 2
-        pairs.append((key, text))
+        pairs.append((ALIASES.get(key, key), text))
 
-    out = dict(defaults)
+    out, given = dict(defaults), set() if given is None else given
     for key, text in pairs:
         if key == "config":
-            out.update(read_config_file(text, defaults))
+            from_file = read_config_file(text, defaults)
+            out.update(from_file)
+            given.update(from_file)
     for key, text in pairs:
         if key != "config":
             _check_key(key, defaults, SCRIPT_KEYS.get(script, ()))
             out[key] = _parse_flag(key, text, defaults[key])
+            given.add(key)
     validate(out)
+    if script == "pred" and not out["pred_dir"].strip():
+        out["pred_dir"] = os.path.join(out["exp_dir"], "pred")  # every experiment keeps its own predictions
     check_outputs(out, script)
     return out
 

@@ -21,6 +21,8 @@ import warnings
 import numpy as np
 import torch
 
+import cfg
+from cfg import SCRIPT_KEYS
 from engine import memory_format
 from errors import BusyError, CheckpointError, PredError
 from models import build_model
@@ -29,6 +31,7 @@ CHECKPOINT = "checkpoint.pth.tar"
 METRICS = "metrics.jsonl"
 REQUIRED = ("epoch", "arch", "sobel", "input_size", "state_dict", "assignment", "pca_A", "pca_b", "centroids")
 MODEL_KEYS = ("arch", "sobel", "input_size")
+INHERITED_GROUPS = ("data", "model", "clustering", "training")  # what pred.py and eval_linear.py take from the run
 TRAINING_KEYS = MODEL_KEYS + ("num_classes",)
 
 
@@ -152,16 +155,32 @@ def load_checkpoint(path, c, keys=TRAINING_KEYS, advice=RESUME_ADVICE, fix=RESUM
     return ckpt
 
 
-def load_model(c, device, script="pred.py"):
-    """The trained network of the checkpoint (head removed, eval mode) for prediction, and the checkpoint."""
+def run_settings(c, given, script):
+    """The config of pred.py / eval_linear.py completed from the run it reads: every data, model,
+    clustering and training key the script reads comes from the checkpoint's stored config unless
+    the command line (or --config) set it; a model key set to another value than the checkpoint's
+    is a one-line error. Returns (config, checkpoint)."""
     path = checkpoint_path(c)
     if not os.path.exists(path):
-        raise PredError(f"no checkpoint at '{path}': train first (python train.py) or set --ckpt_path")
-    ckpt = load_checkpoint(path, c, keys=MODEL_KEYS, advice=f"give {script} the settings the checkpoint was trained with",
+        raise PredError(f"no checkpoint at '{path}': train first (python train.py) or set --ckpt_path / --exp_dir")
+    ckpt = load_checkpoint(path, c, keys=[k for k in MODEL_KEYS if k in given],
+                           advice=f"{script} takes it from the checkpoint: leave the flag out",
                            fix="point --ckpt_path (or --exp_dir) at a checkpoint of train.py")
+    stored = ckpt.get("cfg") or {}
+    inherit = [k for k in SCRIPT_KEYS[script.removesuffix(".py")] if k in stored and k not in given
+               and (cfg.group_of(k) in INHERITED_GROUPS or k == "seed")]  # the seed drew the held-out split
+    c = {**c, **{k: stored[k] for k in inherit}}
+    if ("test_path" not in given and stored.get("test_path") == cfg.DEFAULTS["test_path"]
+            and stored.get("dataset_path") != cfg.DEFAULTS["dataset_path"]):
+        c["test_path"] = stored["dataset_path"]  # the run set no test images: show where its own images landed
+    return cfg.validate(c), ckpt
+
+
+def load_model(c, device, ckpt):
+    """The trained network of a checkpoint that run_settings read, head removed, in eval mode."""
     model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
     model.load_state_dict({k: v for k, v in ckpt["state_dict"].items() if not k.startswith("top_layer.")})
-    return model.to(device, memory_format=memory_format(device)).eval(), ckpt
+    return model.to(device, memory_format=memory_format(device)).eval()
 
 
 def strict_json(row):

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import transforms
 from tqdm import tqdm
@@ -39,10 +39,47 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
-def load_image(path):
-    with Image.open(path) as img:
+class ImageTooLarge(ValueError):
+    """Above Pillow's decompression-bomb limit and not a JPEG that can be decoded at a reduced scale."""
+
+
+def open_image(path):
+    """Image.open, with files above Pillow's decompression-bomb limit opened lazily (header only) too;
+    returns (image, megapixels when above the limit else None)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path), None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            img = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        return img, img.width * img.height / 1e6
+
+
+def load_image(path, side=0):
+    """The image as 8-bit RGB, upright (EXIF orientation applied), its short side reduced to `side`
+    pixels when it is larger (side 0: full size). A JPEG is decoded at a reduced scale directly
+    (Pillow's draft mode), so a 12-megapixel photo costs a fraction of a full decode."""
+    img, megapixels = open_image(path)
+    with img:
+        if megapixels and not (side and img.format == "JPEG"):
+            raise ImageTooLarge(f"{megapixels:.3g} megapixels, above Pillow's decompression-bomb limit "
+                                f"({Image.MAX_IMAGE_PIXELS / 1e6:.0f}); only JPEGs that large are decoded (reduced)")
+        if side and img.format == "JPEG" and side < min(img.size):
+            scale = side / min(img.size)
+            img.draft(img.mode, (int(img.width * scale) + 1, int(img.height * scale) + 1))  # stays >= the request
         img.load()
-        return to_rgb(img)
+        rgb = to_rgb(ImageOps.exif_transpose(img))
+    if megapixels:
+        warnings.warn(f"'{printable(path)}' has {megapixels:.3g} megapixels: decoded at a reduced scale")
+    if side and min(rgb.size) > side:
+        scale = side / min(rgb.size)
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(size, Image.BILINEAR, reducing_gap=2.0)
+    return rgb
 
 
 def _identity(path):
@@ -159,11 +196,14 @@ def printable(text):
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _try_load(path):
+def _try_load(path, side):
+    """(image, None), or (None, why the file is skipped)."""
     try:
-        return load_image(path)
+        return load_image(path, side), None
+    except ImageTooLarge as e:
+        return None, str(e)
     except Exception:  # any decoder failure means "skip this file"
-        return None
+        return None, "not a readable image"
 
 
 class ClusterDataset(Dataset):
@@ -177,8 +217,10 @@ class ClusterDataset(Dataset):
     pass; DataLoader workers inherit the cache when they fork.
     """
 
-    def __init__(self, root, transform=None, check_images=True, log=print, cache_mb=0, verbose=False, exclude=()):
+    def __init__(self, root, transform=None, check_images=True, log=print, cache_mb=0, verbose=False, exclude=(),
+                 decode_side=0):
         self.transform = transform
+        self.decode_side = decode_side
         samples, self.classes = scan_tree(root, exclude, log)
         if not samples:
             raise DataError(f"no images found under '{printable(root)}' (extensions: {', '.join(IMG_EXTENSIONS)})")
@@ -187,10 +229,10 @@ class ClusterDataset(Dataset):
         if check_images:
             kept, budget = [], cache_mb * 2**20
             for path, label in tqdm(samples, desc="checking images", leave=False, disable=not verbose or None):
-                img = _try_load(path)
+                img, why = _try_load(path, decode_side)
                 if img is None:
                     self.skipped.append(path)
-                    log(f"warning: skipping '{printable(path)}': not a readable image")
+                    log(f"warning: skipping '{printable(path)}': {why}")
                     continue
                 kept.append((path, label))
                 size = img.width * img.height * 3
@@ -228,7 +270,7 @@ class ClusterDataset(Dataset):
         if cached is not None:
             return cached
         try:
-            return load_image(path)
+            return load_image(path, self.decode_side)
         except Exception as e:  # never kill a long run for one file
             if path not in self._warned:
                 self._warned.add(path)
@@ -257,6 +299,12 @@ def split_indices(labels, fraction, seed):
     return np.setdiff1d(np.arange(len(labels)), held), held
 
 
+def decode_side(c):
+    """The short side images are reduced to when decoded: decode_side, or 4 x input_size (0 = auto), which
+    leaves even the smallest default RandomResizedCrop (8% of the area, 0.28 of a side) at full resolution."""
+    return c["decode_side"] or 4 * c["input_size"]
+
+
 def open_split(c, part, transform=None, log=print):
     """The images of one part of the configured data: "train" or "test".
 
@@ -265,7 +313,8 @@ def open_split(c, part, transform=None, log=print):
     held-out part and "train" the rest, the same split in train.py, pred.py and eval_linear.py.
     """
     options = {"log": log, "cache_mb": c["cache_mb"], "verbose": c["verbose"], "check_images": c["check_images"],
-               "exclude": (c["exp_dir"], c["pred_dir"])}  # a run's outputs inside the tree are not images to use
+               "exclude": (c["exp_dir"], c["pred_dir"]),  # a run's outputs inside the tree are not images to use
+               "decode_side": decode_side(c)}
     if c["test_path"] and part == "test":
         return ClusterDataset(c["test_path"], transform, **options)
     full = ClusterDataset(c["dataset_path"], transform, **options)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cfg import load_cfg
-from checkpoint import load_model
+from checkpoint import load_model, run_settings
 from dataset import eval_transform, open_split
 from engine import compute_features, make_loader
 from errors import ConfigError, DataError
@@ -117,9 +117,11 @@ def summary_lines(result):
             for name, r in result.items() if name in ("trained", "random")]
 
 
-def evaluate(c, device="cpu"):
+def evaluate(c, device="cpu", given=None):
+    """The probe of the run of c's exp_dir (or ckpt_path); keys not in `given` come from that run."""
     device = torch.device(device)
-    model, ckpt = load_model(c, device, script="eval_linear.py")
+    c, ckpt = run_settings(c, set(c) if given is None else given, "eval_linear.py")
+    model = load_model(c, device, ckpt)
     block_end(model, c["arch"], c["probe_layer"])  # a bad probe_layer stops before the data is read
     transform = eval_transform(c["input_size"])
     train_set, test_set = open_split(c, "train", transform), open_split(c, "test", transform)
@@ -143,7 +145,9 @@ def evaluate(c, device="cpu"):
 
 
 def main(device="cpu", argv=None):
-    return evaluate(load_cfg(argv, script="eval_linear"), device)
+    given = set()
+    c = load_cfg(argv, script="eval_linear", given=given)
+    return evaluate(c, device, given)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Assign images to clusters with a trained network: `python pred.py [--config FILE] [--key value ...]`.
 
-Writes into pred_dir: predictions.csv, metrics.json, clusters/<id>/ (symlinks or copies)
-and grids/ (cluster_<id>.png, overview.png). Two modes (cfg pred_mode):
+The run's settings come from its checkpoint (flags still win). Writes into pred_dir (default
+exp_dir/pred): predictions.csv, metrics.json, clusters/<id>/ (symlinks or copies), grids/
+(cluster_<id>.png, overview.png) and, with save_features, features.npy and embeddings.npy.
+Two modes (cfg pred_mode):
   assign     nearest centroid of the last training clustering (stored PCA + centroids),
              so cluster ids are the training ids;
   recluster  fresh PCA-whitening + k-means with pred_k clusters on these images' features,
@@ -29,7 +31,7 @@ from torchvision.utils import make_grid, save_image
 import clustering
 import metrics
 from cfg import load_cfg
-from checkpoint import checkpoint_path, hold_lock, load_model, stored_clustering
+from checkpoint import checkpoint_path, hold_lock, load_model, run_settings, stored_clustering
 from dataset import PRED_MANIFEST as MANIFEST
 from dataset import eval_transform, open_split, printable
 from engine import amp_dtype, compute_features, make_loader
@@ -37,7 +39,6 @@ from errors import PredError
 
 STAGING_MARK = ".pred_staging"  # in a staging folder until it is complete
 NAME_MAX = 255  # bytes in one file name on common file systems
-OWNED = ("predictions.csv", "metrics.json", "clusters", "grids")
 GRID_MAX = 64
 OVERVIEW_PER_ROW = 12
 THUMB = 64
@@ -204,18 +205,18 @@ def write_predictions(path, dataset, ids, dist):
 # ---------------------------------------------------------------- main
 
 def cluster_images(c, dataset, features, ckpt):
-    """(cluster ids, squared distances to their centroids, k) in pred_mode."""
+    """(cluster ids, squared distances to their centroids, k, the whitened embeddings) in pred_mode."""
     if c["pred_mode"] == "assign":
         _, pca, centroids = stored_clustering(ckpt)
         ids, dist = clustering.assign_to_centroids(features, pca, centroids)
-        return ids, dist, len(centroids)
+        return ids, dist, len(centroids), clustering.apply_pca(features, pca)
     k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"])
     if k > len(dataset):
         raise PredError(f"pred_k = {k} is larger than the {len(dataset)} images to cluster")
     seed = clustering.epoch_seed(c["seed"], 0)
     xb, _ = clustering.preprocess_features(features, c["pca_dim"], log=say, method=c["pca_method"], seed=seed)
     ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"])
-    return ids, ((xb - centroids[ids]) ** 2).sum(1), k
+    return ids, ((xb - centroids[ids]) ** 2).sum(1), k, xb
 
 
 def write_outputs(c, folder, dataset, ids, dist, k, ckpt):
@@ -237,10 +238,15 @@ def write_outputs(c, folder, dataset, ids, dist, k, ckpt):
     return result
 
 
-def predict(c, device="cpu"):
+def predict(c, device="cpu", given=None):
+    """Predict with the run of c's exp_dir (or ckpt_path); the keys not in `given` come from that run
+    (given None: every key of c is taken as set)."""
     device = torch.device(device)
-    model, ckpt = load_model(c, device)
+    c, ckpt = run_settings(c, set(c) if given is None else given, "pred.py")
+    model = load_model(c, device, ckpt)
     dataset = open_split(c, "test", eval_transform(c["input_size"]), log=say)
+    source = c["test_path"] or f"the val_split held out of {c['dataset_path']}"
+    say(f"{len(dataset)} images of '{source}', network of '{checkpoint_path(c)}' after {int(ckpt['epoch'])} epochs")
     pred_dir = c["pred_dir"]
     with hold_lock(beside(pred_dir, "lock"), pred_dir, "pred_dir"):
         check_pred_dir(pred_dir)
@@ -250,10 +256,13 @@ def predict(c, device="cpu"):
         if not np.isfinite(features).all():
             raise PredError(f"the network of '{printable(checkpoint_path(c))}' gives features that are not finite "
                             "(a diverged training?); use the checkpoint of an earlier run")
-        ids, dist, k = cluster_images(c, dataset, features, ckpt)
+        ids, dist, k, embeddings = cluster_images(c, dataset, features, ckpt)
         staging = beside(pred_dir, f"tmp-{os.getpid()}")
         os.makedirs(staging)
         open(os.path.join(staging, STAGING_MARK), "w").close()
+        if c["save_features"]:  # row i of both = row i of predictions.csv
+            np.save(os.path.join(staging, "features.npy"), features.astype(np.float16))
+            np.save(os.path.join(staging, "embeddings.npy"), embeddings.astype(np.float32))
         result = write_outputs(c, staging, dataset, ids, dist, k, ckpt)
         swap_in(staging, pred_dir)
     summary = f"{len(dataset)} images -> {result['clusters_nonempty']} clusters ({c['pred_mode']}, k = {k})"
@@ -269,9 +278,10 @@ def say(msg):
 
 
 def main(device="cpu", argv=None):
-    c = load_cfg(argv, script="pred")
+    given = set()
+    c = load_cfg(argv, script="pred", given=given)
     try:
-        return predict(c, device)
+        return predict(c, device, given)
     except KeyboardInterrupt:
         print(f"\ninterrupted: '{printable(c['pred_dir'])}' is as it was before this run; run the same command "
               "again to predict", file=sys.stderr)

@@ -120,3 +120,64 @@ def test_pseudo_label_dataset_needs_the_base_dataset(color_tree):
         PseudoLabelDataset(derived, assignment, eval_transform(32))
     with pytest.raises(ValueError):
         PseudoLabelDataset(ds, assignment[:-1], eval_transform(32))
+
+
+def photo(path, size=(1600, 1200), orientation=None, seed=0):
+    """A JPEG with smooth structure and fine texture, like a photograph, optionally with an EXIF orientation."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize(size, Image.BICUBIC)
+    noise = rng.normal(0, 6, (size[1], size[0], 3))
+    img = Image.fromarray(np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    img.save(path, quality=92, exif=exif)
+    return path
+
+
+def test_photos_are_decoded_upright_and_reduced(tmp_path):
+    from dataset import load_image
+    path = photo(tmp_path / "p.jpg", orientation=6)  # stored landscape, shown portrait
+    full = load_image(str(path))
+    assert full.size == (1200, 1600)  # EXIF orientation applied
+    small = load_image(str(path), side=128)
+    assert min(small.size) == 128 and small.size == (128, 171) and small.mode == "RGB"
+
+
+def test_reduced_decoding_keeps_what_the_transforms_see(tmp_path):
+    """At decode_side = 4 x input_size a centre crop and a small random crop (8% of the area, the
+    RandomResizedCrop minimum) come out as from the full-size photo, within JPEG and resampling noise."""
+    from dataset import load_image
+    path = photo(tmp_path / "p.jpg", size=(2400, 1800), seed=1)
+    full, small = load_image(str(path)), load_image(str(path), side=4 * 64)
+    for box in ((0.0, 0.0, 1.0, 1.0), (0.3, 0.4, 0.58, 0.68)):  # relative crops: whole image, 8% of the area
+        crops = [img.crop(tuple(round(b * s) for b, s in zip(box, img.size * 2))).resize((64, 64), Image.BILINEAR)
+                 for img in (full, small)]
+        diff = np.abs(np.asarray(crops[0], dtype=np.float64) - np.asarray(crops[1], dtype=np.float64)).mean()
+        assert diff < 2.0, (box, diff)  # mean absolute difference in 0-255 grey levels
+
+
+def test_decompression_bombs_are_skipped_or_reduced(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+    tree = tmp_path / "t" / "c"
+    tree.mkdir(parents=True)
+    photo(tree / "big.jpg", size=(200, 150))
+    Image.fromarray(np.zeros((150, 200, 3), dtype=np.uint8)).save(tree / "big.png")
+    Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(tree / "small.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 5000)  # 200 x 150 is then a "bomb"
+    messages = []
+    with pytest.warns(UserWarning, match="decoded at a reduced scale"):
+        ds = ClusterDataset(str(tmp_path / "t"), log=messages.append, decode_side=32)
+    assert [os.path.basename(p) for p in ds.paths] == ["big.jpg", "small.png"]
+    assert min(ds.load(0).size) == 32
+    assert any("big.png" in m and "decompression-bomb" in m for m in messages)
+
+
+def test_the_cache_holds_reduced_images(tmp_path):
+    folder = tmp_path / "t" / "c"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        photo(folder / f"{i}.jpg", seed=i)
+    ds = ClusterDataset(str(tmp_path / "t"), cache_mb=1, decode_side=128)  # 1 MB: three 1600 x 1200 would not fit
+    assert len(ds._cache) == 3 and all(min(img.size) == 128 for img in ds._cache.values())

@@ -116,8 +116,9 @@ def test_checkpoint_saved_from_a_wrapped_model_loads(trained, tmp_path):
     ckpt["state_dict"] = {f"module.{k}": v for k, v in ckpt["state_dict"].items()}
     path = tmp_path / "wrapped.pth.tar"
     torch.save(ckpt, path)
-    c = pred.load_cfg(pred_args(trained, tmp_path / "o", "--ckpt_path", str(path)))
-    model, _ = checkpoint.load_model(c, torch.device("cpu"))
+    c = pred.load_cfg(pred_args(trained, tmp_path / "o", "--ckpt_path", str(path)), script="pred")
+    c, ckpt = checkpoint.run_settings(c, set(), "pred.py")
+    model = checkpoint.load_model(c, torch.device("cpu"), ckpt)
     assert model.top_layer is None and not model.training
 
 
