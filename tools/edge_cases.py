@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 import numpy as np
+import torch
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,6 +48,8 @@ def trees(base):
     os.makedirs(foreign)
     open(os.path.join(foreign, "thesis.tex"), "w").write("x")
     t["foreign"] = foreign
+    t["state_dict"] = os.path.join(base, "weights.pth")
+    torch.save({"features.0.weight": torch.zeros(1)}, t["state_dict"])
     return t
 
 
@@ -90,6 +93,9 @@ def cases(t):
         ("train.py", "same run again (finished)", [*run, "--num_epoch", "1"]),
         ("train.py", "resume with another input_size", [*run, "--num_epoch", "2", "--input_size", "64"]),
         ("pred.py", "the run above", pred),
+        ("pred.py", "only --exp_dir (settings from the checkpoint)", ["--exp_dir", ok_exp, "--verbose", "false"]),
+        ("pred.py", "--images a flat folder, only --exp_dir", ["--exp_dir", ok_exp, "--images", t["flat"],
+                                                              "--pred_dir", os.path.join(t["base"], "pred_flat")]),
         ("pred.py", "no checkpoint", [*pred, "--exp_dir", exp + "_none"]),
         ("pred.py", "pred_dir empty", [*pred, "--pred_dir", ""]),
         ("pred.py", "pred_dir a foreign folder", [*pred, "--pred_dir", t["foreign"]]),
@@ -99,6 +105,7 @@ def cases(t):
         ("pred.py", "ckpt_path a folder", [*pred, "--ckpt_path", t["empty"]]),
         ("pred.py", "ckpt_path a text file", [*pred, "--ckpt_path", t["file"]]),
         ("pred.py", "another sobel than the run", [*pred, "--sobel", "false"]),
+        ("pred.py", "a checkpoint that is a bare state_dict", [*pred, "--ckpt_path", t["state_dict"]]),
         ("pred.py", "test_path a flat folder", [*pred, "--test_path", t["flat"]]),
         ("eval_linear.py", "probe_layer 9", [*run, "--test_path", t["tree"], "--probe_layer", "9"]),
         ("eval_linear.py", "test images without classes", [*run, "--test_path", t["flat"]]),
