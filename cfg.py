@@ -32,6 +32,7 @@ DEFAULTS = {
     "arch": "vgg16",  # "vgg16" (VGG16 with batch norm) or "alexnet" (AlexNet with batch norm)
     "sobel": True,  # fixed Sobel front: gray + two edge filters, the first conv then takes 2 channels
     "input_size": 32,  # images are resized to this many pixels (square); VGG16 needs >= 32, AlexNet >= 64
+    "init": "",  # weights to start from: a DeepCluster checkpoint (VGG16/AlexNet + Sobel) or torchvision's VGG16-BN; "" = random
     # --- clustering ---
     "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
     "num_classes": 10,  # k of k-means: number of clusters = outputs of the classifier head
@@ -189,6 +190,8 @@ def check_outputs(c, script):
             raise ConfigError(f"'{key}' = '{c[key]}' cannot be created: '{existing}' is a file")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(f"'{key}' = '{c[key]}' is not writable (no write permission on '{existing}')")
+    if script == "train" and c["init"] and not os.path.isfile(c["init"]):
+        raise ConfigError(f"'init' = '{c['init']}' is not a file; it must be a checkpoint with weights to start from")
     if c["ckpt_path"] and os.path.isdir(c["ckpt_path"]):
         raise ConfigError(f"'ckpt_path' = '{c['ckpt_path']}' is a folder; it must be a checkpoint file")
 

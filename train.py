@@ -33,6 +33,7 @@ from engine import Logger, amp_dtype, compute_features, format_metric, iter_feat
 from engine import train_one_epoch, weights_finite
 from errors import CheckpointError, ConfigError, DataError, TrainingError
 from models import build_model
+from models.pretrained import load_pretrained, read_state_dict
 
 
 def make_optimizer(model, c):
@@ -95,11 +96,11 @@ class Run:
         np.random.seed(c["seed"])
         random.seed(c["seed"])
         self.open_data()
-        ckpt = self.previous_checkpoint()
+        self.ckpt = self.previous_checkpoint()
         if self.main_process:
             save_cfg(c, c["exp_dir"])
         self.build_network()
-        self.start_epoch, self.clustering_row, self.ckpt = 0, None, ckpt
+        self.start_epoch, self.clustering_row = 0, None
 
     # ------------------------------------------------------------ set-up
 
@@ -134,6 +135,8 @@ class Run:
         """The model, the body's optimizer (created once, head and Sobel excluded), schedule and clusterer."""
         c = self.c
         model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
+        if c["init"] and self.ckpt is None:  # a resumed run has its own weights
+            load_pretrained(model, read_state_dict(c["init"]), self.log)
         if c["sync_bn"] and self.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device, memory_format=memory_format(self.device))
