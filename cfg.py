@@ -76,7 +76,7 @@ DEFAULTS = {
     "baseline": False,  # also probe a randomly initialised network of the same arch, side by side
     # --- system ---
     "exp_dir": "exp/fashion_mnist_small",  # where config.json, metrics.jsonl, train.log and checkpoint.pth.tar are written
-    "workers": 0,  # DataLoader worker processes; 0-2 on a 2-core machine, more on a big GPU box
+    "workers": -1,  # DataLoader worker processes; -1 = from the cores (none up to 2 cores, else half of them, at most 8)
     "amp": "bf16",  # mixed precision on CUDA: "bf16", "fp16" (with loss scaling) or "off"; the CPU always uses float32
     "sync_bn": False,  # under torchrun: SyncBatchNorm across processes instead of per-process batch statistics
     "seed": 31,  # seeds torch, numpy, python and each epoch's k-means (the reference's seed)
@@ -96,7 +96,8 @@ CHOICES = {
 }
 # smallest allowed value of numeric keys
 MINIMUM = {
-    "input_size": 32, "workers": 0, "decode_side": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1, "kmeans_nredo": 1,
+    "input_size": 32, "workers": -1, "decode_side": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1,
+    "kmeans_nredo": 1,
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
     "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0,

@@ -127,11 +127,13 @@ def check_layout(ckpt, path, fix):
     expected = f"a checkpoint written by train.py (a dict with {', '.join(REQUIRED)})"
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"'{path}' holds a {type(ckpt).__name__}, not {expected}; {fix}")
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise CheckpointError(f"'{path}' holds a bare state_dict (weights only), not a checkpoint written by "
+                              f"train.py, which also holds its clustering; train.py --init FILE starts a run from such "
+                              f"weights")
     missing = [key for key in REQUIRED if key not in ckpt]
     if missing:
-        bare = all(isinstance(v, torch.Tensor) for v in ckpt.values())
-        raise CheckpointError(f"'{path}' is not {expected}: it lacks {', '.join(missing)}"
-                              + ("; it looks like a bare state_dict" if bare and ckpt else "") + f"; {fix}")
+        raise CheckpointError(f"'{path}' is not {expected}: it lacks {', '.join(missing)}; {fix}")
 
 
 RESUME_ADVICE = "use another exp_dir, or --resume false to start over"
@@ -150,8 +152,8 @@ def load_checkpoint(path, c, keys=TRAINING_KEYS, advice=RESUME_ADVICE, fix=RESUM
     ckpt["state_dict"] = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     for key in keys:
         if ckpt.get(key) != c[key]:
-            raise CheckpointError(f"'{path}' was trained with {key}={ckpt.get(key)!r} but the config says "
-                                  f"{key}={c[key]!r}; {advice}")
+            raise CheckpointError(f"'{path}' was trained with {key}={ckpt.get(key)!r}, not {key}={c[key]!r}; "
+                                  f"{advice}")
     return ckpt
 
 

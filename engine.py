@@ -46,9 +46,18 @@ def to_device(images, device):
     return images.to(device)
 
 
+def loader_workers(c):
+    """cfg workers, or with -1 a number from the cores: none up to 2 cores (the main process keeps up with
+    cached images there, and a worker would only take a core from the network), else half, at most 8."""
+    if c["workers"] >= 0:
+        return c["workers"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores // 2)
+
+
 def make_loader(dataset, c, device, sampler=None):
     return DataLoader(dataset, batch_size=c["batch_size"], sampler=sampler, shuffle=False,
-                      num_workers=c["workers"], pin_memory=device.type == "cuda",
+                      num_workers=loader_workers(c), pin_memory=device.type == "cuda",
                       worker_init_fn=seed_worker, persistent_workers=False)
 
 

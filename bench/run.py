@@ -34,13 +34,13 @@ import metrics  # noqa: E402
 from cfg import DEFAULTS  # noqa: E402
 from dataset import ClusterDataset, PseudoLabelDataset, eval_transform, train_transform  # noqa: E402
 from models import build_model  # noqa: E402
-from engine import compute_features, make_loader, train_one_epoch  # noqa: E402
+from engine import compute_features, loader_workers, make_loader, train_one_epoch  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
 FULL = {"images": {32: 640, 128: 96}, "train_images": {32: 384, 128: 48}, "cluster_n": 60_000, "pca_n": 6000,
-        "scale_n": 1_281_167, "scale_k": 1000, "scale_fit": 50_000, "reps": 2}
+        "scale_n": 1_281_167, "scale_k": 1000, "scale_fit": 50_000, "reps": 2, "photos": 300}
 QUICK = {"images": {32: 256, 128: 24}, "train_images": {32: 128, 128: 16}, "cluster_n": 10_000, "pca_n": 2000,
-         "scale_n": 100_000, "scale_k": 100, "scale_fit": 10_000, "reps": 1}
+         "scale_n": 100_000, "scale_k": 100, "scale_fit": 10_000, "reps": 1, "photos": 60}
 CPU = torch.device("cpu")
 
 
@@ -304,11 +304,29 @@ def measure_runs(res, parts, plan, epoch_tree):
               f"peak RSS {r['peak_rss_gib']:.2f} GiB")
 
 
+def measure_photos(res, plan, c, tree):
+    """Real photographs of 1-18 megapixels at 64 px: epoch time against the raw model, memory."""
+    import photos
+    build = time.perf_counter()
+    tree = photos.build_tree(f"{tree}_{plan['photos']}", n=plan["photos"])
+    r = res["photos"] = photos.bench_photos(tree, c, child_run)
+    r["build_tree_s"] = time.perf_counter() - build
+    print(f"photos: {r['images']} images of {r['megapixels_min']:.1f}-{r['megapixels_max']:.1f} MP "
+          f"(mean {r['megapixels_mean']:.1f}; {r['formats']}), raw model {r['raw_features_s']:.1f} s features + "
+          f"{r['raw_train_s']:.1f} s training at {photos.INPUT_SIZE} px")
+    for side, run in r["runs"].items():
+        print(f"  decode_side {side}: first (decoding) pass {run['first_pass_s']:.1f} s, epoch {run['epoch_s']:.1f} s "
+              f"(features {run['features_s']:.1f} + train {run['train_s']:.1f}) = {run['epoch_over_raw']:.2f}x the raw "
+              f"model, peak RSS {run['peak_rss_gib']:.2f} GiB")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="DeepCluster benchmarks (ratios measured in one run)")
     p.add_argument("--quick", action="store_true", help="a reduced version of everything (smaller sets, one repetition)")
-    p.add_argument("--parts", default="features,train,clustering,pca,epoch,scale",
-                   help="comma-separated subset of features,train,clustering,pca,epoch,scale")
+    p.add_argument("--parts", default="features,train,clustering,pca,epoch,scale,photos",
+                   help="comma-separated subset of features,train,clustering,pca,epoch,scale,photos")
+    p.add_argument("--photo_tree", default=os.path.join(ROOT, "bench", "photos_tree"),
+                   help="where the photo tree is built (once) from Debian's wallpaper packages")
     p.add_argument("--sizes", default="32,128", help="input sizes for the feature and training passes")
     p.add_argument("--epoch_tree", default=SAMPLE, help="Fashion-MNIST tree for the full-epoch measurement")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
@@ -322,12 +340,14 @@ def main(argv=None):
     sizes = [int(s) for s in a.sizes.split(",")]
     t_start = time.perf_counter()
     res = {"quick": a.quick, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "workers": c["workers"], "batch_size": c["batch_size"], "matmul_gflops": matmul_gflops()}
+           "workers": loader_workers(c), "batch_size": c["batch_size"], "matmul_gflops": matmul_gflops()}
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, {res['torch_threads']} threads, "
-          f"fp32 matmul {res['matmul_gflops']:.0f} GFLOP/s, workers {c['workers']}, batch {c['batch_size']}")
+          f"fp32 matmul {res['matmul_gflops']:.0f} GFLOP/s, workers {res['workers']}, batch {c['batch_size']}")
     measure_passes(res, parts, sizes, plan, c)
     measure_clustering(res, parts, plan, c)
     measure_runs(res, parts, plan, a.epoch_tree)
+    if "photos" in parts:
+        measure_photos(res, plan, c, a.photo_tree)
     res["bench_seconds"] = time.perf_counter() - t_start
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2, default=float)
