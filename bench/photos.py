@@ -20,6 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataset import ClusterDataset  # noqa: E402
+from errors import UserError  # noqa: E402
 from models import build_model  # noqa: E402
 
 SOURCES = "/usr/share/backgrounds"
@@ -40,7 +41,7 @@ def build_tree(out, n=300, sources=SOURCES, seed=0):
             if img.width * img.height >= 1e6:
                 pictures.append(f)
     if not pictures:
-        raise SystemExit(f"bench: no photographs under {sources}; apt-get install mate-backgrounds gnome-backgrounds")
+        raise UserError(f"no photographs under {sources}; apt-get install mate-backgrounds gnome-backgrounds")
     rng = np.random.default_rng(seed)
     for i in range(n):
         src = pictures[i % len(pictures)]
