@@ -8,38 +8,38 @@ line once and exits with status 1. Code that calls main() (tests, notebooks) can
 
 
 class UserError(SystemExit):
-    """Base class; `kind` names the family in the printed line."""
+    """Base class; the `kind` given by a subclass (class XError(UserError, kind="x")) names the family."""
 
     kind = ""
+
+    def __init_subclass__(cls, kind="", **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.kind = kind
 
     def __init__(self, msg):
         self.msg = msg
         super().__init__(f"{self.kind} error: {msg}" if self.kind else f"error: {msg}")
 
 
-class ConfigError(UserError):
-    kind = "config"
+class ConfigError(UserError, kind="config"):
+    """A setting that cannot work (cfg.py, the probe's layer, --init weights that do not fit)."""
 
 
-class DataError(UserError):
-    kind = "data"
+class DataError(UserError, kind="data"):
+    """Images that cannot be used: a missing or empty folder, no decodable file, k above the image count."""
 
 
-class CheckpointError(UserError):
-    kind = "checkpoint"
+class CheckpointError(UserError, kind="checkpoint"):
+    """A checkpoint that cannot be read, is not train.py's, or was made with other model settings."""
 
 
-class PredError(UserError):
-    kind = "pred"
+class PredError(UserError, kind="pred"):
+    """A prediction that cannot be made: no checkpoint, a pred_dir holding foreign files, pred_k too large."""
 
 
-class TrainingError(UserError):
+class TrainingError(UserError, kind="training"):
     """Training that cannot go on (a diverging loss); the last good checkpoint stays."""
 
-    kind = "training"
 
-
-class BusyError(UserError):
+class BusyError(UserError, kind="busy"):
     """A folder that another run holds (see checkpoint.hold_lock)."""
-
-    kind = "busy"
