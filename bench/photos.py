@@ -60,7 +60,7 @@ def build_tree(out, n=300, sources=SOURCES, seed=0):
         if fmt == "JPEG":
             exif = Image.Exif()
             if i % 3 == 0:
-                exif[0x0112] = 6  # shown rotated, as a camera held upright writes it
+                exif[0x0112] = 6  # an orientation tag the loader must apply (the decode cost is what is measured)
             photo.save(path, quality=90, exif=exif)
         else:
             photo.save(path, quality=85) if fmt == "WEBP" else photo.save(path, compress_level=1)
