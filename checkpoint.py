@@ -24,7 +24,7 @@ import torch
 import cfg
 from cfg import SCRIPT_KEYS
 from engine import memory_format
-from errors import BusyError, CheckpointError, PredError
+from errors import BusyError, CheckpointError
 from models import build_model
 
 CHECKPOINT = "checkpoint.pth.tar"
@@ -164,7 +164,8 @@ def run_settings(c, given, script):
     is a one-line error. Returns (config, checkpoint)."""
     path = checkpoint_path(c)
     if not os.path.exists(path):
-        raise PredError(f"no checkpoint at '{path}': train first (python train.py) or set --ckpt_path / --exp_dir")
+        raise CheckpointError(f"no checkpoint at '{path}': train first (python train.py) or set --ckpt_path / "
+                              "--exp_dir")
     ckpt = load_checkpoint(path, c, keys=[k for k in MODEL_KEYS if k in given],
                            advice=f"{script} takes it from the checkpoint: leave the flag out",
                            fix="point --ckpt_path (or --exp_dir) at a checkpoint of train.py")

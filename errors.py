@@ -30,11 +30,11 @@ class DataError(UserError, kind="data"):
 
 
 class CheckpointError(UserError, kind="checkpoint"):
-    """A checkpoint that cannot be read, is not train.py's, or was made with other model settings."""
+    """A checkpoint that is missing, cannot be read, is not train.py's, or was made with other model settings."""
 
 
 class PredError(UserError, kind="pred"):
-    """A prediction that cannot be made: no checkpoint, a pred_dir holding foreign files, pred_k too large."""
+    """A prediction that cannot be made: a pred_dir holding foreign files, pred_k too large, features not finite."""
 
 
 class TrainingError(UserError, kind="training"):

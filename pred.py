@@ -49,8 +49,12 @@ THUMB = 64
 def owned_files(folder):
     """The files and links pred.py listed in folder's manifest, as paths inside folder; entries that
     would lead outside it (absolute, or through "..") are ignored."""
-    with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
-        listed = json.load(f).get("files", [])
+    try:
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
+            listed = json.load(f).get("files", [])
+    except (ValueError, AttributeError):  # not JSON, or not the object pred.py writes
+        raise PredError(f"the manifest of '{printable(folder)}' is damaged, so pred.py cannot tell its own files "
+                        "from others; move the folder away or choose another --pred_dir (nothing was deleted)") from None
     inside = [os.path.normpath(rel) for rel in listed if isinstance(rel, str)]
     return {rel for rel in inside if not os.path.isabs(rel) and rel != ".." and not rel.startswith(".." + os.sep)}
 
