@@ -272,3 +272,12 @@ def test_kill_minus_nine_during_a_prediction_then_rerun(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (out / "predictions.csv").exists()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".out.") and n != ".out.lock"]
+
+
+def test_a_damaged_manifest_is_one_line_and_nothing_is_deleted(trained, tmp_path):
+    out = tmp_path / "out"
+    pred.main("cpu", pred_args(trained, "--pred_dir", str(out)))
+    (out / ".pred_manifest.json").write_text('{"files": ["predictions.csv"')  # cut short
+    with pytest.raises(SystemExit) as e:
+        pred.main("cpu", pred_args(trained, "--pred_dir", str(out)))
+    assert "damaged" in one_line(e) and (out / "predictions.csv").exists() and (out / "grids").is_dir()
