@@ -10,6 +10,7 @@ Precedence: the defaults here < the --config file < --key value flags.
 This module imports nothing heavy, so --help answers before torch and faiss load.
 """
 import difflib
+import functools
 import json
 import math
 import os
@@ -203,17 +204,18 @@ SCRIPT_KEYS = {
                                                 "save_features", "probe_layer", "probe_dims", "probe_epochs",
                                                 "probe_lr", "probe_weight_decay", "baseline")],
     "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
-             "input_size", "num_classes", "pca_dim", "pca_method", "kmeans_niter", "kmeans_nredo", "batch_size", "ckpt_path",
-             "pred_dir", "pred_mode", "pred_k", "copy_images", "save_features", "exp_dir", "workers", "amp", "seed",
-             "verbose"],
+             "input_size", "num_classes", "pca_dim", "pca_method", "kmeans_niter", "kmeans_nredo", "batch_size",
+             "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images", "save_features", "exp_dir", "workers",
+             "amp", "seed", "verbose"],
     "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch",
-                    "sobel", "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs", "probe_lr",
-                    "probe_weight_decay", "baseline", "exp_dir", "workers", "seed", "verbose"],
+                    "sobel", "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs",
+                    "probe_lr", "probe_weight_decay", "baseline", "exp_dir", "workers", "seed", "verbose"],
 }
 HELP_FLAGS = ("-h", "--help")
 ALIASES = {"images": "test_path"}  # --images FOLDER reads better in pred.py
 
 
+@functools.lru_cache(maxsize=1)
 def _source_notes():
     """(comment of every key, group of every key), read from this file so that there is one place to edit."""
     with open(__file__, encoding="utf-8") as f:

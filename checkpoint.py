@@ -26,6 +26,7 @@ from cfg import SCRIPT_KEYS
 from engine import memory_format
 from errors import BusyError, CheckpointError
 from models import build_model
+from models.pretrained import unwrapped_names
 
 CHECKPOINT = "checkpoint.pth.tar"
 METRICS = "metrics.jsonl"
@@ -148,8 +149,7 @@ def load_checkpoint(path, c, keys=TRAINING_KEYS, advice=RESUME_ADVICE, fix=RESUM
         raise CheckpointError(f"cannot read '{path}' as a checkpoint ({type(e).__name__}); expected a file "
                               f"written by train.py; {fix}") from None
     check_layout(ckpt, path, fix)
-    # weights saved from a wrapped model (DistributedDataParallel) carry a "module." prefix
-    ckpt["state_dict"] = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+    ckpt["state_dict"] = unwrapped_names(ckpt["state_dict"])  # saved from a DDP-wrapped model: "module." prefixes
     for key in keys:
         if ckpt.get(key) != c[key]:
             raise CheckpointError(f"'{path}' was trained with {key}={ckpt.get(key)!r}, not {key}={c[key]!r}; "
@@ -160,8 +160,9 @@ def load_checkpoint(path, c, keys=TRAINING_KEYS, advice=RESUME_ADVICE, fix=RESUM
 def run_settings(c, given, script):
     """The config of pred.py / eval_linear.py completed from the run it reads: every data, model,
     clustering and training key the script reads comes from the checkpoint's stored config unless
-    the command line (or --config) set it; a model key set to another value than the checkpoint's
-    is a one-line error. Returns (config, checkpoint)."""
+    the command line (or --config) set it (given None: every key of c counts as set); a model key
+    set to another value than the checkpoint's is a one-line error. Returns (config, checkpoint)."""
+    given = set(c) if given is None else given
     path = checkpoint_path(c)
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at '{path}': train first (python train.py) or set --ckpt_path / "

@@ -369,7 +369,11 @@ def match_clusters(old, new, k_old, k_new):
 
 def assign_to_centroids(features, pca, centroids):
     """Nearest centroid (L2) of features whitened with a stored pca; returns (ids, squared distances)."""
-    xb = apply_pca(features, pca)
+    return nearest_centroid(apply_pca(features, pca), centroids)
+
+
+def nearest_centroid(xb, centroids):
+    """Nearest centroid (L2) of already whitened, normalised rows; returns (ids, squared distances)."""
     index = flat_index(xb.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     dist, nearest = index.search(xb, 1)

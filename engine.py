@@ -40,10 +40,8 @@ def memory_format(device):
 
 
 def to_device(images, device):
-    """Non-blocking copy of a batch, in the device's memory format."""
-    if device.type == "cuda":
-        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
-    return images.to(device)
+    """Copy of a batch in the device's memory format (non-blocking from pinned memory on CUDA)."""
+    return images.to(device, non_blocking=device.type == "cuda", memory_format=memory_format(device))
 
 
 def loader_workers(c):

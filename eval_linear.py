@@ -120,7 +120,7 @@ def summary_lines(result):
 def evaluate(c, device="cpu", given=None):
     """The probe of the run of c's exp_dir (or ckpt_path); keys not in `given` come from that run."""
     device = torch.device(device)
-    c, ckpt = run_settings(c, set(c) if given is None else given, "eval_linear.py")
+    c, ckpt = run_settings(c, given, "eval_linear.py")
     model = load_model(c, device, ckpt)
     block_end(model, c["arch"], c["probe_layer"])  # a bad probe_layer stops before the data is read
     transform = eval_transform(c["input_size"])

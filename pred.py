@@ -212,8 +212,9 @@ def cluster_images(c, dataset, features, ckpt):
     """(cluster ids, squared distances to their centroids, k, the whitened embeddings) in pred_mode."""
     if c["pred_mode"] == "assign":
         _, pca, centroids = stored_clustering(ckpt)
-        ids, dist = clustering.assign_to_centroids(features, pca, centroids)
-        return ids, dist, len(centroids), clustering.apply_pca(features, pca)
+        xb = clustering.apply_pca(features, pca)
+        ids, dist = clustering.nearest_centroid(xb, centroids)
+        return ids, dist, len(centroids), xb
     k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"])
     if k > len(dataset):
         raise PredError(f"pred_k = {k} is larger than the {len(dataset)} images to cluster")
@@ -223,9 +224,14 @@ def cluster_images(c, dataset, features, ckpt):
     return ids, ((xb - centroids[ids]) ** 2).sum(1), k, xb
 
 
-def write_outputs(c, folder, dataset, ids, dist, k, ckpt):
-    """Everything pred.py writes, into folder; returns the metrics."""
+def write_outputs(c, folder, dataset, clusters, vectors, ckpt):
+    """Everything pred.py writes, into folder: clusters = (ids, distances, k), vectors = (features,
+    embeddings), saved with save_features, row i of both = row i of predictions.csv. Returns the metrics."""
+    (ids, dist, k), (features, embeddings) = clusters, vectors
     write_predictions(os.path.join(folder, "predictions.csv"), dataset, ids, dist)
+    if c["save_features"]:
+        np.save(os.path.join(folder, "features.npy"), features.astype(np.float16))
+        np.save(os.path.join(folder, "embeddings.npy"), embeddings.astype(np.float32))
     sizes = np.bincount(ids, minlength=k)
     order = [int(x) for x in np.argsort(-sizes, kind="stable") if sizes[x] > 0]
     result = {"n_images": len(dataset), "k": k, "mode": c["pred_mode"], "checkpoint": printable(checkpoint_path(c)),
@@ -246,7 +252,7 @@ def predict(c, device="cpu", given=None):
     """Predict with the run of c's exp_dir (or ckpt_path); the keys not in `given` come from that run
     (given None: every key of c is taken as set)."""
     device = torch.device(device)
-    c, ckpt = run_settings(c, set(c) if given is None else given, "pred.py")
+    c, ckpt = run_settings(c, given, "pred.py")
     model = load_model(c, device, ckpt)
     dataset = open_split(c, "test", eval_transform(c["input_size"]), log=say)
     source = c["test_path"] or f"the val_split held out of {c['dataset_path']}"
@@ -264,10 +270,7 @@ def predict(c, device="cpu", given=None):
         staging = beside(pred_dir, f"tmp-{os.getpid()}")
         os.makedirs(staging)
         open(os.path.join(staging, STAGING_MARK), "w").close()
-        if c["save_features"]:  # row i of both = row i of predictions.csv
-            np.save(os.path.join(staging, "features.npy"), features.astype(np.float16))
-            np.save(os.path.join(staging, "embeddings.npy"), embeddings.astype(np.float32))
-        result = write_outputs(c, staging, dataset, ids, dist, k, ckpt)
+        result = write_outputs(c, staging, dataset, (ids, dist, k), (features, embeddings), ckpt)
         swap_in(staging, pred_dir)
     summary = f"{len(dataset)} images -> {result['clusters_nonempty']} clusters ({c['pred_mode']}, k = {k})"
     if dataset.has_labels:

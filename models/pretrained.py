@@ -35,14 +35,15 @@ def read_state_dict(path):
     return state
 
 
-def our_names(state):
-    """Drop DataParallel's "module." (as a prefix, or after features as DeepCluster saved it)."""
+def unwrapped_names(state):
+    """Parameter names without the "module." of (Distributed)DataParallel: as a prefix (a wrapped model),
+    or after "features." (DeepCluster wrapped only its convolutions)."""
     return {key.removeprefix("module.").replace(".module.", "."): value for key, value in state.items()}
 
 
 def load_pretrained(model, state, log=print):
     """Copy `state` (any of the formats above) into model; returns the names of what was loaded."""
-    state = {k: v for k, v in our_names(state).items() if not k.startswith(DROPPED)}
+    state = {k: v for k, v in unwrapped_names(state).items() if not k.startswith(DROPPED)}
     ours = {k: v for k, v in model.state_dict().items() if not k.startswith("top_layer.")}
     convs = [k for k in ours if k.startswith(("features.", "sobel.")) and not k.endswith("num_batches_tracked")]
     missing = [k for k in convs if k not in state]
