@@ -60,9 +60,10 @@ DEFAULTS = {
     "lr_patience": 3,  # "plateau": epochs without a lower training loss before the lr is cut
     "head": "new",  # classifier of each epoch: "new" (fresh random Linear, paper), "match" (keep the trained rows, matched to the new clusters by overlap) or "centroids" (DeepCluster-v2: cosine to the clustering's centroids, fixed)
     "head_temperature": 0.1,  # "centroids": logits are cosines / this temperature
+    "select_epoch": "nmi_prev",  # which epoch pred.py / eval_linear.py use, chosen without labels: "nmi_prev" (the clustering that agrees most with the one before it), "kmeans_loss" (the tightest clustering) or "last"
     "rrc_scale_min": 0.08,  # smallest crop area of the training RandomResizedCrop (torchvision's default 0.08)
     # --- prediction ---
-    "ckpt_path": "",  # checkpoint to predict with; "" = exp_dir/checkpoint.pth.tar
+    "ckpt_path": "",  # checkpoint to predict with; "" = the run's selected epoch (exp_dir/selected.pth.tar) when train.py kept one, else exp_dir/checkpoint.pth.tar
     "pred_dir": "",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/; "" = exp_dir/pred
     "pred_mode": "assign",  # "assign": nearest centroid of the last training clustering; "recluster": fresh k-means
     "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else num_classes
@@ -94,6 +95,7 @@ CHOICES = {
     "head": ("new", "match", "centroids"),
     "amp": ("bf16", "fp16", "off"),
     "lr_scheduler": ("none", "step", "plateau"),
+    "select_epoch": ("nmi_prev", "kmeans_loss", "last"),
 }
 # smallest allowed value of numeric keys
 MINIMUM = {

@@ -5,15 +5,19 @@ run at a time.
 Layout (every value a tensor, number, string, list or dict, so that torch.load(weights_only=True)
 reads it without pickle): epoch (epochs completed), arch, sobel, input_size, num_classes, cfg,
 state_dict, optimizer, scheduler, rng, assignment, pca_A, pca_b, centroids, classes, metrics,
-clustering_metrics. The clustering (assignment, pca_*, centroids) is the one of the saved weights.
+clustering_metrics, selected. The clustering (assignment, pca_*, centroids) is the one of the saved weights;
+selected ({rule, epoch, score} or None) names the epoch that select_epoch chose so far, whose checkpoint
+train.py keeps as selected.pth.tar beside checkpoint.pth.tar.
 """
 import contextlib
 import fcntl
+import functools
 import glob
 import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -23,12 +27,14 @@ import torch
 
 import cfg
 from cfg import SCRIPT_KEYS
+from dataset import printable
 from engine import memory_format
 from errors import BusyError, CheckpointError
 from models import build_model
 from models.pretrained import unwrapped_names
 
 CHECKPOINT = "checkpoint.pth.tar"
+SELECTED = "selected.pth.tar"  # the checkpoint of the epoch select_epoch chose, when it is not the last
 METRICS = "metrics.jsonl"
 REQUIRED = ("epoch", "arch", "sobel", "input_size", "state_dict", "assignment", "pca_A", "pca_b", "centroids")
 MODEL_KEYS = ("arch", "sobel", "input_size")
@@ -75,7 +81,8 @@ def stored_clustering(ckpt):
             ckpt["centroids"].numpy())
 
 
-def training_state(epochs_done, c, model, body_optimizer, scheduler, clusterer, classes, row, clustering_row):
+def training_state(epochs_done, c, model, body_optimizer, scheduler, clusterer, classes, row, clustering_row,
+                   selected=None):
     """Everything a resume or pred.py needs, in the layout above."""
     return {
         "epoch": epochs_done,
@@ -89,6 +96,7 @@ def training_state(epochs_done, c, model, body_optimizer, scheduler, clusterer, 
         "classes": list(classes),
         "metrics": row,
         "clustering_metrics": clustering_row,
+        "selected": selected,
     }
 
 
@@ -113,6 +121,17 @@ def save_checkpoint(path, state):
     tmp = f"{path}.tmp.{os.getpid()}"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def keep_as_selected(path, selected_path):
+    """selected_path becomes the checkpoint at path (a hard link where the file system has them, so no
+    second copy is written until path is replaced), atomically like save_checkpoint."""
+    tmp = f"{selected_path}.tmp.{os.getpid()}"
+    try:
+        os.link(path, tmp)
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, selected_path)
 
 
 def remove_stale_temporaries(path):
@@ -167,9 +186,12 @@ def run_settings(c, given, script):
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at '{path}': train first (python train.py) or set --ckpt_path / "
                               "--exp_dir")
-    ckpt = load_checkpoint(path, c, keys=[k for k in MODEL_KEYS if k in given],
-                           advice=f"{script} takes it from the checkpoint: leave the flag out",
-                           fix="point --ckpt_path (or --exp_dir) at a checkpoint of train.py")
+    load = functools.partial(load_checkpoint, c=c, keys=[k for k in MODEL_KEYS if k in given],
+                             advice=f"{script} takes it from the checkpoint: leave the flag out",
+                             fix="point --ckpt_path (or --exp_dir) at a checkpoint of train.py")
+    ckpt = load(path)
+    if not c["ckpt_path"]:
+        c["ckpt_path"], ckpt = selected_checkpoint(c["exp_dir"], ckpt, load)
     stored = ckpt.get("cfg") or {}
     inherit = [k for k in SCRIPT_KEYS[script.removesuffix(".py")] if k in stored and k not in given
                and (cfg.group_of(k) in INHERITED_GROUPS or k == "seed")]  # the seed drew the held-out split
@@ -178,6 +200,24 @@ def run_settings(c, given, script):
             and stored.get("dataset_path") != cfg.DEFAULTS["dataset_path"]):
         c["test_path"] = stored["dataset_path"]  # the run set no test images: show where its own images landed
     return cfg.validate(c), ckpt
+
+
+def selected_checkpoint(exp_dir, last, load):
+    """(path, checkpoint) of the epoch the run's select_epoch rule chose when that is not its last epoch
+    and train.py kept it; else the last checkpoint's."""
+    chosen, last_path = last.get("selected"), os.path.join(exp_dir, CHECKPOINT)
+    if not chosen or int(chosen["epoch"]) == int(last["epoch"]):
+        return last_path, last
+    path = os.path.join(exp_dir, SELECTED)
+    ckpt = load(path) if os.path.exists(path) else None
+    if ckpt is None or int(ckpt["epoch"]) != int(chosen["epoch"]):
+        print(printable(f"warning: '{path}' is not the checkpoint of epoch {chosen['epoch']} that the run chose; using the "
+              f"last epoch ({int(last['epoch'])})"), file=sys.stderr)
+        return last_path, last
+    print(printable(f"using the network after epoch {chosen['epoch']} of {int(last['epoch'])}, chosen without labels by "
+          f"select_epoch {chosen['rule']} ({chosen['rule']} {chosen['score']:.4f}); --ckpt_path {last_path} "
+          "takes the last epoch"))
+    return path, ckpt
 
 
 def load_model(c, device, ckpt):

@@ -25,8 +25,8 @@ import clustering
 import distributed
 import metrics
 from cfg import load_cfg, save_cfg
-from checkpoint import (CHECKPOINT, METRICS, append_metrics, hold_lock, load_checkpoint, remove_stale_temporaries,
-                        restore_training, save_checkpoint, training_state, truncate_metrics)
+from checkpoint import (CHECKPOINT, METRICS, SELECTED, append_metrics, hold_lock, keep_as_selected, load_checkpoint,
+                        remove_stale_temporaries, restore_training, save_checkpoint, training_state, truncate_metrics)
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, open_split, train_transform
 from engine import Logger, amp_dtype, compute_features, format_metric, iter_features, make_loader, memory_format
@@ -87,10 +87,11 @@ class Run:
         self.verbose = c["verbose"] and self.main_process
         self.dtype = amp_dtype(c, self.device)
         self.ckpt_path = os.path.join(c["exp_dir"], CHECKPOINT)
+        self.selected_path = os.path.join(c["exp_dir"], SELECTED)
         self.metrics_path = os.path.join(c["exp_dir"], METRICS)
         check_processes(c, self.device, self.world)
         if self.main_process:
-            for tmp in remove_stale_temporaries(self.ckpt_path):
+            for tmp in remove_stale_temporaries(self.ckpt_path) + remove_stale_temporaries(self.selected_path):
                 self.log(f"removed '{tmp}', left by a save that was interrupted")
         torch.manual_seed(c["seed"])
         np.random.seed(c["seed"])
@@ -100,7 +101,7 @@ class Run:
         if self.main_process:
             save_cfg(c, c["exp_dir"])
         self.build_network()
-        self.start_epoch, self.clustering_row = 0, None
+        self.start_epoch, self.clustering_row, self.selected = 0, None, None
 
     # ------------------------------------------------------------ set-up
 
@@ -158,13 +159,16 @@ class Run:
             self.start_epoch = int(self.ckpt["epoch"])
             if self.main_process:
                 truncate_metrics(self.metrics_path, self.start_epoch)
+            self.resume_selection()
             if self.start_epoch >= c["num_epoch"]:
                 self.log(f"{self.ckpt_path} has already finished {self.start_epoch} epochs (num_epoch = "
                          f"{c['num_epoch']}); raise --num_epoch to continue or pass --resume false to start over")
                 return False
             self.log(f"resuming from {self.ckpt_path}: {self.start_epoch} epochs done, continuing to {c['num_epoch']}")
-        elif self.main_process and os.path.exists(self.metrics_path):
-            os.remove(self.metrics_path)
+        elif self.main_process:
+            for stale in (self.metrics_path, self.selected_path):
+                if os.path.exists(stale):
+                    os.remove(stale)
         self.log(f"model: {c['arch']}{' + sobel' if c['sobel'] else ''} at {c['input_size']} px, "
                  + (f"k-means with k = {c['num_classes']}" if c["clustering"] == "kmeans" else "PIC clustering")
                  + f", device {self.device}")
@@ -174,6 +178,16 @@ class Run:
                      f"ari {format_metric(self.clustering_row['ari'])}")
             self.save(0, None)  # --num_epoch 0 gives a checkpoint of the random network
         return True
+
+    def resume_selection(self):
+        """The epoch chosen so far (when the rule is still the same); a kill between the checkpoint and its
+        selected.pth.tar link is mended here."""
+        chosen = self.ckpt.get("selected")
+        if not chosen or chosen["rule"] != self.c["select_epoch"]:
+            return
+        self.selected = chosen
+        if self.main_process and int(chosen["epoch"]) == self.start_epoch:
+            keep_as_selected(self.ckpt_path, self.selected_path)
 
     # ------------------------------------------------------------ steps 1-4: cluster the features
 
@@ -315,12 +329,29 @@ class Run:
             self.model.carry_head(clustering.match_clusters(previous, self.clusterer.assignment,
                                                             head.out_features, self.clusterer.k))
 
+    def choose(self, epochs_done):
+        """select_epoch: does the network after `epochs_done` epochs become the chosen one? Only trained
+        networks whose features were just clustered compete; ties keep the earlier epoch."""
+        rule = self.c["select_epoch"]
+        score = self.clustering_row.get(rule) if rule != "last" and epochs_done > 0 else None
+        if score is None:
+            return False
+        best = self.selected["score"] if self.selected else None
+        if best is not None and (score <= best if rule == "nmi_prev" else score >= best):
+            return False
+        self.selected = {"rule": rule, "epoch": epochs_done, "score": float(score)}
+        return True
+
     def save(self, epochs_done, row):
-        """The checkpoint: weights and the clustering of those weights (pred.py's assign mode relies on it)."""
+        """The checkpoint: weights and the clustering of those weights (pred.py's assign mode relies on it);
+        selected.pth.tar follows it while it is the chosen epoch."""
         if self.main_process:
+            chosen = self.choose(epochs_done)
             self.ckpt = training_state(epochs_done, self.c, self.model, self.body_optimizer, self.scheduler,
-                                       self.clusterer, self.dataset.classes, row, self.clustering_row)
+                                       self.clusterer, self.dataset.classes, row, self.clustering_row, self.selected)
             save_checkpoint(self.ckpt_path, self.ckpt)
+            if chosen:
+                keep_as_selected(self.ckpt_path, self.selected_path)
         distributed.barrier()
 
 
@@ -354,6 +385,9 @@ def train_epochs(c, device):
     if c["num_epoch"] > run.start_epoch and clus["reclustered"]:
         run.log(f"clustering of the network after {c['num_epoch']} epochs: nmi {format_metric(clus['nmi'])}  "
                 f"ari {format_metric(clus['ari'])}  nmi_prev {format_metric(clus['nmi_prev'])}")
+    if run.selected and run.selected["epoch"] != c["num_epoch"]:
+        run.log(f"select_epoch {c['select_epoch']} chose the network after epoch {run.selected['epoch']}: "
+                f"{run.selected_path} (pred.py and eval_linear.py use it)")
     return run.ckpt
 
 

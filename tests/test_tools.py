@@ -7,11 +7,12 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cfg import load_cfg
 from conftest import make_blob_tree
-from tools import make_fashion_mnist, pixel_kmeans, plot_curves
+from tools import make_fashion_mnist, pixel_kmeans, plot_curves, seed_summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,3 +106,59 @@ def test_experiment_script_usage_error():
     r = subprocess.run(["bash", os.path.join(ROOT, "tools", "fashion_mnist_experiment.sh"), "--fast"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def fake_seed(exp, seed, random_nmi, chosen_nmi, last_nmi, train_nmis, final_nmi):
+    """The files tools/fashion_mnist_experiment.sh leaves for one seed."""
+    d = os.path.join(exp, f"seed_{seed}")
+    last = len(train_nmis)
+    for sub, nmi, epoch in (("random/pred", random_nmi, 0), ("trained/pred", chosen_nmi, 2),
+                            ("trained/pred_last", last_nmi, last)):
+        os.makedirs(os.path.join(d, sub))
+        with open(os.path.join(d, sub, "metrics.json"), "w") as f:
+            json.dump({"acc": nmi + 0.1, "nmi": nmi, "ari": nmi - 0.1, "checkpoint_epoch": epoch}, f)
+    with open(os.path.join(d, "trained", "linear_probe.json"), "w") as f:
+        json.dump({"trained": {"test_acc": 0.9}, "random": {"test_acc": 0.8}}, f)
+    with open(os.path.join(d, "trained", "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps({"epoch": e, "nmi": v}) + "\n" for e, v in enumerate(train_nmis))
+    torch.save({"clustering_metrics": {"nmi": final_nmi}}, os.path.join(d, "trained", "checkpoint.pth.tar"))
+    with open(os.path.join(d, "trained", "train_seconds.txt"), "w") as f:
+        f.write("100\n")
+
+
+def test_seed_summary_means_spreads_and_the_rule_against_the_labels(tmp_path, capsys):
+    exp = str(tmp_path / "exp")
+    # row e of metrics.jsonl is the clustering after e epochs; the checkpoint holds that of the last (4th) epoch
+    fake_seed(exp, 31, 0.50, 0.60, 0.55, [0.5, 0.6, 0.7, 0.6], 0.65)
+    fake_seed(exp, 32, 0.52, 0.64, 0.50, [0.5, 0.6, 0.6, 0.6], 0.66)
+    summary = seed_summary.main([exp])
+    assert summary["seeds"] == [31, 32]
+    mean, std = summary["mean_std"]["selected"]["nmi"]
+    assert mean == pytest.approx(0.62) and std == pytest.approx(np.std([0.60, 0.64], ddof=1))
+    assert summary["trained_minus_random"]["nmi"][0] == pytest.approx(0.11)  # mean of 0.10 and 0.12
+    assert summary["per_seed"][31]["epochs"] == {"chosen": 2, "label_best": 2, "label_best_nmi": 0.7,
+                                                 "chosen_nmi": 0.7, "last": 4}
+    assert summary["per_seed"][32]["epochs"]["label_best"] == 4  # the final clustering, 0.66
+    out = capsys.readouterr().out
+    assert "| trained, epoch chosen by select_epoch | 0.720 +- 0.028 | 0.620 +- 0.028 |" in out
+    assert os.path.exists(os.path.join(exp, "summary.md"))
+
+
+def test_seed_summary_of_an_unfinished_experiment_is_one_line(tmp_path):
+    exp = str(tmp_path / "exp")
+    with pytest.raises(SystemExit, match="no seed_<S> folders"):
+        seed_summary.main([exp])
+    fake_seed(exp, 31, 0.5, 0.6, 0.5, [0.5, 0.6], 0.6)
+    os.remove(os.path.join(exp, "seed_31", "trained", "linear_probe.json"))
+    with pytest.raises(SystemExit, match="an unfinished seed"):
+        seed_summary.main([exp])
+
+
+def test_reference_config_holds_the_papers_settings():
+    """configs/reference.json: DeepCluster as published (k 10000, SGD lr 0.05 momentum 0.9, weight decay 1e-5,
+    batch 256, PCA-whitening to 256 dims, a fresh head every epoch, no schedule, the last epoch)."""
+    c = load_cfg(["--config", os.path.join(ROOT, "configs", "reference.json")])
+    paper = {"num_classes": 10000, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-5, "batch_size": 256,
+             "pca_dim": 256, "kmeans_niter": 20, "kmeans_nredo": 1, "reassign": 1, "head": "new",
+             "lr_scheduler": "none", "select_epoch": "last", "optimizer": "sgd", "sobel": True, "seed": 31}
+    assert {k: c[k] for k in paper} == paper

@@ -86,6 +86,9 @@ def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path, head):
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
     # only "match" carries a trained head in the checkpoint ("centroids" rebuilds it from pca + centroids)
     assert ("top_layer.weight" in wa) == (head == "match")
+    sa = torch.load(tmp_path / "full" / "checkpoint.pth.tar", weights_only=True)["selected"]
+    sb = torch.load(tmp_path / "split" / "checkpoint.pth.tar", weights_only=True)["selected"]
+    assert sa["epoch"] == sb["epoch"] and sa["score"] == pytest.approx(sb["score"], rel=1e-6)
     log = (tmp_path / "split" / "train.log").read_text()
     assert "resuming" in log and "1 epochs done" in log
 

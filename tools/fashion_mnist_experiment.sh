@@ -1,81 +1,82 @@
 #!/usr/bin/env bash
-# Fashion-MNIST end to end with the recipe in configs/fashion_mnist.json: the results table of docs/results.md.
+# Fashion-MNIST end to end over several seeds: the results tables of docs/results.md.
 #
-#   bash tools/fashion_mnist_experiment.sh            # the full experiment (see docs/results.md for its duration)
-#   bash tools/fashion_mnist_experiment.sh --quick    # a short check of the same pipeline (5,000 images, 2 epochs)
+#   bash tools/fashion_mnist_experiment.sh                  # the recipe (configs/fashion_mnist.json), 20,000 training images, 3 seeds
+#   bash tools/fashion_mnist_experiment.sh --seeds 5        # more seeds (31, 32, ...)
+#   bash tools/fashion_mnist_experiment.sh --data full      # all 60,000 training images, as many image passes as the recipe (4 epochs)
+#   bash tools/fashion_mnist_experiment.sh --data sample    # the defaults on the shipped sample (2,000 training, 500 test images)
+#   bash tools/fashion_mnist_experiment.sh --quick          # a short check of the same pipeline (5,000 images, 2 epochs, 1 seed)
+#   bash tools/fashion_mnist_experiment.sh --config configs/reference.json --data sample   # another config
 #
-# Steps: build the image tree from the Debian IDX files (apt-get install dataset-fashion-mnist),
-# raw-pixel k-means on the 10k test images, the random network, the recipe's training, then for
-# both networks pred.py --pred_mode recluster --pred_k 10 on the 10k test images and eval_linear.py
-# (linear probe on the training images' features), per-epoch curves, and one results line.
-# Everything goes to exp/fashion_mnist[_quick]/; re-running resumes the training where it stopped.
-# PYTHON picks the interpreter (default: python), IDX_DIR the folder of the IDX files.
+# Per seed S (exp/<name>/seed_S/): the random network (train.py --num_epoch 0) and the training, both
+# with --seed S; for both networks pred.py's fixed protocol on the test images (fresh PCA-whitening
+# to 16 dims, k-means with k = 10 and 5 starts: --pred_mode recluster --pred_k 10 --pca_dim 16
+# --kmeans_nredo 5), for the trained run on the epoch that select_epoch chose (pred/) and on the last
+# epoch (pred_last/); eval_linear.py --baseline true (linear probe, trained and random). Then raw-pixel
+# k-means once, the curves of seed 31 (curves.png) and tools/seed_summary.py: mean +- std over the seeds, written to summary.md / .json.
+# Re-running skips what is done and resumes a killed training. PYTHON picks the interpreter (default:
+# python), IDX_DIR the folder of the IDX files (apt-get install dataset-fashion-mnist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 IDX_DIR=${IDX_DIR:-/usr/share/datasets/fashion-mnist}
-CONFIG=configs/fashion_mnist.json
+usage() { echo "usage: bash tools/fashion_mnist_experiment.sh [--seeds N] [--data subset|full|sample] [--quick] [--config FILE]" >&2; exit 2; }
 
-MODE=full
-if [[ $# -gt 0 ]]; then
-  if [[ $1 == --quick && $# -eq 1 ]]; then MODE=quick; else
-    echo "usage: bash tools/fashion_mnist_experiment.sh [--quick]" >&2; exit 2; fi
-fi
-# the config's dataset_path names the tree: data/fashion_mnist_<N>/train (N per class) or .._full/train (all)
-if [[ $MODE == full ]]; then
-  DATA=$($PY -c "import json; print(json.load(open('$CONFIG'))['dataset_path'].removesuffix('/train'))")
-  EXP=exp/fashion_mnist
-  EXTRA=()
-else
-  DATA=data/fashion_mnist_500   # 5,000 training images
-  EXP=exp/fashion_mnist_quick
-  EXTRA=(--num_epoch 2)
-fi
-PER_CLASS=${DATA##*_}
-[[ $PER_CLASS == full ]] && PER_CLASS=0
-COMMON=(--config "$CONFIG" --dataset_path "$DATA/train" --test_path "$DATA/test" "${EXTRA[@]}")
-mkdir -p "$EXP"
+SEEDS=3 MODE=subset CONFIG=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --seeds) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || usage; SEEDS=$2; shift 2 ;;
+    --data) [[ $# -ge 2 && $2 =~ ^(subset|full|sample)$ ]] || usage; MODE=$2; shift 2 ;;
+    --quick) MODE=quick; SEEDS=1; shift ;;
+    --config) [[ $# -ge 2 && -f $2 ]] || usage; CONFIG=$2; shift 2 ;;
+    *) usage ;;
+  esac
+done
 say() { echo "[$(date +%H:%M:%S)] $*"; }
 
-# 1. the tree: PER_CLASS training images per class, all 10,000 test images
+EXTRA=()
+case $MODE in
+  subset) CONFIG=${CONFIG:-configs/fashion_mnist.json}; DATA=data/fashion_mnist_2000; PER_CLASS=2000 ;;
+  full) CONFIG=${CONFIG:-configs/fashion_mnist.json}; DATA=data/fashion_mnist_full; PER_CLASS=0
+        EXTRA=(--num_epoch 4) ;;   # 4 x 60,000 images = the recipe's 12 x 20,000
+  quick) CONFIG=${CONFIG:-configs/fashion_mnist.json}; DATA=data/fashion_mnist_500; PER_CLASS=500
+         EXTRA=(--num_epoch 2) ;;
+  sample) DATA=data/fashion_mnist_small; PER_CLASS=- ;;  # shipped with the repository
+esac
+NAME=$MODE
+[[ -n $CONFIG && $CONFIG != configs/fashion_mnist.json ]] && NAME=${MODE}_$(basename "$CONFIG" .json)
+EXP=exp/experiment_$NAME
+COMMON=(--dataset_path "$DATA/train" --test_path "$DATA/test" --verbose false "${EXTRA[@]}")
+[[ -n $CONFIG ]] && COMMON=(--config "$CONFIG" "${COMMON[@]}")
+PROTOCOL=(--pred_mode recluster --pred_k 10 --pca_dim 16 --kmeans_nredo 5 --verbose false)
+mkdir -p "$EXP"
+
 if [[ ! -d $DATA/train || ! -d $DATA/test ]]; then
   say "building $DATA from $IDX_DIR"
   $PY tools/make_fashion_mnist.py --idx_dir "$IDX_DIR" --out "$DATA" --train_per_class "$PER_CLASS" --test_per_class 0
 fi
+[[ -f $EXP/pixel_kmeans.json ]] || $PY tools/pixel_kmeans.py "$DATA/test" --k 10 --out "$EXP/pixel_kmeans.json"
 
-# 2. raw pixels
-say "raw-pixel k-means on $DATA/test"
-$PY tools/pixel_kmeans.py "$DATA/test" --k 10 --out "$EXP/pixel_kmeans.json"
+for ((i = 0; i < SEEDS; i++)); do
+  S=$((31 + i)) D=$EXP/seed_$((31 + i))
+  say "seed $S: random network"
+  if [[ ! -f $D/random/pred/metrics.json ]]; then
+    $PY train.py "${COMMON[@]}" --seed $S --exp_dir "$D/random" --num_epoch 0 --resume false
+    $PY pred.py --exp_dir "$D/random" "${PROTOCOL[@]}" --pred_dir "$D/random/pred"
+  fi
+  say "seed $S: training ($CONFIG${CONFIG:+, }$DATA/train)"
+  if [[ ! -f $D/trained/train_seconds.txt ]]; then
+    start=$(date +%s)
+    $PY train.py "${COMMON[@]}" --seed $S --exp_dir "$D/trained"
+    echo $(( $(date +%s) - start )) > "$D/trained/train_seconds.txt"
+  fi
+  say "seed $S: evaluation"
+  [[ -f $D/trained/pred/metrics.json ]] || $PY pred.py --exp_dir "$D/trained" "${PROTOCOL[@]}" --pred_dir "$D/trained/pred"
+  [[ -f $D/trained/pred_last/metrics.json ]] || $PY pred.py --exp_dir "$D/trained" "${PROTOCOL[@]}" \
+    --ckpt_path "$D/trained/checkpoint.pth.tar" --pred_dir "$D/trained/pred_last"
+  [[ -f $D/trained/linear_probe.json ]] || $PY eval_linear.py --exp_dir "$D/trained" --baseline true --verbose false
+done
 
-# 3. the random network: a checkpoint of epoch 0 (no training), same settings
-say "random network"
-$PY train.py "${COMMON[@]}" --exp_dir "$EXP/random" --num_epoch 0 --resume false --verbose false
-$PY pred.py "${COMMON[@]}" --exp_dir "$EXP/random" --pred_mode recluster --pred_k 10 --pred_dir "$EXP/random/pred" \
-  --verbose false
-
-# 4. the recipe (resumes when the checkpoint exists)
-say "training: $CONFIG on $DATA/train"
-start=$(date +%s)
-$PY train.py "${COMMON[@]}" --exp_dir "$EXP/recipe"
-echo $(( $(date +%s) - start )) > "$EXP/recipe/train_seconds.txt"
-say "training took $(cat "$EXP/recipe/train_seconds.txt") s in this call"
-
-# 5. evaluation on the 10k test images, and the linear probe (trained and random side by side)
-$PY pred.py "${COMMON[@]}" --exp_dir "$EXP/recipe" --pred_mode recluster --pred_k 10 --pred_dir "$EXP/recipe/pred" \
-  --verbose false
-$PY eval_linear.py "${COMMON[@]}" --exp_dir "$EXP/recipe" --baseline true --verbose false
-
-# 6. curves and the results line
-$PY tools/plot_curves.py "$EXP/recipe" --out "$EXP/curves.png" --title "DeepCluster recipe on Fashion-MNIST ($MODE)"
-$PY - "$EXP" "$MODE" <<'EOF'
-import json, sys
-exp, mode = sys.argv[1], sys.argv[2]
-load = lambda p: json.load(open(f"{exp}/{p}"))
-px, rnd, rec, probe = (load("pixel_kmeans.json"), load("random/pred/metrics.json"), load("recipe/pred/metrics.json"),
-                       load("recipe/linear_probe.json"))
-row = lambda r: f"acc {r['acc']:.3f} nmi {r['nmi']:.3f} ari {r['ari']:.3f}"
-secs = int(open(f"{exp}/recipe/train_seconds.txt").read())
-print(f"RESULT fashion-mnist {mode}, {rec['n_images']} test images, k = 10 | pixels {row(px)} | "
-      f"random {row(rnd)} probe {probe['random']['test_acc']:.3f} | "
-      f"recipe (epoch {rec['checkpoint_epoch']}, {secs} s) {row(rec)} probe {probe['trained']['test_acc']:.3f}")
-EOF
+$PY tools/plot_curves.py "$EXP/seed_31/trained" --out "$EXP/curves.png" --title "DeepCluster on Fashion-MNIST ($NAME, seed 31)"
+say "raw-pixel k-means: $(cat "$EXP/pixel_kmeans.json")"
+$PY tools/seed_summary.py "$EXP"

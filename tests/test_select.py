@@ -1,0 +1,90 @@
+"""select_epoch: the epoch pred.py and eval_linear.py use, chosen without labels."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+import cfg
+import checkpoint
+import pred
+import train
+from conftest import train_args
+
+
+def scores(exp, rule):
+    """The rule's score of the network after each epoch 1..N: metrics row e holds the clustering of the
+    weights after e epochs, the checkpoint the clustering of the last weights."""
+    with open(os.path.join(exp, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    last = torch.load(os.path.join(exp, "checkpoint.pth.tar"), weights_only=True)
+    return {r["epoch"]: r[rule] for r in rows[1:]} | {len(rows): last["clustering_metrics"][rule]}, last
+
+
+@pytest.mark.parametrize("rule,pick", [("nmi_prev", max), ("kmeans_loss", min)])
+def test_the_chosen_epoch_is_the_best_score_and_its_checkpoint_is_kept(blob_tree, tmp_path, rule, pick):
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "4", "--select_epoch", rule))
+    by_epoch, last = scores(exp, rule)
+    best = pick(by_epoch.values())
+    assert last["selected"]["rule"] == rule and last["selected"]["score"] == pytest.approx(best)
+    assert last["selected"]["epoch"] == min(e for e, v in by_epoch.items() if v == best)  # ties: the earlier
+    kept = torch.load(exp / "selected.pth.tar", weights_only=True)
+    assert kept["epoch"] == last["selected"]["epoch"] == kept["selected"]["epoch"]  # saved when it was chosen
+
+
+def test_rule_last_keeps_nothing_and_a_new_run_drops_an_old_choice(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2"))
+    assert (exp / "selected.pth.tar").exists()
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "last", "--resume", "false"))
+    assert not (exp / "selected.pth.tar").exists()
+    assert torch.load(exp / "checkpoint.pth.tar", weights_only=True)["selected"] is None
+
+
+def fake_choice(exp, chosen_epoch):
+    """Make the run of exp look as if its rule had chosen an earlier epoch: its checkpoint, relabelled."""
+    last = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    torch.save(dict(last, epoch=chosen_epoch), exp / "selected.pth.tar")
+    torch.save(dict(last, selected={"rule": "nmi_prev", "epoch": chosen_epoch, "score": 0.5}),
+               exp / "checkpoint.pth.tar")
+    return last
+
+
+def test_pred_uses_the_chosen_epoch_unless_told_otherwise(trained, tmp_path, capsys):
+    tree, exp0 = trained
+    exp = tmp_path / "exp"
+    shutil.copytree(exp0, exp)
+    fake_choice(exp, 1)
+    result = pred.main("cpu", ["--exp_dir", str(exp), "--test_path", str(tree), "--pred_dir", str(tmp_path / "p")])
+    assert result["checkpoint_epoch"] == 1 and result["checkpoint"].endswith("selected.pth.tar")
+    assert "using the network after epoch 1 of 2, chosen without labels by select_epoch nmi_prev" in capsys.readouterr().out
+    last = str(exp / "checkpoint.pth.tar")
+    result = pred.main("cpu", ["--exp_dir", str(exp), "--test_path", str(tree), "--ckpt_path", last,
+                               "--pred_dir", str(tmp_path / "q")])
+    assert result["checkpoint_epoch"] == 2
+
+
+def test_a_chosen_checkpoint_that_does_not_match_falls_back_to_the_last(trained, tmp_path, capsys):
+    tree, exp0 = trained
+    exp = tmp_path / "exp"
+    shutil.copytree(exp0, exp)
+    fake_choice(exp, 1)
+    ckpt = torch.load(exp / "selected.pth.tar", weights_only=True)
+    torch.save(dict(ckpt, epoch=0), exp / "selected.pth.tar")  # e.g. left by another run
+    c, ckpt = checkpoint.run_settings({**cfg.DEFAULTS, "exp_dir": str(exp)}, set(), "pred.py")
+    assert int(ckpt["epoch"]) == 2 and c["ckpt_path"].endswith("checkpoint.pth.tar")
+    assert "is not the checkpoint of epoch 1 that the run chose; using the last epoch (2)" in capsys.readouterr().err
+
+
+def test_kill_between_checkpoint_and_link_is_mended_on_resume(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1"))
+    ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["selected"]["epoch"] == 1  # the only trained epoch is chosen
+    os.remove(exp / "selected.pth.tar")  # as if killed before the link
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2"))
+    last = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    kept = torch.load(exp / "selected.pth.tar", weights_only=True)
+    assert kept["epoch"] == last["selected"]["epoch"]
