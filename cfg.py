@@ -58,6 +58,7 @@ DEFAULTS = {
     "lr_step_size": 30,  # "step": multiply the lr by lr_gamma every this many epochs
     "lr_gamma": 0.1,  # "step" and "plateau": the factor applied to the lr
     "lr_patience": 3,  # "plateau": epochs without a lower training loss before the lr is cut
+    "ema": 0.0,  # exponential moving average of the weights, updated every step with this decay (e.g. 0.99), used for the feature pass, the clustering and the saved network; 0 = off (the paper)
     "head": "new",  # classifier of each epoch: "new" (fresh random Linear, paper), "match" (keep the trained rows, matched to the new clusters by overlap) or "centroids" (DeepCluster-v2: cosine to the clustering's centroids, fixed)
     "head_temperature": 0.1,  # "centroids": logits are cosines / this temperature
     "select_epoch": "nmi_prev",  # which epoch pred.py / eval_linear.py use, chosen without labels: "nmi_prev" (the clustering that agrees most with the one before it), "kmeans_loss" (the tightest clustering) or "last"
@@ -105,7 +106,7 @@ MINIMUM = {
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
     "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0,
     "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1, "probe_lr": 0.0, "probe_weight_decay": 0.0,
-    "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
+    "ema": 0.0, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
 }
 # largest allowed value (inclusive) of numeric keys; val_split must stay below 1
 MAXIMUM = {"input_size": 1024, "workers": 256, "rrc_scale_min": 1.0, "momentum": 1.0, "lr_gamma": 1.0,
@@ -173,8 +174,9 @@ def validate(c):
             raise ConfigError(f"'{key}' must be <= {high}, got {c[key]}")
     if c["arch"] == "alexnet" and c["input_size"] < 64:
         raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
-    if c["val_split"] >= 1:
-        raise ConfigError(f"'val_split' must be < 1, got {c['val_split']}")
+    for key in ("val_split", "ema"):
+        if c[key] >= 1:
+            raise ConfigError(f"'{key}' must be < 1, got {c[key]}")
     for key in NON_EMPTY:
         if not c[key].strip():
             raise ConfigError(f"'{key}' must not be empty")

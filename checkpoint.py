@@ -5,9 +5,11 @@ run at a time.
 Layout (every value a tensor, number, string, list or dict, so that torch.load(weights_only=True)
 reads it without pickle): epoch (epochs completed), arch, sobel, input_size, num_classes, cfg,
 state_dict, optimizer, scheduler, rng, assignment, pca_A, pca_b, centroids, classes, metrics,
-clustering_metrics, selected. The clustering (assignment, pca_*, centroids) is the one of the saved weights;
+clustering_metrics, selected, ema_state_dict. The clustering (assignment, pca_*, centroids) is the one of the saved weights;
 selected ({rule, epoch, score} or None) names the epoch that select_epoch chose so far, whose checkpoint
-train.py keeps as selected.pth.tar beside checkpoint.pth.tar.
+train.py keeps as selected.pth.tar beside checkpoint.pth.tar. ema_state_dict (None when cfg ema is 0) holds
+the averaged weights: with it, the features, the clustering and the network of pred.py are the average's,
+and state_dict holds the weights the optimizer trains.
 """
 import contextlib
 import fcntl
@@ -82,7 +84,7 @@ def stored_clustering(ckpt):
 
 
 def training_state(epochs_done, c, model, body_optimizer, scheduler, clusterer, classes, row, clustering_row,
-                   selected=None):
+                   selected=None, ema_model=None):
     """Everything a resume or pred.py needs, in the layout above."""
     return {
         "epoch": epochs_done,
@@ -97,15 +99,20 @@ def training_state(epochs_done, c, model, body_optimizer, scheduler, clusterer, 
         "metrics": row,
         "clustering_metrics": clustering_row,
         "selected": selected,
+        "ema_state_dict": {k: v.detach().cpu() for k, v in ema_model.state_dict().items()} if ema_model else None,
     }
 
 
-def restore_training(ckpt, model, body_optimizer, scheduler, clusterer):
-    """Put a training_state back: weights (with the head they had), optimizer, schedule, RNG, clustering."""
+def restore_training(ckpt, model, body_optimizer, scheduler, clusterer, ema_model=None):
+    """Put a training_state back: weights (with the head they had), optimizer, schedule, RNG, clustering, and
+    the averaged weights (which start from the weights when the checkpoint has none)."""
     state = ckpt["state_dict"]
     if "top_layer.weight" in state:
         model.add_head(state["top_layer.weight"].shape[0])
     model.load_state_dict(state)
+    if ema_model is not None:
+        body = {k: v for k, v in state.items() if not k.startswith("top_layer.")}
+        ema_model.load_state_dict(unwrapped_names(ckpt.get("ema_state_dict") or body))
     body_optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler"):
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -221,9 +228,11 @@ def selected_checkpoint(exp_dir, last, load):
 
 
 def load_model(c, device, ckpt):
-    """The trained network of a checkpoint that run_settings read, head removed, in eval mode."""
+    """The trained network of a checkpoint that run_settings read (its weight average when the run kept one),
+    head removed, in eval mode."""
     model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
-    model.load_state_dict({k: v for k, v in ckpt["state_dict"].items() if not k.startswith("top_layer.")})
+    state = unwrapped_names(ckpt.get("ema_state_dict") or ckpt["state_dict"])
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("top_layer.")})
     return model.to(device, memory_format=memory_format(device)).eval()
 
 

@@ -89,9 +89,24 @@ class AverageMeter:
         return self.sum / max(self.count, 1)
 
 
-def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbose=True, dtype=None):
+def average_into(average, model, decay):
+    """An exponential moving average of the weights: average <- decay * average + (1 - decay) * model, for every
+    floating-point parameter and buffer of the body (BN statistics too); integer buffers are copied and the
+    head, which changes with every clustering, is left out. `average` is a state_dict whose tensors are updated
+    in place (the state_dict of the averaged copy of the network)."""
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if name.startswith("top_layer."):
+                continue
+            if value.is_floating_point():
+                average[name].mul_(decay).add_(value, alpha=1 - decay)
+            else:
+                average[name].copy_(value)
+
+
+def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbose=True, dtype=None, after_step=None):
     """One pass of cross-entropy on the pseudo-labels; both optimizers step every batch
-    (head_optimizer None: a head without parameters, cfg head "centroids").
+    (head_optimizer None: a head without parameters, cfg head "centroids"); after_step() follows every step.
 
     Returns an AverageMeter of the loss. With dtype float16 the loss is scaled (GradScaler).
     A loss that is not finite stops the pass at once with FloatingPointError (nothing is stepped)."""
@@ -115,6 +130,8 @@ def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbo
         if head_optimizer is not None:
             scaler.step(head_optimizer)
         scaler.update()
+        if after_step is not None:
+            after_step()
         losses.update(value, images.size(0))
         bar.set_postfix(loss=f"{losses.avg:.4f}")
     return losses

@@ -11,6 +11,8 @@ if __name__ == "__main__":
     cfg.answer_help("train")  # before torch and faiss load: --help answers at once
 
 import contextlib
+import copy
+import functools
 import os
 import random
 import sys
@@ -29,8 +31,8 @@ from checkpoint import (CHECKPOINT, METRICS, SELECTED, append_metrics, hold_lock
                         remove_stale_temporaries, restore_training, save_checkpoint, training_state, truncate_metrics)
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, open_split, train_transform
-from engine import Logger, amp_dtype, compute_features, format_metric, iter_features, make_loader, memory_format
-from engine import train_one_epoch, weights_finite
+from engine import Logger, amp_dtype, average_into, compute_features, format_metric, iter_features, make_loader
+from engine import memory_format, train_one_epoch, weights_finite
 from errors import CheckpointError, ConfigError, DataError, TrainingError
 from models import build_model
 from models.pretrained import load_pretrained, read_state_dict
@@ -141,6 +143,7 @@ class Run:
         if c["sync_bn"] and self.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device, memory_format=memory_format(self.device))
+        self.ema_model = copy.deepcopy(self.model) if c["ema"] else None  # the weight average (cfg ema)
         self.body_optimizer = make_optimizer(self.model, c)
         self.scheduler = make_scheduler(self.body_optimizer, c)
         self.clusterer = make_clusterer(c)
@@ -154,7 +157,8 @@ class Run:
         """Resume from the checkpoint, or cluster the random network (epoch 0). False when nothing is left to do."""
         c = self.c
         if self.ckpt is not None:
-            restore_training(self.ckpt, self.model, self.body_optimizer, self.scheduler, self.clusterer)
+            restore_training(self.ckpt, self.model, self.body_optimizer, self.scheduler, self.clusterer,
+                             self.ema_model)
             self.clustering_row = self.ckpt["clustering_metrics"]
             self.start_epoch = int(self.ckpt["epoch"])
             if self.main_process:
@@ -210,7 +214,7 @@ class Run:
 
     def cluster_gathered(self, seed):
         """Each rank computes its share of the features; rank 0 gathers all of them and clusters once."""
-        features = compute_features(self.eval_loader, self.model, self.device, self.verbose, self.dtype)
+        features = compute_features(self.eval_loader, self.feature_net(), self.device, self.verbose, self.dtype)
         features = distributed.gather_rows(self.my_share, features, self.n, self.comm_device)
         t1 = time.time()
         if self.main_process:
@@ -222,13 +226,17 @@ class Run:
         every later batch is projected as it is computed, so that N x 4096 is never held."""
         c, n = self.c, self.n
         order = np.random.default_rng(seed).permutation(n).tolist() if c["pca_fit_samples"] < n else None
-        batches = iter_features(make_loader(self.dataset, c, self.device, order), self.model, self.device,
+        batches = iter_features(make_loader(self.dataset, c, self.device, order), self.feature_net(), self.device,
                                 self.verbose, self.dtype)
         xb, pca = clustering.streamed_whitening(batches, n, c["pca_dim"], c["pca_fit_samples"], self.log,
                                                 c["pca_method"], seed)
         t1 = time.time()
         self.clusterer.cluster_whitened(xb, pca, seed, log=self.log if self.verbose else None)
         return t1
+
+    def feature_net(self):
+        """The network whose features are clustered: the weight average when cfg ema is on, else the network."""
+        return self.ema_model if self.ema_model is not None else self.model
 
     def clustering_metrics(self, previous, t0, t1):
         assignment, labels = self.clusterer.assignment, self.dataset.labels
@@ -276,9 +284,12 @@ class Run:
         if self.world > 1:
             net = DistributedDataParallel(self.model, device_ids=self.device_ids)
         t0 = time.time()
+        average = None
+        if self.ema_model is not None:
+            average = functools.partial(average_into, self.ema_model.state_dict(), self.model, self.c["ema"])
         try:
             meter = train_one_epoch(loader, net, self.body_optimizer, head_optimizer, self.device, self.verbose,
-                                    self.dtype)
+                                    self.dtype, after_step=average)
         except FloatingPointError as e:
             self.diverged(epoch, str(e))
         if not weights_finite(self.model):
@@ -348,7 +359,8 @@ class Run:
         if self.main_process:
             chosen = self.choose(epochs_done)
             self.ckpt = training_state(epochs_done, self.c, self.model, self.body_optimizer, self.scheduler,
-                                       self.clusterer, self.dataset.classes, row, self.clustering_row, self.selected)
+                                       self.clusterer, self.dataset.classes, row, self.clustering_row, self.selected,
+                                       self.ema_model)
             save_checkpoint(self.ckpt_path, self.ckpt)
             if chosen:
                 keep_as_selected(self.ckpt_path, self.selected_path)

@@ -212,3 +212,41 @@ def test_streaming_with_a_sample_smaller_than_the_set(blob_tree, tmp_path):
     ckpt = torch.load(tmp_path / "exp" / "checkpoint.pth.tar", weights_only=True)
     assert ckpt["assignment"].shape == (18,) and ckpt["pca_A"].shape == (4, 4096)
     assert "clamped" not in (tmp_path / "exp" / "train.log").read_text()
+
+
+def test_average_into_is_an_exponential_moving_average_of_the_body():
+    from engine import average_into
+    from models import build_model
+    torch.manual_seed(0)
+    net, avg = build_model("vgg16", True, out=0, input_size=32), build_model("vgg16", True, out=0, input_size=32)
+    net.add_head(3)
+    before = {k: v.clone() for k, v in avg.state_dict().items()}
+    net.state_dict()["features.1.num_batches_tracked"].fill_(7)
+    average_into(avg.state_dict(), net, 0.75)
+    after, now = avg.state_dict(), net.state_dict()
+    for k, v in after.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.75 * before[k] + 0.25 * now[k]), k
+    assert int(after["features.1.num_batches_tracked"]) == 7  # integer buffers are copied
+    assert not any(k.startswith("top_layer.") for k in after)  # the head changes every epoch: never averaged
+
+
+def test_ema_run_resumes_exactly_and_pred_uses_the_average(blob_tree, tmp_path):
+    run(blob_tree, tmp_path / "full", "--num_epoch", "2", "--ema", "0.9")
+    run(blob_tree, tmp_path / "split", "--num_epoch", "1", "--ema", "0.9")
+    run(blob_tree, tmp_path / "split", "--num_epoch", "2", "--ema", "0.9")
+    a = torch.load(tmp_path / "full" / "checkpoint.pth.tar", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoint.pth.tar", weights_only=True)
+    for k, v in a["ema_state_dict"].items():
+        assert torch.allclose(v.float(), b["ema_state_dict"][k].float(), atol=1e-6), k
+    assert not torch.allclose(a["ema_state_dict"]["features.0.weight"], a["state_dict"]["features.0.weight"])
+    c = {**train.load_cfg(train_args(blob_tree, tmp_path / "full")), "ema": 0.9}
+    model = checkpoint.load_model(c, torch.device("cpu"), a)
+    assert all(torch.equal(v, a["ema_state_dict"][k]) for k, v in model.state_dict().items())
+    plain = run(blob_tree, tmp_path / "plain", "--num_epoch", "1")
+    assert plain["ema_state_dict"] is None
+
+
+def test_ema_must_be_below_one(blob_tree, tmp_path):
+    with pytest.raises(SystemExit, match="'ema' must be < 1"):
+        run(blob_tree, tmp_path / "exp", "--ema", "1")
