@@ -142,6 +142,12 @@ def test_seed_summary_means_spreads_and_the_rule_against_the_labels(tmp_path, ca
     out = capsys.readouterr().out
     assert "| trained, epoch chosen by select_epoch | 0.720 +- 0.028 | 0.620 +- 0.028 |" in out
     assert os.path.exists(os.path.join(exp, "summary.md"))
+    other = str(tmp_path / "other")
+    fake_seed(other, 31, 0.50, 0.50, 0.50, [0.5, 0.5], 0.5)
+    both = seed_summary.main([exp, other])
+    assert set(both) == {exp, other}
+    assert "| other | 1 | 0.500 +- 0.000 | 0.500 +- 0.000 | 0.500 +- 0.000 | 0.600 +- 0.000 | 0.000 +- 0.000 |" in \
+        capsys.readouterr().out
 
 
 def test_seed_summary_of_an_unfinished_experiment_is_one_line(tmp_path):

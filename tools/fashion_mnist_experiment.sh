@@ -7,28 +7,40 @@
 #   bash tools/fashion_mnist_experiment.sh --data sample    # the defaults on the shipped sample (2,000 training, 500 test images)
 #   bash tools/fashion_mnist_experiment.sh --quick          # a short check of the same pipeline (5,000 images, 2 epochs, 1 seed)
 #   bash tools/fashion_mnist_experiment.sh --config configs/reference.json --data sample   # another config
+#   bash tools/fashion_mnist_experiment.sh --data sample --eval val --seeds 2 --name lr0.003 -- --lr 0.003
+#                                      # an ablation: the flags after -- go to train.py; scored on a val split
 #
-# Per seed S (exp/<name>/seed_S/): the random network (train.py --num_epoch 0) and the training, both
-# with --seed S; for both networks pred.py's fixed protocol on the test images (fresh PCA-whitening
-# to 16 dims, k-means with k = 10 and 5 starts: --pred_mode recluster --pred_k 10 --pca_dim 16
-# --kmeans_nredo 5), for the trained run on the epoch that select_epoch chose (pred/) and on the last
-# epoch (pred_last/); eval_linear.py --baseline true (linear probe, trained and random). Then raw-pixel
-# k-means once, the curves of seed 31 (curves.png) and tools/seed_summary.py: mean +- std over the seeds, written to summary.md / .json.
-# Re-running skips what is done and resumes a killed training. PYTHON picks the interpreter (default:
-# python), IDX_DIR the folder of the IDX files (apt-get install dataset-fashion-mnist).
+# --eval val scores on further images of the training file instead of the test images (a tree whose
+# val/ folder is disjoint from its train/): settings are chosen there, never on the test images.
+# Per seed S (exp/experiment_<name>/seed_S/): the random network (train.py --num_epoch 0) and the
+# training, both with --seed S; for both networks pred.py's fixed protocol on the test (or val) images
+# (fresh PCA-whitening to 16 dims, k-means with k = 10 and 5 starts: --pred_mode recluster --pred_k 10
+# --pca_dim 16 --kmeans_nredo 5), for the trained run on the epoch that select_epoch chose (pred/) and
+# on the last epoch (pred_last/); eval_linear.py --baseline true (linear probe, trained and random).
+# Then raw-pixel k-means once, the curves of seed 31 (curves.png) and tools/seed_summary.py: mean +- std
+# over the seeds, written to summary.md / .json. Re-running skips what is done and resumes a killed
+# training. PYTHON picks the interpreter (default: python), IDX_DIR the folder of the IDX files
+# (apt-get install dataset-fashion-mnist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 IDX_DIR=${IDX_DIR:-/usr/share/datasets/fashion-mnist}
-usage() { echo "usage: bash tools/fashion_mnist_experiment.sh [--seeds N] [--data subset|full|sample] [--quick] [--config FILE]" >&2; exit 2; }
+usage() {
+  echo "usage: bash tools/fashion_mnist_experiment.sh [--seeds N] [--data subset|full|sample] [--quick]" \
+       "[--config FILE] [--eval test|val] [--name NAME] [-- TRAIN.PY FLAGS]" >&2
+  exit 2
+}
 
-SEEDS=3 MODE=subset CONFIG=""
+SEEDS=3 MODE=subset CONFIG="" EVAL=test NAME="" FLAGS=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --seeds) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || usage; SEEDS=$2; shift 2 ;;
     --data) [[ $# -ge 2 && $2 =~ ^(subset|full|sample)$ ]] || usage; MODE=$2; shift 2 ;;
     --quick) MODE=quick; SEEDS=1; shift ;;
     --config) [[ $# -ge 2 && -f $2 ]] || usage; CONFIG=$2; shift 2 ;;
+    --eval) [[ $# -ge 2 && $2 =~ ^(test|val)$ ]] || usage; EVAL=$2; shift 2 ;;
+    --name) [[ $# -ge 2 && $2 =~ ^[A-Za-z0-9._-]+$ ]] || usage; NAME=$2; shift 2 ;;
+    --) shift; FLAGS=("$@"); break ;;
     *) usage ;;
   esac
 done
@@ -41,12 +53,21 @@ case $MODE in
         EXTRA=(--num_epoch 4) ;;   # 4 x 60,000 images = the recipe's 12 x 20,000
   quick) CONFIG=${CONFIG:-configs/fashion_mnist.json}; DATA=data/fashion_mnist_500; PER_CLASS=500
          EXTRA=(--num_epoch 2) ;;
-  sample) DATA=data/fashion_mnist_small; PER_CLASS=- ;;  # shipped with the repository
+  sample) DATA=data/fashion_mnist_small; PER_CLASS=200 ;;  # shipped with the repository: the first 200 per class
 esac
-NAME=$MODE
-[[ -n $CONFIG && $CONFIG != configs/fashion_mnist.json ]] && NAME=${MODE}_$(basename "$CONFIG" .json)
+TEST=$DATA/test
+if [[ $EVAL == val ]]; then
+  [[ $MODE == full ]] && { echo "--eval val needs training images left over: not with --data full" >&2; exit 2; }
+  VAL_TREE=data/fashion_mnist_${PER_CLASS}_val   # the same training images and a val/ of the next ones
+  TEST=$VAL_TREE/val
+fi
+if [[ -z $NAME ]]; then
+  NAME=$MODE
+  [[ -n $CONFIG && $CONFIG != configs/fashion_mnist.json ]] && NAME=${MODE}_$(basename "$CONFIG" .json)
+  [[ $EVAL == val ]] && NAME=${NAME}_val
+fi
 EXP=exp/experiment_$NAME
-COMMON=(--dataset_path "$DATA/train" --test_path "$DATA/test" --verbose false "${EXTRA[@]}")
+COMMON=(--dataset_path "$DATA/train" --test_path "$TEST" --verbose false "${EXTRA[@]}" "${FLAGS[@]}")
 [[ -n $CONFIG ]] && COMMON=(--config "$CONFIG" "${COMMON[@]}")
 PROTOCOL=(--pred_mode recluster --pred_k 10 --pca_dim 16 --kmeans_nredo 5 --verbose false)
 mkdir -p "$EXP"
@@ -55,7 +76,12 @@ if [[ ! -d $DATA/train || ! -d $DATA/test ]]; then
   say "building $DATA from $IDX_DIR"
   $PY tools/make_fashion_mnist.py --idx_dir "$IDX_DIR" --out "$DATA" --train_per_class "$PER_CLASS" --test_per_class 0
 fi
-[[ -f $EXP/pixel_kmeans.json ]] || $PY tools/pixel_kmeans.py "$DATA/test" --k 10 --out "$EXP/pixel_kmeans.json"
+if [[ $EVAL == val && ! -d $TEST ]]; then
+  say "building $VAL_TREE from $IDX_DIR"
+  $PY tools/make_fashion_mnist.py --idx_dir "$IDX_DIR" --out "$VAL_TREE" --train_per_class "$PER_CLASS" \
+    --val_per_class $((PER_CLASS / 2)) --test_per_class 1
+fi
+[[ -f $EXP/pixel_kmeans.json ]] || $PY tools/pixel_kmeans.py "$TEST" --k 10 --out "$EXP/pixel_kmeans.json"
 
 for ((i = 0; i < SEEDS; i++)); do
   S=$((31 + i)) D=$EXP/seed_$((31 + i))

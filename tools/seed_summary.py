@@ -1,6 +1,7 @@
 """Mean and spread over seeds of an experiment by tools/fashion_mnist_experiment.sh.
 
-    python tools/seed_summary.py exp/fashion_mnist            # prints a markdown table, writes summary.json
+    python tools/seed_summary.py exp/experiment_subset          # prints a markdown table, writes summary.md / .json
+    python tools/seed_summary.py exp/experiment_a exp/experiment_b  # also one comparison row per experiment
 
 Reads EXP/seed_<S>/ of every seed: random/pred/metrics.json (the random network),
 trained/pred/metrics.json (the epoch select_epoch chose), trained/pred_last/metrics.json (the last
@@ -117,18 +118,34 @@ def markdown(summary):
     return "\n".join(lines)
 
 
+def comparison(summaries):
+    """One row per experiment: NMI of the random network, of the chosen and of the last epoch, and the gain."""
+    lines = ["| experiment | seeds | random NMI | trained NMI (chosen epoch) | trained NMI (last epoch) | "
+             "trained ACC (chosen) | NMI gain over random |", "|---|---|---|---|---|---|---|"]
+    for exp, s in summaries.items():
+        t = s["mean_std"]
+        lines.append(f"| {os.path.basename(os.path.normpath(exp))} | {len(s['seeds'])} | {cell(t['random']['nmi'])} | "
+                     f"{cell(t['selected']['nmi'])} | {cell(t['last']['nmi'])} | {cell(t['selected']['acc'])} | "
+                     f"{cell(s['trained_minus_random']['nmi'])} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("exp", help="the experiment folder (holds seed_<S>/)")
+    parser.add_argument("exp", nargs="+", help="experiment folders (each holds seed_<S>/)")
     args = parser.parse_args(argv)
-    summary = summarize(args.exp)
-    with open(os.path.join(args.exp, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    text = markdown(summary)
-    with open(os.path.join(args.exp, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    print(text)
-    return summary
+    summaries = {}
+    for exp in args.exp:
+        summaries[exp] = summary = summarize(exp)
+        with open(os.path.join(exp, "summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+        text = markdown(summary)
+        with open(os.path.join(exp, "summary.md"), "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        print(f"{exp}:\n{text}\n" if len(args.exp) > 1 else text)
+    if len(args.exp) > 1:
+        print(comparison(summaries))
+    return summaries[args.exp[0]] if len(args.exp) == 1 else summaries
 
 
 if __name__ == "__main__":
