@@ -37,11 +37,11 @@ DEFAULTS = {
     # --- clustering ---
     "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
     "num_classes": 10,  # k of k-means: number of clusters = outputs of the classifier head
-    "pca_dim": 256,  # PCA-whitening dimension before k-means (clamped to what the data allows)
+    "pca_dim": 16,  # PCA-whitening dimension before k-means (clamped to what the data allows); the paper: 256 (for k = 10000)
     "pca_method": "torch",  # "torch" (covariance or Gram matrix + eigh; a randomised subspace iteration above 2048 dims; many times faster) or "faiss" (PCAMatrix, the reference)
     "pca_fit_samples": 0,  # 0 = fit the PCA on all features (reference); N > 0 = fit on N images and stream the rest (memory)
     "kmeans_niter": 20,  # k-means iterations per clustering
-    "kmeans_nredo": 1,  # k-means runs from different random starts per clustering, the lowest loss is kept (1 = reference)
+    "kmeans_nredo": 5,  # k-means runs from different random starts per clustering, the lowest loss is kept (the paper: 1)
     "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
     "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
     "pic_alpha": 0.001,  # "pic": v <- alpha * W^T v + (1 - alpha) / n
@@ -51,7 +51,7 @@ DEFAULTS = {
     "num_epoch": 10,  # total number of epochs (raise it and re-run to continue a finished run)
     "batch_size": 64,  # images per training / feature batch
     "optimizer": "sgd",  # optimizer of the body: "sgd" (paper) or "adam"
-    "lr": 0.05,  # learning rate of the body and of the new head
+    "lr": 0.01,  # learning rate of the body and of the new head (the paper: 0.05)
     "momentum": 0.9,  # SGD momentum of the body (the head's SGD has none, as the reference)
     "weight_decay": 1e-5,  # L2 weight decay of body and head
     "lr_scheduler": "none",  # learning-rate schedule of the body, stepped once per epoch: "none", "step" or "plateau"
@@ -59,10 +59,10 @@ DEFAULTS = {
     "lr_gamma": 0.1,  # "step" and "plateau": the factor applied to the lr
     "lr_patience": 3,  # "plateau": epochs without a lower training loss before the lr is cut
     "ema": 0.0,  # exponential moving average of the weights, updated every step with this decay (e.g. 0.99), used for the feature pass, the clustering and the saved network; 0 = off (the paper)
-    "head": "new",  # classifier of each epoch: "new" (fresh random Linear, paper), "match" (keep the trained rows, matched to the new clusters by overlap) or "centroids" (DeepCluster-v2: cosine to the clustering's centroids, fixed)
+    "head": "match",  # classifier of each epoch: "new" (fresh random Linear, paper), "match" (keep the trained rows, matched to the new clusters by overlap) or "centroids" (DeepCluster-v2: cosine to the clustering's centroids, fixed)
     "head_temperature": 0.1,  # "centroids": logits are cosines / this temperature
     "select_epoch": "nmi_prev",  # which epoch pred.py / eval_linear.py use, chosen without labels: "nmi_prev" (the clustering that agrees most with the one before it), "kmeans_loss" (the tightest clustering) or "last"
-    "rrc_scale_min": 0.08,  # smallest crop area of the training RandomResizedCrop (torchvision's default 0.08)
+    "rrc_scale_min": 0.3,  # smallest crop area of the training RandomResizedCrop (the paper: torchvision's default 0.08)
     # --- prediction ---
     "ckpt_path": "",  # checkpoint to predict with; "" = the run's selected epoch (exp_dir/selected.pth.tar) when train.py kept one, else exp_dir/checkpoint.pth.tar
     "pred_dir": "",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/; "" = exp_dir/pred

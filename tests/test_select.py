@@ -25,7 +25,7 @@ def scores(exp, rule):
 @pytest.mark.parametrize("rule,pick", [("nmi_prev", max), ("kmeans_loss", min)])
 def test_the_chosen_epoch_is_the_best_score_and_its_checkpoint_is_kept(blob_tree, tmp_path, rule, pick):
     exp = tmp_path / "exp"
-    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "4", "--select_epoch", rule))
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "3", "--select_epoch", rule))
     by_epoch, last = scores(exp, rule)
     best = pick(by_epoch.values())
     assert last["selected"]["rule"] == rule and last["selected"]["score"] == pytest.approx(best)

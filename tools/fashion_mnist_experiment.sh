@@ -69,7 +69,7 @@ fi
 EXP=exp/experiment_$NAME
 COMMON=(--dataset_path "$DATA/train" --test_path "$TEST" --verbose false "${EXTRA[@]}" "${FLAGS[@]}")
 [[ -n $CONFIG ]] && COMMON=(--config "$CONFIG" "${COMMON[@]}")
-PROTOCOL=(--pred_mode recluster --pred_k 10 --pca_dim 16 --kmeans_nredo 5 --verbose false)
+PROTOCOL=(--test_path "$TEST" --pred_mode recluster --pred_k 10 --pca_dim 16 --kmeans_nredo 5 --verbose false)
 mkdir -p "$EXP"
 
 if [[ ! -d $DATA/train || ! -d $DATA/test ]]; then
@@ -100,7 +100,8 @@ for ((i = 0; i < SEEDS; i++)); do
   [[ -f $D/trained/pred/metrics.json ]] || $PY pred.py --exp_dir "$D/trained" "${PROTOCOL[@]}" --pred_dir "$D/trained/pred"
   [[ -f $D/trained/pred_last/metrics.json ]] || $PY pred.py --exp_dir "$D/trained" "${PROTOCOL[@]}" \
     --ckpt_path "$D/trained/checkpoint.pth.tar" --pred_dir "$D/trained/pred_last"
-  [[ -f $D/trained/linear_probe.json ]] || $PY eval_linear.py --exp_dir "$D/trained" --baseline true --verbose false
+  [[ -f $D/trained/linear_probe.json ]] || $PY eval_linear.py --exp_dir "$D/trained" --test_path "$TEST" --baseline true \
+    --verbose false
 done
 
 $PY tools/plot_curves.py "$EXP/seed_31/trained" --out "$EXP/curves.png" --title "DeepCluster on Fashion-MNIST ($NAME, seed 31)"

@@ -113,7 +113,7 @@ def markdown(summary):
         e = r["epochs"]
         chosen_nmi = "-" if e["chosen_nmi"] is None else f"{e['chosen_nmi']:.3f}"
         lines.append(f"seed {seed}: chosen epoch {e['chosen']} of {e['last']} (training-clustering NMI {chosen_nmi}); "
-                     f"label-best epoch {e['label_best']} (NMI {e['label_best_nmi']:.3f}); test NMI random "
+                     f"label-best epoch {e['label_best']} (NMI {e['label_best_nmi']:.3f}); scored NMI random "
                      f"{r['random']['nmi']:.3f}, chosen {r['selected']['nmi']:.3f}, last {r['last']['nmi']:.3f}")
     return "\n".join(lines)
 
