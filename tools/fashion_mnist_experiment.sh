@@ -105,5 +105,5 @@ for ((i = 0; i < SEEDS; i++)); do
 done
 
 $PY tools/plot_curves.py "$EXP/seed_31/trained" --out "$EXP/curves.png" --title "DeepCluster on Fashion-MNIST ($NAME, seed 31)"
-say "raw-pixel k-means: $(cat "$EXP/pixel_kmeans.json")"
+say "raw-pixel k-means: $(tr -d " \n" < "$EXP/pixel_kmeans.json")"
 $PY tools/seed_summary.py "$EXP"
