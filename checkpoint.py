@@ -5,11 +5,11 @@ run at a time.
 Layout (every value a tensor, number, string, list or dict, so that torch.load(weights_only=True)
 reads it without pickle): epoch (epochs completed), arch, sobel, input_size, num_classes, cfg,
 state_dict, optimizer, scheduler, rng, assignment, pca_A, pca_b, centroids, classes, metrics,
-clustering_metrics, selected, ema_state_dict. The clustering (assignment, pca_*, centroids) is the one of the saved weights;
-selected ({rule, epoch, score} or None) names the epoch that select_epoch chose so far, whose checkpoint
-train.py keeps as selected.pth.tar beside checkpoint.pth.tar. ema_state_dict (None when cfg ema is 0) holds
-the averaged weights: with it, the features, the clustering and the network of pred.py are the average's,
-and state_dict holds the weights the optimizer trains.
+clustering_metrics, selected, ema_state_dict. The clustering (assignment, pca_*, centroids) is the
+one of the saved weights. selected ({rule, epoch, score} or None) names the epoch that select_epoch
+chose so far, whose checkpoint train.py keeps as selected.pth.tar beside checkpoint.pth.tar.
+ema_state_dict (None when cfg ema is 0) holds the weight average: then the features, the clustering
+and the network of pred.py are the average's, and state_dict holds the weights the optimizer trains.
 """
 import contextlib
 import fcntl
@@ -218,12 +218,12 @@ def selected_checkpoint(exp_dir, last, load):
     path = os.path.join(exp_dir, SELECTED)
     ckpt = load(path) if os.path.exists(path) else None
     if ckpt is None or int(ckpt["epoch"]) != int(chosen["epoch"]):
-        print(printable(f"warning: '{path}' is not the checkpoint of epoch {chosen['epoch']} that the run chose; using the "
-              f"last epoch ({int(last['epoch'])})"), file=sys.stderr)
+        print(printable(f"warning: '{path}' is not the checkpoint of epoch {chosen['epoch']} that the run "
+                        f"chose; using the last epoch ({int(last['epoch'])})"), file=sys.stderr)
         return last_path, last
-    print(printable(f"using the network after epoch {chosen['epoch']} of {int(last['epoch'])}, chosen without labels by "
-          f"select_epoch {chosen['rule']} ({chosen['rule']} {chosen['score']:.4f}); --ckpt_path {last_path} "
-          "takes the last epoch"))
+    print(printable(f"using the network after epoch {chosen['epoch']} of {int(last['epoch'])}, chosen without "
+                    f"labels by select_epoch {chosen['rule']} ({chosen['rule']} {chosen['score']:.4f}); "
+                    f"--ckpt_path {last_path} takes the last epoch"))
     return path, ckpt
 
 
