@@ -183,7 +183,9 @@ def test_kill_minus_nine_then_rerun_continues(blob_tree, tmp_path):
 def test_ctrl_c_says_how_to_resume(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     cmd = [sys.executable, "train.py", *train_args(blob_tree, exp, "--num_epoch", "50")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a suite started in the background of a shell without job control inherits an ignored SIGINT: undo that
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (exp / "checkpoint.pth.tar").exists() and time.time() < deadline:
         time.sleep(0.05)
