@@ -112,7 +112,7 @@ def restore_training(ckpt, model, body_optimizer, scheduler, clusterer, ema_mode
     model.load_state_dict(state)
     if ema_model is not None:
         body = {k: v for k, v in state.items() if not k.startswith("top_layer.")}
-        ema_model.load_state_dict(unwrapped_names(ckpt.get("ema_state_dict") or body))
+        ema_model.load_state_dict(ckpt.get("ema_state_dict") or body)  # the average is never DDP-wrapped
     body_optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler"):
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -231,7 +231,7 @@ def load_model(c, device, ckpt):
     """The trained network of a checkpoint that run_settings read (its weight average when the run kept one),
     head removed, in eval mode."""
     model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
-    state = unwrapped_names(ckpt.get("ema_state_dict") or ckpt["state_dict"])
+    state = ckpt.get("ema_state_dict") or ckpt["state_dict"]  # load_checkpoint unwrapped state_dict already
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith("top_layer.")})
     return model.to(device, memory_format=memory_format(device)).eval()
 

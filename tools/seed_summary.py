@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checkpoint import read_metrics  # noqa: E402
 from errors import UserError  # noqa: E402
 
 SCORES = ("acc", "nmi", "ari")
@@ -29,22 +30,15 @@ def read_json(path):
         return json.load(f)
 
 
-def read_rows(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def label_best_epoch(seed_dir):
-    """(epoch chosen by the run's rule, epoch whose training clustering has the highest NMI against the labels,
-    that NMI, the chosen epoch's NMI): the rule judged by labels it never saw."""
-    rows = read_rows(os.path.join(seed_dir, "trained", "metrics.jsonl"))
-    last = read_json(os.path.join(seed_dir, "trained", "pred_last", "metrics.json"))["checkpoint_epoch"]
-    chosen = read_json(os.path.join(seed_dir, "trained", "pred", "metrics.json"))["checkpoint_epoch"]
+def label_best_epoch(seed_dir, chosen, last):
+    """(epoch whose training clustering has the highest NMI against the labels, that NMI, the NMI of the epoch
+    the run's rule chose): the rule judged by labels it never saw."""
+    rows = read_metrics(os.path.join(seed_dir, "trained", "metrics.jsonl"))
     final = torch.load(os.path.join(seed_dir, "trained", "checkpoint.pth.tar"), map_location="cpu", mmap=True,
                        weights_only=True)["clustering_metrics"]
     nmi = {r["epoch"]: r["nmi"] for r in rows[1:]} | {last: final["nmi"]}  # row e: the clustering after e epochs
     best = max(nmi, key=lambda e: (nmi[e], -e))
-    return chosen, best, nmi[best], nmi.get(chosen)
+    return best, nmi[best], nmi.get(chosen)
 
 
 def seed_results(seed_dir):
@@ -55,13 +49,14 @@ def seed_results(seed_dir):
     probe = read_json(os.path.join(seed_dir, "trained", "linear_probe.json"))
     out = {name: {s: r[s] for s in SCORES} for name, r in pred.items()}
     out["random"]["probe"] = probe["random"]["test_acc"]
-    for name in ("selected", "last"):
-        out[name]["probe"] = probe["trained"]["test_acc"] if name == "selected" else None
+    out["selected"]["probe"] = probe["trained"]["test_acc"]  # eval_linear.py probes the chosen epoch
+    out["last"]["probe"] = None
     with open(os.path.join(seed_dir, "trained", "train_seconds.txt"), encoding="utf-8") as f:
         out["train_seconds"] = int(f.read().split()[0])
-    chosen, best, best_nmi, chosen_nmi = label_best_epoch(seed_dir)
+    chosen, last = pred["selected"]["checkpoint_epoch"], pred["last"]["checkpoint_epoch"]
+    best, best_nmi, chosen_nmi = label_best_epoch(seed_dir, chosen, last)
     out["epochs"] = {"chosen": chosen, "label_best": best, "label_best_nmi": best_nmi, "chosen_nmi": chosen_nmi,
-                     "last": pred["last"]["checkpoint_epoch"]}
+                     "last": last}
     return out
 
 
