@@ -42,6 +42,8 @@ DEFAULTS = {
     "pca_fit_samples": 0,  # 0 = fit the PCA on all features (reference); N > 0 = fit on N images and stream the rest (memory)
     "kmeans_niter": 20,  # k-means iterations per clustering
     "kmeans_nredo": 5,  # k-means runs from different random starts per clustering, the lowest loss is kept (the paper: 1)
+    "equal_size": False,  # after k-means, split the images into clusters of (almost) equal size (Sinkhorn-Knopp on the distances to the centroids, as SeLa); false = k-means' own partition (the paper)
+    "equal_size_eps": 0.01,  # equal_size: temperature of the transport plan, relative to the mean squared distance; smaller = sizes closer to n / k, more iterations
     "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
     "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
     "pic_alpha": 0.001,  # "pic": v <- alpha * W^T v + (1 - alpha) / n
@@ -106,7 +108,7 @@ MINIMUM = {
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
     "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0,
     "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1, "probe_lr": 0.0, "probe_weight_decay": 0.0,
-    "ema": 0.0, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
+    "ema": 0.0, "equal_size_eps": 1e-4, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
 }
 # largest allowed value (inclusive) of numeric keys; val_split must stay below 1
 MAXIMUM = {"input_size": 1024, "workers": 256, "rrc_scale_min": 1.0, "momentum": 1.0, "lr_gamma": 1.0,
@@ -174,6 +176,8 @@ def validate(c):
             raise ConfigError(f"'{key}' must be <= {high}, got {c[key]}")
     if c["arch"] == "alexnet" and c["input_size"] < 64:
         raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
+    if c["equal_size"] and c["clustering"] != "kmeans":
+        raise ConfigError(f"equal_size splits k-means' clusters; it does not apply to clustering '{c['clustering']}'")
     for key in ("val_split", "ema"):
         if c[key] >= 1:
             raise ConfigError(f"'{key}' must be < 1, got {c[key]}")

@@ -4,12 +4,15 @@ features (N x 4096) -> PCA-whitening to pca_dim -> L2-normalised rows -> faiss k
 -> assignment (N,) -> uniform-over-clusters sampler for the training pass.
 """
 import functools
+import math
 import time
 
 import faiss
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from errors import ConfigError
 
 
 def epoch_seed(seed, epoch):
@@ -234,11 +237,56 @@ class WhitenThenCluster:
         return self.cluster_whitened(xb, pca, seed, log)
 
 
-class Kmeans(WhitenThenCluster):
-    """preprocess_features + run_kmeans; keeps what pred.py needs (pca, centroids)."""
+EQUAL_SIZE_MAX_CELLS = 200_000_000  # n x k distances held in memory by equal_size_partition (800 MB in float32)
 
-    def __init__(self, k, pca_dim=256, niter=20, pca_method="torch", nredo=1):
+
+def equal_size_partition(xb, centroids, eps=0.01, max_iter=2000, tol=1e-3):
+    """An (almost) equal-size partition of the rows of xb among the centroids, as SeLa's pseudo-labels.
+
+    Entropy-regularised optimal transport (Sinkhorn-Knopp, in the log domain): the plan
+    P = exp(-D / (eps * mean(D))) scaled so that every row carries 1/n and every column 1/k, D the
+    squared L2 distances to the centroids (eps is relative to their mean, so it does not depend on
+    the scale of the features); each row then goes to its largest entry, i.e. to the nearest
+    centroid after one offset per cluster. Small eps: sizes closer to n / k but more iterations;
+    large eps: sizes drift back towards k-means' own. Returns (assignment (n,) int64, iterations run).
+    """
+    x = torch.as_tensor(np.ascontiguousarray(xb, dtype=np.float32))
+    c = torch.as_tensor(np.ascontiguousarray(centroids, dtype=np.float32))
+    n, k = x.shape[0], c.shape[0]
+    if n * k > EQUAL_SIZE_MAX_CELLS:
+        raise ConfigError(f"equal_size holds {n:,} images x {k:,} clusters = {n * k:,} distances in memory "
+                          f"(at most {EQUAL_SIZE_MAX_CELLS:,}); lower num_classes or set equal_size false")
+    d = (x * x).sum(1, keepdim=True) - 2 * x @ c.T + (c * c).sum(1)
+    log_p = -d / (eps * d.mean().clamp_min(1e-12))
+    log_row, log_col = -math.log(n), -math.log(k)
+    for it in range(1, max_iter + 1):
+        log_p += log_col - torch.logsumexp(log_p, dim=0, keepdim=True)
+        log_p += log_row - torch.logsumexp(log_p, dim=1, keepdim=True)
+        col = torch.logsumexp(log_p, dim=0).exp() * k  # 1 everywhere once converged
+        if float((col - 1).abs().max()) < tol:
+            break
+    return log_p.argmax(1).numpy().astype(np.int64), it
+
+
+def cluster_means(xb, assignment, fallback):
+    """Mean of each cluster's rows; a cluster without rows keeps its row of fallback."""
+    k = fallback.shape[0]
+    sums = np.zeros_like(fallback, dtype=np.float64)
+    np.add.at(sums, assignment, xb)
+    counts = np.bincount(assignment, minlength=k)
+    means = np.array(fallback, dtype=np.float64)
+    means[counts > 0] = sums[counts > 0] / counts[counts > 0, None]
+    return means.astype(np.float32)
+
+
+class Kmeans(WhitenThenCluster):
+    """preprocess_features + run_kmeans (then, with equal_size, equal_size_partition and the means of
+    its clusters); keeps what pred.py needs (pca, centroids)."""
+
+    def __init__(self, k, pca_dim=256, niter=20, pca_method="torch", nredo=1, equal_size=False,
+                 equal_size_eps=0.01):
         self.k, self.pca_dim, self.niter, self.pca_method, self.nredo = k, pca_dim, niter, pca_method, nredo
+        self.equal_size, self.equal_size_eps = equal_size, equal_size_eps
         self.assignment = self.centroids = self.pca = None
         self.loss = float("nan")
 
@@ -248,6 +296,15 @@ class Kmeans(WhitenThenCluster):
         self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed, self.nredo)
         if log is not None:
             log(f"k-means {time.time() - t0:.1f} s (k={self.k}, loss {self.loss:.4f})")
+        if self.equal_size:
+            t0, before = time.time(), np.bincount(self.assignment, minlength=self.k)
+            self.assignment, iterations = equal_size_partition(xb, self.centroids, self.equal_size_eps)
+            self.centroids = cluster_means(xb, self.assignment, self.centroids)
+            self.loss = float(((xb - self.centroids[self.assignment]).astype(np.float64) ** 2).sum())
+            after = np.bincount(self.assignment, minlength=self.k)
+            if log is not None:
+                log(f"equal-size partition {time.time() - t0:.1f} s ({iterations} Sinkhorn iterations): cluster sizes "
+                    f"{before.min()}-{before.max()} -> {after.min()}-{after.max()}, loss {self.loss:.4f}")
         return self.assignment
 
 

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 import metrics
-from clustering import (Kmeans, UnifLabelSampler, apply_pca, assign_to_centroids, epoch_seed, fit_pca_whitening,
-                        l2_normalize, preprocess_features, run_kmeans, top_eigh,
+import clustering
+from clustering import (Kmeans, UnifLabelSampler, apply_pca, assign_to_centroids, epoch_seed, equal_size_partition,
+                        fit_pca_whitening, l2_normalize, preprocess_features, run_kmeans, top_eigh,
                         streamed_whitening, uniform_label_indices)
 
 
@@ -137,6 +138,52 @@ def test_kmeans_restarts_keep_the_lowest_loss():
     assert loss == pytest.approx(sse(a, c), rel=1e-4)
     assert sse(a, c) <= singles[0] * (1 + 1e-4)
     assert len(set(round(v, 1) for v in singles)) > 1  # the starts really differed
+
+
+def uneven_blobs():
+    """90 points around (0, 0), 10 around (10, 0): k-means with k = 2 splits them 90 / 10."""
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal(size=(90, 2)), rng.normal(size=(10, 2)) + [10.0, 0.0]]).astype(np.float32)
+    return x, np.repeat([0, 1], [90, 10])
+
+
+def test_equal_size_partition_evens_out_uneven_clusters():
+    x, labels = uneven_blobs()
+    a, centroids, _ = run_kmeans(x, 2, niter=20, seed=1)
+    assert sorted(np.bincount(a).tolist()) == [10, 90]
+    eq, iterations = equal_size_partition(x, centroids)
+    assert sorted(np.bincount(eq, minlength=2).tolist()) == [50, 50] and iterations < 2000
+    far = a[labels == 1][0]  # the small blob's cluster keeps all its points and takes the 40 nearest others
+    assert (eq[labels == 1] == far).all()
+    moved = np.flatnonzero((labels == 0) & (eq == far))
+    stayed = np.flatnonzero((labels == 0) & (eq != far))
+    assert x[moved, 0].min() >= x[stayed, 0].max()  # the moved ones are the big blob's points closest to the small one
+
+
+def test_equal_size_partition_keeps_even_separated_clusters():
+    x, labels = blobs()
+    a, centroids, _ = run_kmeans(x, 4, niter=20, seed=3)
+    eq, _ = equal_size_partition(x, centroids)
+    assert (eq == a).all()
+
+
+def test_kmeans_equal_size_centroids_are_the_means_of_the_new_clusters():
+    x, _ = uneven_blobs()
+    km = Kmeans(2, niter=20, equal_size=True)
+    lines = []
+    assignment = km.cluster_whitened(x, pca=None, seed=1, log=lines.append)  # the rows as they come out of whitening
+    assert np.bincount(assignment).tolist() == [50, 50] and (km.assignment == assignment).all()
+    for c in range(2):
+        assert np.allclose(km.centroids[c], x[assignment == c].mean(0), atol=1e-5)
+    assert km.loss == pytest.approx(((x - km.centroids[assignment]) ** 2).sum(), rel=1e-4)
+    assert any("equal-size partition" in line and "10-90 -> 50-50" in line for line in lines)
+
+
+def test_equal_size_refuses_a_plan_too_large_for_memory(monkeypatch):
+    monkeypatch.setattr(clustering, "EQUAL_SIZE_MAX_CELLS", 150)
+    x, _ = uneven_blobs()
+    with pytest.raises(SystemExit, match="100 images x 2 clusters = 200 distances.*lower num_classes"):
+        equal_size_partition(x, np.zeros((2, 2), dtype=np.float32))
 
 
 def test_too_few_points_for_k():

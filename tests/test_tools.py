@@ -165,6 +165,6 @@ def test_reference_config_holds_the_papers_settings():
     batch 256, PCA-whitening to 256 dims, a fresh head every epoch, no schedule, the last epoch)."""
     c = load_cfg(["--config", os.path.join(ROOT, "configs", "reference.json")])
     paper = {"num_classes": 10000, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-5, "batch_size": 256,
-             "pca_dim": 256, "kmeans_niter": 20, "kmeans_nredo": 1, "reassign": 1, "head": "new",
+             "pca_dim": 256, "kmeans_niter": 20, "kmeans_nredo": 1, "equal_size": False, "reassign": 1, "head": "new",
              "lr_scheduler": "none", "select_epoch": "last", "optimizer": "sgd", "sobel": True, "seed": 31}
     assert {k: c[k] for k in paper} == paper

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import checkpoint
+import clustering
 import train
-from conftest import train_args
+from conftest import make_blob_tree, train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = {"epoch", "loss", "nmi_prev", "nmi", "ari", "clusters_nonempty", "time_features_s", "time_clustering_s",
@@ -251,3 +252,21 @@ def test_ema_run_resumes_exactly_and_pred_uses_the_average(blob_tree, tmp_path):
 def test_ema_must_be_below_one(blob_tree, tmp_path):
     with pytest.raises(SystemExit, match="'ema' must be < 1"):
         run(blob_tree, tmp_path / "exp", "--ema", "1")
+
+
+def test_equal_size_gives_clusters_of_one_size(tmp_path, monkeypatch):
+    """--equal_size true: every epoch's pseudo-labels come from the Sinkhorn partition, n / k images per cluster."""
+    calls = []
+    real = clustering.equal_size_partition
+    monkeypatch.setattr(clustering, "equal_size_partition", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    tree = make_blob_tree(tmp_path / "tree", classes=2, per_class=6)
+    exp = tmp_path / "exp"
+    run(tree, exp, "--num_epoch", "1", "--num_classes", "3", "--equal_size", "true")
+    ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    assert np.bincount(ckpt["assignment"].numpy(), minlength=3).tolist() == [4, 4, 4]
+    assert len(calls) == 2 and calls[0][0] == 12  # the random network's clustering and the one after epoch 1
+
+
+def test_equal_size_needs_kmeans(blob_tree, tmp_path):
+    with pytest.raises(SystemExit, match="equal_size splits k-means' clusters; it does not apply to clustering 'pic'"):
+        run(blob_tree, tmp_path / "exp", "--equal_size", "true", "--clustering", "pic")
