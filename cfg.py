@@ -42,7 +42,7 @@ DEFAULTS = {
     "pca_fit_samples": 0,  # 0 = fit the PCA on all features (reference); N > 0 = fit on N images and stream the rest (memory)
     "kmeans_niter": 20,  # k-means iterations per clustering
     "kmeans_nredo": 5,  # k-means runs from different random starts per clustering, the lowest loss is kept (the paper: 1)
-    "equal_size": False,  # after k-means, split the images into clusters of (almost) equal size (Sinkhorn-Knopp on the distances to the centroids, as SeLa); false = k-means' own partition (the paper)
+    "equal_size": True,  # after k-means, split the images into clusters of (almost) equal size (Sinkhorn-Knopp on the distances to the centroids, as SeLa; "kmeans" only); false = k-means' own partition (the paper)
     "equal_size_eps": 0.01,  # equal_size: temperature of the transport plan, relative to the mean squared distance; smaller = sizes closer to n / k, more iterations
     "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
     "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
@@ -176,8 +176,6 @@ def validate(c):
             raise ConfigError(f"'{key}' must be <= {high}, got {c[key]}")
     if c["arch"] == "alexnet" and c["input_size"] < 64:
         raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
-    if c["equal_size"] and c["clustering"] != "kmeans":
-        raise ConfigError(f"equal_size splits k-means' clusters; it does not apply to clustering '{c['clustering']}'")
     for key in ("val_split", "ema"):
         if c[key] >= 1:
             raise ConfigError(f"'{key}' must be < 1, got {c[key]}")

@@ -55,7 +55,7 @@ def make_scheduler(optimizer, c):
 
 
 def make_clusterer(c):
-    if c["clustering"] == "pic":
+    if c["clustering"] == "pic":  # PIC's cluster sizes are its outcome: equal_size applies to k-means only
         return PIC(c["pca_dim"], c["pic_nnn"], c["pic_sigma"], c["pic_alpha"], c["pic_iterations"], c["pca_method"])
     return Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"], c["pca_method"], c["kmeans_nredo"],
                   c["equal_size"], c["equal_size_eps"])

@@ -266,7 +266,3 @@ def test_equal_size_gives_clusters_of_one_size(tmp_path, monkeypatch):
     assert np.bincount(ckpt["assignment"].numpy(), minlength=3).tolist() == [4, 4, 4]
     assert len(calls) == 2 and calls[0][0] == 12  # the random network's clustering and the one after epoch 1
 
-
-def test_equal_size_needs_kmeans(blob_tree, tmp_path):
-    with pytest.raises(SystemExit, match="equal_size splits k-means' clusters; it does not apply to clustering 'pic'"):
-        run(blob_tree, tmp_path / "exp", "--equal_size", "true", "--clustering", "pic")
