@@ -108,7 +108,7 @@ MINIMUM = {
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
     "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0,
     "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1, "probe_lr": 0.0, "probe_weight_decay": 0.0,
-    "ema": 0.0, "equal_size_eps": 1e-4, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
+    "ema": 0.0, "equal_size_eps": 1e-3, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
 }
 # largest allowed value (inclusive) of numeric keys; val_split must stay below 1
 MAXIMUM = {"input_size": 1024, "workers": 256, "rrc_scale_min": 1.0, "momentum": 1.0, "lr_gamma": 1.0,

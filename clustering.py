@@ -4,7 +4,6 @@ features (N x 4096) -> PCA-whitening to pca_dim -> L2-normalised rows -> faiss k
 -> assignment (N,) -> uniform-over-clusters sampler for the training pass.
 """
 import functools
-import math
 import time
 
 import faiss
@@ -237,35 +236,38 @@ class WhitenThenCluster:
         return self.cluster_whitened(xb, pca, seed, log)
 
 
-EQUAL_SIZE_MAX_CELLS = 200_000_000  # n x k distances held in memory by equal_size_partition (800 MB in float32)
+EQUAL_SIZE_MAX_CELLS = 50_000_000  # n x k cells of equal_size_partition: three float64 arrays of that size (1.2 GB)
 
 
-def equal_size_partition(xb, centroids, eps=0.01, max_iter=2000, tol=1e-3):
+def equal_size_partition(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
     """An (almost) equal-size partition of the rows of xb among the centroids, as SeLa's pseudo-labels.
 
-    Entropy-regularised optimal transport (Sinkhorn-Knopp, in the log domain): the plan
-    P = exp(-D / (eps * mean(D))) scaled so that every row carries 1/n and every column 1/k, D the
+    Entropy-regularised optimal transport (Sinkhorn-Knopp): the plan P = diag(u) K diag(v),
+    K = exp(-D / (eps * mean(D))), scaled so that every row carries 1/n and every column 1/k, D the
     squared L2 distances to the centroids (eps is relative to their mean, so it does not depend on
     the scale of the features); each row then goes to its largest entry, i.e. to the nearest
-    centroid after one offset per cluster. Small eps: sizes closer to n / k but more iterations;
-    large eps: sizes drift back towards k-means' own. Returns (assignment (n,) int64, iterations run).
+    centroid after one offset per cluster (log v). Small eps: sizes closer to n / k but more
+    iterations; large eps: sizes drift back towards k-means' own. K is float64 with each row's
+    smallest distance subtracted first (a row scale that P absorbs in u), so every row keeps an
+    entry 1 and nothing overflows; the iterations are two matrix-vector products each.
+    Returns (assignment (n,) int64, iterations run).
     """
-    x = torch.as_tensor(np.ascontiguousarray(xb, dtype=np.float32))
-    c = torch.as_tensor(np.ascontiguousarray(centroids, dtype=np.float32))
+    x = np.asarray(xb, dtype=np.float64)
+    c = np.asarray(centroids, dtype=np.float64)
     n, k = x.shape[0], c.shape[0]
     if n * k > EQUAL_SIZE_MAX_CELLS:
         raise ConfigError(f"equal_size holds {n:,} images x {k:,} clusters = {n * k:,} distances in memory "
                           f"(at most {EQUAL_SIZE_MAX_CELLS:,}); lower num_classes or set equal_size false")
-    d = (x * x).sum(1, keepdim=True) - 2 * x @ c.T + (c * c).sum(1)
-    log_p = -d / (eps * d.mean().clamp_min(1e-12))
-    log_row, log_col = -math.log(n), -math.log(k)
+    d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :]
+    scaled = (d - d.min(1, keepdims=True)) / (eps * max(float(d.mean()), 1e-12))
+    kernel = np.exp(-scaled)
+    u, v = np.ones(n), np.ones(k)
     for it in range(1, max_iter + 1):
-        log_p += log_col - torch.logsumexp(log_p, dim=0, keepdim=True)
-        log_p += log_row - torch.logsumexp(log_p, dim=1, keepdim=True)
-        col = torch.logsumexp(log_p, dim=0).exp() * k  # 1 everywhere once converged
-        if float((col - 1).abs().max()) < tol:
+        v = (1.0 / k) / (kernel.T @ u)
+        u = (1.0 / n) / (kernel @ v)
+        if np.abs(v * (kernel.T @ u) * k - 1).max() < tol:  # column sums of P times k: 1 once converged
             break
-    return log_p.argmax(1).numpy().astype(np.int64), it
+    return (np.log(v)[None, :] - scaled).argmax(1).astype(np.int64), it
 
 
 def cluster_means(xb, assignment, fallback):
