@@ -265,4 +265,3 @@ def test_equal_size_gives_clusters_of_one_size(tmp_path, monkeypatch):
     ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
     assert np.bincount(ckpt["assignment"].numpy(), minlength=3).tolist() == [4, 4, 4]
     assert len(calls) == 2 and calls[0][0] == 12  # the random network's clustering and the one after epoch 1
-
