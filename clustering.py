@@ -239,6 +239,13 @@ class WhitenThenCluster:
 EQUAL_SIZE_MAX_CELLS = 50_000_000  # n x k cells of equal_size_partition: three float64 arrays of that size (1.2 GB)
 
 
+def check_equal_size_fits(n, k):
+    """The one-line error for an equal_size plan too large for memory (train.py asks before any work)."""
+    if n * k > EQUAL_SIZE_MAX_CELLS:
+        raise ConfigError(f"equal_size holds {n:,} images x {k:,} clusters = {n * k:,} distances in memory "
+                          f"(at most {EQUAL_SIZE_MAX_CELLS:,}); lower num_classes or set equal_size false")
+
+
 def equal_size_partition(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
     """An (almost) equal-size partition of the rows of xb among the centroids, as SeLa's pseudo-labels.
 
@@ -255,9 +262,7 @@ def equal_size_partition(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
     x = np.asarray(xb, dtype=np.float64)
     c = np.asarray(centroids, dtype=np.float64)
     n, k = x.shape[0], c.shape[0]
-    if n * k > EQUAL_SIZE_MAX_CELLS:
-        raise ConfigError(f"equal_size holds {n:,} images x {k:,} clusters = {n * k:,} distances in memory "
-                          f"(at most {EQUAL_SIZE_MAX_CELLS:,}); lower num_classes or set equal_size false")
+    check_equal_size_fits(n, k)
     d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :]
     scaled = (d - d.min(1, keepdims=True)) / (eps * max(float(d.mean()), 1e-12))
     kernel = np.exp(-scaled)

@@ -116,6 +116,8 @@ class Run:
         if c["num_classes"] > n:
             raise DataError(f"num_classes (k) = {c['num_classes']} is larger than the {n} images in "
                             f"'{c['dataset_path']}'")
+        if c["equal_size"] and c["clustering"] == "kmeans":
+            clustering.check_equal_size_fits(n, c["num_classes"])
         held_out = "" if c["test_path"] or not c["val_split"] else f" (val_split {c['val_split']} held out)"
         labels = (f"{len(self.dataset.classes)} classes" if self.dataset.has_labels
                   else "no class folders (no label metrics)")

@@ -265,3 +265,11 @@ def test_equal_size_gives_clusters_of_one_size(tmp_path, monkeypatch):
     ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
     assert np.bincount(ckpt["assignment"].numpy(), minlength=3).tolist() == [4, 4, 4]
     assert len(calls) == 2 and calls[0][0] == 12  # the random network's clustering and the one after epoch 1
+
+
+def test_equal_size_too_large_stops_before_any_feature_pass(blob_tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(clustering, "EQUAL_SIZE_MAX_CELLS", 10)
+    monkeypatch.setattr(train, "compute_features", lambda *a, **k: pytest.fail("features computed before the check"))
+    with pytest.raises(SystemExit, match=r"equal_size holds 18 images x 3 clusters = 54 distances.*set equal_size false"):
+        run(blob_tree, tmp_path / "exp", "--equal_size", "true")
+    assert not (tmp_path / "exp" / "checkpoint.pth.tar").exists()
