@@ -408,9 +408,7 @@ class PIC(WhitenThenCluster):
         self.pca = pca
         self.assignment = run_pic(xb, self.nnn, self.sigma, self.alpha, self.iterations)
         self.k = int(self.assignment.max()) + 1
-        sums = np.zeros((self.k, xb.shape[1]), dtype=np.float64)
-        np.add.at(sums, self.assignment, xb)
-        self.centroids = (sums / np.bincount(self.assignment)[:, None]).astype(np.float32)
+        self.centroids = cluster_means(xb, self.assignment, np.zeros((self.k, xb.shape[1]), dtype=np.float32))
         if log is not None:
             log(f"pic {time.time() - t0:.1f} s: {self.k} clusters")
         return self.assignment
