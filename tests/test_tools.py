@@ -103,9 +103,12 @@ def test_recipe_config_is_valid_and_its_tree_is_what_the_script_builds():
 
 
 def test_experiment_script_usage_error():
-    r = subprocess.run(["bash", os.path.join(ROOT, "tools", "fashion_mnist_experiment.sh"), "--fast"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "usage" in r.stderr
+    script = os.path.join(ROOT, "tools", "fashion_mnist_experiment.sh")
+    for args in (["--fast"], ["--train_per_class", "0"], ["--train_per_class", "6001"]):
+        r = subprocess.run(["bash", script, *args], capture_output=True, text=True)
+        assert r.returncode == 2 and "usage" in r.stderr, args
+    r = subprocess.run(["bash", script, "--data", "full", "--train_per_class", "100"], capture_output=True, text=True)
+    assert r.returncode == 2 and "contradict" in r.stderr
 
 
 def fake_seed(exp, seed, random_nmi, chosen_nmi, last_nmi, train_nmis, final_nmi):

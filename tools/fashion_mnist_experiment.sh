@@ -6,6 +6,8 @@
 #   bash tools/fashion_mnist_experiment.sh --data full      # all 60,000 training images, as many image passes as the recipe (4 epochs)
 #   bash tools/fashion_mnist_experiment.sh --data sample    # the defaults on the shipped sample (2,000 training, 500 test images)
 #   bash tools/fashion_mnist_experiment.sh --quick          # a short check of the same pipeline (5,000 images, 2 epochs, 1 seed)
+#   bash tools/fashion_mnist_experiment.sh --data sample --train_per_class 200
+#                                      # the defaults on the sample's 2,000 training images, scored on all 10,000 test images
 #   bash tools/fashion_mnist_experiment.sh --config configs/reference.json --data sample   # another config
 #   bash tools/fashion_mnist_experiment.sh --data sample --eval val --seeds 2 --name lr0.003 -- --lr 0.003
 #                                      # an ablation: the flags after -- go to train.py; scored on a val split
@@ -19,7 +21,9 @@
 # on the last epoch (pred_last/); eval_linear.py --baseline true (linear probe, trained and random).
 # Then raw-pixel k-means once, the curves of seed 31 (curves.png) and tools/seed_summary.py: mean +- std
 # over the seeds, written to summary.md / .json. Re-running skips what is done and resumes a killed
-# training. PYTHON picks the interpreter (default: python), IDX_DIR the folder of the IDX files
+# training. --train_per_class N trains on the first N images of each class instead of the mode's count
+# (tree data/fashion_mnist_N, scored on all 10,000 test images, or with --eval val on the next N / 2
+# of each class); the mode still picks the config and epochs. PYTHON picks the interpreter (default: python), IDX_DIR the folder of the IDX files
 # (apt-get install dataset-fashion-mnist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,16 +31,17 @@ PY=${PYTHON:-python}
 IDX_DIR=${IDX_DIR:-/usr/share/datasets/fashion-mnist}
 usage() {
   echo "usage: bash tools/fashion_mnist_experiment.sh [--seeds N] [--data subset|full|sample] [--quick]" \
-       "[--config FILE] [--eval test|val] [--name NAME] [-- TRAIN.PY FLAGS]" >&2
+       "[--train_per_class N] [--config FILE] [--eval test|val] [--name NAME] [-- TRAIN.PY FLAGS]" >&2
   exit 2
 }
 
-SEEDS=3 MODE=subset CONFIG="" EVAL=test NAME="" FLAGS=()
+SEEDS=3 MODE=subset CONFIG="" EVAL=test NAME="" FLAGS=() TRAIN_PER_CLASS=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --seeds) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || usage; SEEDS=$2; shift 2 ;;
     --data) [[ $# -ge 2 && $2 =~ ^(subset|full|sample)$ ]] || usage; MODE=$2; shift 2 ;;
     --quick) MODE=quick; SEEDS=1; shift ;;
+    --train_per_class) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ && $2 -le 6000 ]] || usage; TRAIN_PER_CLASS=$2; shift 2 ;;
     --config) [[ $# -ge 2 && -f $2 ]] || usage; CONFIG=$2; shift 2 ;;
     --eval) [[ $# -ge 2 && $2 =~ ^(test|val)$ ]] || usage; EVAL=$2; shift 2 ;;
     --name) [[ $# -ge 2 && $2 =~ ^[A-Za-z0-9._-]+$ ]] || usage; NAME=$2; shift 2 ;;
@@ -55,6 +60,10 @@ case $MODE in
          EXTRA=(--num_epoch 2) ;;
   sample) DATA=data/fashion_mnist_small; PER_CLASS=200 ;;  # shipped with the repository: the first 200 per class
 esac
+if [[ -n $TRAIN_PER_CLASS ]]; then
+  [[ $MODE == full ]] && { echo "--train_per_class and --data full contradict each other" >&2; exit 2; }
+  PER_CLASS=$TRAIN_PER_CLASS; DATA=data/fashion_mnist_$PER_CLASS
+fi
 TEST=$DATA/test
 if [[ $EVAL == val ]]; then
   [[ $MODE == full ]] && { echo "--eval val needs training images left over: not with --data full" >&2; exit 2; }
@@ -63,6 +72,7 @@ if [[ $EVAL == val ]]; then
 fi
 if [[ -z $NAME ]]; then
   NAME=$MODE
+  [[ -n $TRAIN_PER_CLASS ]] && NAME=${MODE}_$TRAIN_PER_CLASS
   [[ -n $CONFIG && $CONFIG != configs/fashion_mnist.json ]] && NAME=${MODE}_$(basename "$CONFIG" .json)
   [[ $EVAL == val ]] && NAME=${NAME}_val
 fi
