@@ -109,6 +109,8 @@ def test_experiment_script_usage_error():
         assert r.returncode == 2 and "usage" in r.stderr, args
     r = subprocess.run(["bash", script, "--data", "full", "--train_per_class", "100"], capture_output=True, text=True)
     assert r.returncode == 2 and "contradict" in r.stderr
+    r = subprocess.run(["bash", script, "--train_per_class", "4001", "--eval", "val"], capture_output=True, text=True)
+    assert r.returncode == 2 and "<= 4000" in r.stderr
 
 
 def fake_seed(exp, seed, random_nmi, chosen_nmi, last_nmi, train_nmis, final_nmi):

@@ -23,8 +23,8 @@
 # over the seeds, written to summary.md / .json. Re-running skips what is done and resumes a killed
 # training. --train_per_class N trains on the first N images of each class instead of the mode's count
 # (tree data/fashion_mnist_N, scored on all 10,000 test images, or with --eval val on the next N / 2
-# of each class); the mode still picks the config and epochs. PYTHON picks the interpreter (default: python), IDX_DIR the folder of the IDX files
-# (apt-get install dataset-fashion-mnist).
+# of each class); the mode still picks the config and epochs. PYTHON picks the interpreter (default:
+# python), IDX_DIR the folder of the IDX files (apt-get install dataset-fashion-mnist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -67,6 +67,7 @@ fi
 TEST=$DATA/test
 if [[ $EVAL == val ]]; then
   [[ $MODE == full ]] && { echo "--eval val needs training images left over: not with --data full" >&2; exit 2; }
+  (( PER_CLASS * 3 / 2 <= 6000 )) || { echo "--eval val needs N / 2 more images per class: --train_per_class <= 4000" >&2; exit 2; }
   VAL_TREE=data/fashion_mnist_${PER_CLASS}_val   # the same training images and a val/ of the next ones
   TEST=$VAL_TREE/val
 fi
