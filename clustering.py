@@ -266,11 +266,12 @@ def equal_size_partition(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
     d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :]
     scaled = (d - d.min(1, keepdims=True)) / (eps * max(float(d.mean()), 1e-12))
     kernel = np.exp(-scaled)
-    u, v = np.ones(n), np.ones(k)
+    col = kernel.T @ np.ones(n)  # kernel.T @ u for the starting u = 1
     for it in range(1, max_iter + 1):
-        v = (1.0 / k) / (kernel.T @ u)
+        v = (1.0 / k) / col
         u = (1.0 / n) / (kernel @ v)
-        if np.abs(v * (kernel.T @ u) * k - 1).max() < tol:  # column sums of P times k: 1 once converged
+        col = kernel.T @ u  # serves the check here and the next v
+        if np.abs(v * col * k - 1).max() < tol:  # column sums of P times k: 1 once converged
             break
     return (np.log(v)[None, :] - scaled).argmax(1).astype(np.int64), it
 
