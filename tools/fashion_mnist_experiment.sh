@@ -29,6 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 IDX_DIR=${IDX_DIR:-/usr/share/datasets/fashion-mnist}
+FILE_PER_CLASS=6000   # images of each class in the Fashion-MNIST training file
 usage() {
   echo "usage: bash tools/fashion_mnist_experiment.sh [--seeds N] [--data subset|full|sample] [--quick]" \
        "[--train_per_class N] [--config FILE] [--eval test|val] [--name NAME] [-- TRAIN.PY FLAGS]" >&2
@@ -41,7 +42,7 @@ while [[ $# -gt 0 ]]; do
     --seeds) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || usage; SEEDS=$2; shift 2 ;;
     --data) [[ $# -ge 2 && $2 =~ ^(subset|full|sample)$ ]] || usage; MODE=$2; shift 2 ;;
     --quick) MODE=quick; SEEDS=1; shift ;;
-    --train_per_class) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ && $2 -le 6000 ]] || usage; TRAIN_PER_CLASS=$2; shift 2 ;;
+    --train_per_class) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ && $2 -le FILE_PER_CLASS ]] || usage; TRAIN_PER_CLASS=$2; shift 2 ;;
     --config) [[ $# -ge 2 && -f $2 ]] || usage; CONFIG=$2; shift 2 ;;
     --eval) [[ $# -ge 2 && $2 =~ ^(test|val)$ ]] || usage; EVAL=$2; shift 2 ;;
     --name) [[ $# -ge 2 && $2 =~ ^[A-Za-z0-9._-]+$ ]] || usage; NAME=$2; shift 2 ;;
@@ -67,14 +68,14 @@ fi
 TEST=$DATA/test
 if [[ $EVAL == val ]]; then
   [[ $MODE == full ]] && { echo "--eval val needs training images left over: not with --data full" >&2; exit 2; }
-  (( PER_CLASS * 3 / 2 <= 6000 )) || { echo "--eval val needs N / 2 more images per class: --train_per_class <= 4000" >&2; exit 2; }
+  (( PER_CLASS * 3 / 2 <= FILE_PER_CLASS )) || { echo "--eval val needs N / 2 more images per class: --train_per_class <= 4000" >&2; exit 2; }
   VAL_TREE=data/fashion_mnist_${PER_CLASS}_val   # the same training images and a val/ of the next ones
   TEST=$VAL_TREE/val
 fi
 if [[ -z $NAME ]]; then
   NAME=$MODE
   [[ -n $TRAIN_PER_CLASS ]] && NAME=${MODE}_$TRAIN_PER_CLASS
-  [[ -n $CONFIG && $CONFIG != configs/fashion_mnist.json ]] && NAME=${MODE}_$(basename "$CONFIG" .json)
+  [[ -n $CONFIG && $CONFIG != configs/fashion_mnist.json ]] && NAME=${NAME}_$(basename "$CONFIG" .json)
   [[ $EVAL == val ]] && NAME=${NAME}_val
 fi
 EXP=exp/experiment_$NAME
