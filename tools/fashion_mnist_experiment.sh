@@ -68,7 +68,7 @@ fi
 TEST=$DATA/test
 if [[ $EVAL == val ]]; then
   [[ $MODE == full ]] && { echo "--eval val needs training images left over: not with --data full" >&2; exit 2; }
-  (( PER_CLASS * 3 / 2 <= FILE_PER_CLASS )) || { echo "--eval val needs N / 2 more images per class: --train_per_class <= 4000" >&2; exit 2; }
+  (( PER_CLASS * 3 / 2 <= FILE_PER_CLASS )) || { echo "--eval val needs N / 2 more images per class: --train_per_class <= $(( FILE_PER_CLASS * 2 / 3 ))" >&2; exit 2; }
   VAL_TREE=data/fashion_mnist_${PER_CLASS}_val   # the same training images and a val/ of the next ones
   TEST=$VAL_TREE/val
 fi
