@@ -124,10 +124,23 @@ def restore_training(ckpt, model, body_optimizer, scheduler, clusterer, ema_mode
 # ---------------------------------------------------------------- files
 
 def save_checkpoint(path, state):
-    """Write to a temporary file in the same folder, then rename: a kill never leaves half a checkpoint."""
+    """Write to a temporary file in the same folder, then rename: a kill never leaves half a checkpoint.
+    A write that fails (a full disk, a lost mount) removes its temporary file and ends the run with one line;
+    the previous checkpoint is untouched, so the same command resumes from it once the cause is fixed."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its zip writer
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        try:
+            free = f"{shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2 ** 20:.0f} MB free there"
+        except OSError:
+            free = "free space unknown"
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"could not write '{printable(path)}' ({free}): {reason}; the previous checkpoint is "
+                              f"unchanged: free some space and run the same command again to resume from it") from e
 
 
 def keep_as_selected(path, selected_path):
@@ -139,6 +152,8 @@ def keep_as_selected(path, selected_path):
     except OSError:
         shutil.copyfile(path, tmp)
     os.replace(tmp, selected_path)
+    if os.path.lexists(tmp):  # rename() does nothing when both names already link to one file: tmp would stay
+        os.remove(tmp)
 
 
 def remove_stale_temporaries(path):

@@ -190,6 +190,38 @@ def test_a_partial_metrics_line_and_a_stale_temporary_do_not_block_a_resume(blob
     assert "removed" in (exp / "train.log").read_text()
 
 
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_the_run_resumes(blob_tree, tmp_path, monkeypatch):
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1"))
+
+    def disk_full(state, f):  # what torch.save does when the disk fills: part of the file, then its zip writer fails
+        with open(f, "wb") as out:
+            out.write(b"PK part of a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 179904 vs 179800")
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint.torch, "save", disk_full)
+        with pytest.raises(SystemExit) as e:
+            train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2"))
+    msg = one_line(e)
+    assert msg.startswith(f"checkpoint error: could not write '{exp / 'checkpoint.pth.tar'}' (")
+    assert "MB free there" in msg and "unexpected pos" in msg and "resume" in msg
+    assert not list(exp.glob("*.tmp.*"))  # the partial file is gone
+    assert torch.load(exp / "checkpoint.pth.tar", weights_only=False)["epoch"] == 1  # the previous one is intact
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2"))  # the same command resumes
+    rows = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1] and torch.load(exp / "checkpoint.pth.tar", weights_only=False)["epoch"] == 2
+
+
+def test_selecting_the_same_checkpoint_twice_leaves_no_temporary(tmp_path):
+    ckpt, selected = tmp_path / "checkpoint.pth.tar", tmp_path / "selected.pth.tar"
+    ckpt.write_bytes(b"weights")
+    checkpoint.keep_as_selected(str(ckpt), str(selected))
+    checkpoint.keep_as_selected(str(ckpt), str(selected))  # both names already link to one file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth.tar", "selected.pth.tar"]
+    assert selected.read_bytes() == b"weights"
+
+
 def test_an_interrupted_prediction_leaves_the_previous_one_and_can_be_run_again(trained, tmp_path, monkeypatch):
     out = tmp_path / "out"
     first = pred.main("cpu", pred_args(trained, "--pred_dir", str(out)))
