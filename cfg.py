@@ -323,10 +323,15 @@ def read_config_file(path, defaults=None):
     if not os.path.isfile(path):
         raise ConfigError(f"--config file '{path}' does not exist")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark, as some editors write, is fine
             overrides = json.load(f)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config file '{path}' is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}); save it as UTF-8 JSON") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"--config file '{path}' is not valid JSON: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"--config file '{path}' cannot be read: {e.strerror or e}") from None
     if not isinstance(overrides, dict):
         raise ConfigError(f"--config file '{path}' must hold a JSON object of key: value")
     result = {}

@@ -4,6 +4,7 @@ Layout: ROOT/<class>/<image>; the folder names are labels for reporting only and
 never used for training. A flat folder of images (no class folders) works too; then
 there are no labels. Every image is converted to RGB.
 """
+import hashlib
 import os
 import warnings
 
@@ -183,7 +184,17 @@ def scan_tree(root, exclude=(), log=None):
         samples = [(os.path.join(root, e), -1) for e in flat_files if scan.first_visit(os.path.join(root, e))]
     for note in scan.notes:
         (log or warnings.warn)(f"scan: {note}")
-    return samples, classes
+    return classes_with_images(samples, classes)
+
+
+def classes_with_images(samples, classes):
+    """(samples, classes) without the class folders that hold no image (an empty folder, or one whose files
+    were all dropped): labels are renumbered in the same order, so every count of classes is of real classes."""
+    used = sorted({label for _, label in samples if label >= 0})
+    if len(used) == len(classes):
+        return samples, classes
+    new = {old: i for i, old in enumerate(used)}
+    return [(path, new.get(label, label)) for path, label in samples], [classes[old] for old in used]
 
 
 def printable(text):
@@ -239,7 +250,7 @@ class ClusterDataset(Dataset):
                 if size <= budget:
                     self._cache[path] = img
                     budget -= size
-            samples = kept
+            samples, self.classes = classes_with_images(kept, self.classes)
         if not samples:
             raise DataError(f"none of the {len(self.skipped)} image files under '{printable(root)}' could be decoded")
         self.paths = [p for p, _ in samples]
@@ -282,6 +293,41 @@ class ClusterDataset(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, index
+
+
+def file_identities(paths):
+    """(device, inode) of every path's real file (the path itself when it cannot be read): the same for every
+    name of one file, so that two lists of images can be compared however they were reached."""
+    out = []
+    for path in paths:
+        try:
+            out.append(_identity(path))
+        except OSError:
+            out.append(os.path.abspath(path))
+    return out
+
+
+def training_images_among(paths, c):
+    """How many of `paths` (images to predict on) are images the run trained on: those of dataset_path's tree when
+    test_path is set (with test_path "" the test images are the held-out val_split, none of them trained on).
+    None when the training tree cannot be read any more."""
+    if not c["test_path"]:
+        return 0
+    try:
+        samples, _ = scan_tree(c["dataset_path"], (c["exp_dir"], c["pred_dir"]), log=lambda message: None)
+    except DataError:
+        return None
+    trained = set(file_identities(p for p, _ in samples))
+    return sum(ident in trained for ident in file_identities(paths))
+
+
+def file_fingerprint(paths, root):
+    """A SHA-256 hex digest of the image files' paths relative to root, in their (sorted) order: the same
+    images give the same digest wherever the tree was moved, any added, removed or renamed file another."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.fsencode(os.path.relpath(path, root)) + b"\0")
+    return digest.hexdigest()
 
 
 def split_indices(labels, fraction, seed):

@@ -80,6 +80,16 @@ def test_config_file_errors(tmp_path):
     assert "JSON object" in error_of(["--config", str(bad)])
 
 
+def test_config_file_in_another_encoding_is_one_line(tmp_path):
+    latin = tmp_path / "latin1.json"
+    latin.write_bytes('{"dataset_path": "donn\u00e9es"}'.encode("latin-1"))
+    message = error_of(["--config", str(latin)])
+    assert "not UTF-8" in message and "0xe9" in message and "\n" not in message
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"num_epoch": 3}).encode())
+    assert load_cfg(["--config", str(bom)])["num_epoch"] == 3
+
+
 def test_every_key_has_a_comment_in_help():
     for key in cfg:
         script = next(name for name, keys in cfgmod.SCRIPT_KEYS.items() if key in keys)

@@ -182,3 +182,22 @@ def test_the_cache_holds_reduced_images(tmp_path):
         photo(folder / f"{i}.jpg", seed=i)
     ds = ClusterDataset(str(tmp_path / "t"), cache_mb=1, decode_side=128)  # 1 MB: three 1600 x 1200 would not fit
     assert len(ds._cache) == 3 and all(min(img.size) == 128 for img in ds._cache.values())
+
+
+@pytest.mark.parametrize("check_images", [True, False])
+def test_class_folders_without_images_are_not_classes(tmp_path, check_images):
+    """An empty class folder, one with only non-images and (when images are checked) one whose images are
+    all unreadable are not classes: labels are renumbered over the folders that hold images."""
+    root = tmp_path / "tree"
+    for name in ("a_empty", "c"):
+        (root / name).mkdir(parents=True)
+    (root / "b_notes").mkdir()
+    (root / "b_notes" / "readme.txt").write_text("x")
+    (root / "d_broken").mkdir()
+    (root / "d_broken" / "0.png").write_bytes(b"not a png")
+    save(Image.new("RGB", (8, 8)), str(root / "c" / "0.png"))
+    save(Image.new("RGB", (8, 8)), str(root / "e" / "0.png"))
+    ds = ClusterDataset(str(root), check_images=check_images, log=lambda m: None)
+    expected = ["c", "e"] if check_images else ["c", "d_broken", "e"]
+    assert ds.classes == expected
+    assert ds.labels.tolist() == list(range(len(expected)))
