@@ -59,9 +59,10 @@ def load_pretrained(model, state, log=print):
     classifier = [k for k in ours if k.startswith("classifier.")]
     fits = all(k in state and state[k].shape == ours[k].shape for k in classifier)
     if not fits:
-        shape = tuple(state["classifier.0.weight"].shape) if "classifier.0.weight" in state else "none"
-        log(f"init: the classifier of the file ({shape}) does not fit this input_size "
-            f"({tuple(ours['classifier.0.weight'].shape)}); the convolutions are loaded, the classifier starts fresh")
+        first = next(k for k in classifier if ours[k].dim() == 2)  # fc6: classifier.0 (VGG16), classifier.1 (AlexNet)
+        shape = tuple(state[first].shape) if first in state else "none"
+        log(f"init: the classifier of the file ({first} {shape}) does not fit this input_size "
+            f"({tuple(ours[first].shape)}); the convolutions are loaded, the classifier starts fresh")
     loaded = [k for k in convs + (classifier if fits else []) + [k for k in ours if k.endswith("num_batches_tracked")]
               if k in state]
     with torch.no_grad():

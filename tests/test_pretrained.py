@@ -84,3 +84,47 @@ def test_train_starts_from_init_and_num_epoch_0_gives_its_clustering(blob_tree, 
     assert "init: loaded" in (exp / "train.log").read_text()
     with pytest.raises(SystemExit, match="'init'"):
         train.main("cpu", train_args(blob_tree, tmp_path / "e2", "--init", str(tmp_path / "missing.pth")))
+
+
+def torchvision_alexnet():
+    """torchvision's AlexNet (no batch norm, 64-192-384-256-256 filters): a layout that does not fit ours."""
+    with torch.device("meta"):
+        names = torchvision.models.alexnet().state_dict()
+    return {key: torch.zeros(1).expand(value.shape) for key, value in names.items()}
+
+
+FILES = {"deepcluster_vgg16": lambda: deepcluster_checkpoint("vgg16", 224, k=10000)["state_dict"],
+         "deepcluster_alexnet": lambda: deepcluster_checkpoint("alexnet", 224, k=10000)["state_dict"],
+         "torchvision_vgg16_bn": torchvision_vgg16_bn, "torchvision_alexnet": torchvision_alexnet}
+# (arch, sobel) that each file fits; every other combination must be a one-line error
+FITS = {"deepcluster_vgg16": ("vgg16", True), "deepcluster_alexnet": ("alexnet", True),
+        "torchvision_vgg16_bn": ("vgg16", False), "torchvision_alexnet": None}
+
+
+@pytest.fixture(scope="module")
+def published_files():
+    return {name: make() for name, make in FILES.items()}
+
+
+@pytest.mark.parametrize("sobel", [True, False])
+@pytest.mark.parametrize("arch, size", [("vgg16", 32), ("vgg16", 64), ("vgg16", 224), ("alexnet", 64),
+                                        ("alexnet", 96), ("alexnet", 224)])
+@pytest.mark.parametrize("name", list(FILES))
+def test_every_arch_size_and_sobel_loads_or_is_one_line(published_files, name, arch, size, sobel):
+    """Both published formats and torchvision's, into every model the settings allow: the convolutions load
+    (and the classifier when it fits, i.e. at 224 px), or the run stops with one line naming 'init'."""
+    state = published_files[name]
+    model = build_model(arch, sobel, 0, size)
+    messages = []
+    if FITS[name] != (arch, sobel):
+        with pytest.raises(SystemExit) as e:
+            load_pretrained(model, state, messages.append)
+        assert str(e.value.code).startswith("config error: 'init' does not fit") and "\n" not in str(e.value.code)
+        return
+    loaded = load_pretrained(model, state, messages.append)
+    source = {k.replace("features.module.", "features."): v for k, v in state.items()}
+    for key in [k for k in model.state_dict() if k.startswith("features.") and k.endswith("weight")]:
+        assert torch.equal(model.state_dict()[key], source[key]), key
+    fc6 = "classifier.0.weight" if arch == "vgg16" else "classifier.1.weight"
+    assert (fc6 in loaded) == (size == 224)
+    assert (size == 224) != any("starts fresh" in m and fc6 in m for m in messages)
