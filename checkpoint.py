@@ -4,9 +4,13 @@ run at a time.
 
 Layout (every value a tensor, number, string, list or dict, so that torch.load(weights_only=True)
 reads it without pickle): epoch (epochs completed), arch, sobel, input_size, num_classes, cfg,
-state_dict, optimizer, scheduler, rng, assignment, pca_A, pca_b, centroids, classes, metrics,
-clustering_metrics, selected, ema_state_dict. The clustering (assignment, pca_*, centroids) is the
-one of the saved weights. selected ({rule, epoch, score} or None) names the epoch that select_epoch
+state_dict, optimizer, scheduler, rng, assignment, pca_A, pca_b, centroids, cluster_offsets,
+clustering_state_dict, data_fingerprint, classes, metrics, clustering_metrics, selected, ema_state_dict.
+The clustering (assignment, pca_*, centroids, cluster_offsets) is the one of the saved weights: image i
+is in argmin_j ||whitened_i - centroids_j||^2 + cluster_offsets_j, exactly the rule of pred.py's assign
+mode; after an epoch that did not re-cluster (reassign > 1) clustering_state_dict holds the earlier
+weights that made it (else None). data_fingerprint identifies the training images (a resume on other
+images is refused). selected ({rule, epoch, score} or None) names the epoch that select_epoch
 chose so far, whose checkpoint train.py keeps as selected.pth.tar beside checkpoint.pth.tar.
 ema_state_dict (None when cfg ema is 0) holds the weight average: then the features, the clustering
 and the network of pred.py are the average's, and state_dict holds the weights the optimizer trains.
@@ -70,22 +74,30 @@ def set_rng_state(state):
 
 # ---------------------------------------------------------------- the layout
 
-def clustering_tensors(assignment, pca, centroids):
-    """A clustering as checkpoint entries: assignment (n,), pca_A, pca_b (y = x @ A.T + b), centroids."""
+def clustering_tensors(assignment, pca, centroids, offsets=None):
+    """A clustering as checkpoint entries: assignment (n,), pca_A, pca_b (y = x @ A.T + b), centroids (k, pca_dim)
+    and cluster_offsets (k,): image i is in argmin_j ||y_i - centroids_j||^2 + cluster_offsets_j (zeros but
+    for the equal-size step)."""
+    centroids = np.asarray(centroids, dtype=np.float32)
+    offsets = np.zeros(len(centroids), dtype=np.float32) if offsets is None else np.asarray(offsets, dtype=np.float32)
     return {"assignment": torch.from_numpy(np.asarray(assignment, dtype=np.int64)),
             "pca_A": torch.from_numpy(np.asarray(pca["A"])), "pca_b": torch.from_numpy(np.asarray(pca["b"])),
-            "centroids": torch.from_numpy(np.asarray(centroids))}
+            "centroids": torch.from_numpy(centroids), "cluster_offsets": torch.from_numpy(offsets)}
 
 
 def stored_clustering(ckpt):
-    """The inverse of clustering_tensors: (assignment, pca dict, centroids) as numpy arrays."""
-    return (ckpt["assignment"].numpy(), {"A": ckpt["pca_A"].numpy(), "b": ckpt["pca_b"].numpy()},
-            ckpt["centroids"].numpy())
+    """The inverse of clustering_tensors: (assignment, pca dict, centroids, offsets) as numpy arrays (offsets
+    zeros for a checkpoint written before they were stored)."""
+    centroids = ckpt["centroids"].numpy()
+    offsets = ckpt.get("cluster_offsets")
+    offsets = np.zeros(len(centroids), dtype=np.float32) if offsets is None else offsets.numpy()
+    return ckpt["assignment"].numpy(), {"A": ckpt["pca_A"].numpy(), "b": ckpt["pca_b"].numpy()}, centroids, offsets
 
 
 def training_state(epochs_done, c, model, body_optimizer, scheduler, clusterer, classes, row, clustering_row,
-                   selected=None, ema_model=None):
-    """Everything a resume or pred.py needs, in the layout above."""
+                   selected=None, ema_model=None, clustering_weights=None, data_fingerprint=None):
+    """Everything a resume or pred.py needs, in the layout above. clustering_weights: the weights that made the
+    stored clustering when they are not the saved ones (an epoch without re-clustering, cfg reassign > 1)."""
     return {
         "epoch": epochs_done,
         **{key: c[key] for key in TRAINING_KEYS},
@@ -94,7 +106,9 @@ def training_state(epochs_done, c, model, body_optimizer, scheduler, clusterer, 
         "optimizer": body_optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng_state(),
-        **clustering_tensors(clusterer.assignment, clusterer.pca, clusterer.centroids),
+        **clustering_tensors(clusterer.assignment, clusterer.pca, clusterer.centroids, clusterer.offsets),
+        "clustering_state_dict": clustering_weights,
+        "data_fingerprint": data_fingerprint,
         "classes": list(classes),
         "metrics": row,
         "clustering_metrics": clustering_row,
@@ -117,7 +131,7 @@ def restore_training(ckpt, model, body_optimizer, scheduler, clusterer, ema_mode
     if scheduler is not None and ckpt.get("scheduler"):
         scheduler.load_state_dict(ckpt["scheduler"])
     set_rng_state(ckpt["rng"])
-    clusterer.assignment, clusterer.pca, clusterer.centroids = stored_clustering(ckpt)
+    clusterer.assignment, clusterer.pca, clusterer.centroids, clusterer.offsets = stored_clustering(ckpt)
     clusterer.k = int(clusterer.centroids.shape[0])
 
 
@@ -242,11 +256,21 @@ def selected_checkpoint(exp_dir, last, load):
     return path, ckpt
 
 
-def load_model(c, device, ckpt):
+def clustering_network(ckpt):
+    """The weights whose features the stored clustering was made from: the saved network (its weight average
+    when the run kept one), or, after an epoch that did not re-cluster (cfg reassign > 1), the earlier weights
+    train.py stored beside it. Returns (state_dict, True when those are the earlier weights)."""
+    earlier = ckpt.get("clustering_state_dict")
+    if earlier:
+        return unwrapped_names(earlier), True
+    return ckpt.get("ema_state_dict") or ckpt["state_dict"], False  # load_checkpoint unwrapped state_dict already
+
+
+def load_model(c, device, ckpt, state=None):
     """The trained network of a checkpoint that run_settings read (its weight average when the run kept one),
-    head removed, in eval mode."""
+    or the given state_dict, head removed, in eval mode."""
     model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
-    state = ckpt.get("ema_state_dict") or ckpt["state_dict"]  # load_checkpoint unwrapped state_dict already
+    state = state or ckpt.get("ema_state_dict") or ckpt["state_dict"]  # load_checkpoint unwrapped state_dict
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith("top_layer.")})
     return model.to(device, memory_format=memory_format(device)).eval()
 

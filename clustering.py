@@ -110,9 +110,31 @@ def apply_pca(x, pca):
     return l2_normalize(y)
 
 
+IMAGES_PER_WHITENED_DIM = 8  # measured: k-means on fewer images per dimension loses the classes (docs/algorithm.md)
+
+
+def max_whitened_dim(n):
+    """The most PCA-whitened dimensions that n points keep informative: n // 8, at least 2, at most n - 2.
+
+    Whitening n centred points to n - 1 dimensions makes them the vertices of a regular simplex (every pair
+    equally far apart), and well before that the whitened distances are mostly noise: on class-balanced
+    subsets of 10-500 Fashion-MNIST images (random-network features and raw pixels), k-means' NMI peaked
+    between n / 10 and n / 5 dimensions and fell to chance towards n - 1 (docs/algorithm.md)."""
+    return max(1, min(n - 2, max(2, n // IMAGES_PER_WHITENED_DIM)))
+
+
 def clamp_pca_dim(pca_dim, n, d):
-    """faiss PCA cannot give more whitened dims than the data has: at most n - 1 and d."""
-    return max(1, min(pca_dim, n - 1, d))
+    """The whitening dimension for n samples of dimension d: pca_dim, at most max_whitened_dim(n) and d."""
+    return max(1, min(pca_dim, max_whitened_dim(n), d))
+
+
+def clamp_note(pca_dim, n, d):
+    """The log line of a clamped whitening dimension (train.py and pred.py say it once), or None."""
+    dim = clamp_pca_dim(pca_dim, n, d)
+    if dim == pca_dim:
+        return None
+    return (f"pca_dim {pca_dim} clamped to {dim}: {n} images of dimension {d} keep at most {max_whitened_dim(n)} "
+            f"whitened dimensions informative (about one per {IMAGES_PER_WHITENED_DIM} images)")
 
 
 def preprocess_features(x, pca_dim=256, log=None, method="torch", seed=0):
@@ -145,8 +167,6 @@ def streamed_whitening(batches, n, pca_dim, fit_samples, log=None, method="torch
         if len(x) < 2:
             raise ValueError(f"PCA needs at least 2 feature rows, got {len(x)}")
         dim = clamp_pca_dim(pca_dim, len(x), x.shape[1])
-        if dim != pca_dim and log is not None:
-            log(f"pca_dim {pca_dim} clamped to {dim} ({len(x)} samples of dimension {x.shape[1]})")
         fitted = fit_pca_whitening(x, dim, method=method, seed=seed, log=log)
         result = np.empty((n, dim), dtype=np.float32)
         result[idx] = apply_pca(x, fitted)
@@ -246,26 +266,28 @@ def check_equal_size_fits(n, k):
                           f"(at most {EQUAL_SIZE_MAX_CELLS:,}); lower num_classes or set equal_size false")
 
 
-def equal_size_partition(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
-    """An (almost) equal-size partition of the rows of xb among the centroids, as SeLa's pseudo-labels.
+def equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
+    """One offset per cluster that splits the rows of xb among the centroids in (almost) equal sizes, as
+    SeLa's pseudo-labels (Asano et al., ICLR 2020): row i goes to argmin_j ||x_i - c_j||^2 + offsets[j].
 
     Entropy-regularised optimal transport (Sinkhorn-Knopp): the plan P = diag(u) K diag(v),
     K = exp(-D / (eps * mean(D))), scaled so that every row carries 1/n and every column 1/k, D the
     squared L2 distances to the centroids (eps is relative to their mean, so it does not depend on
-    the scale of the features); each row then goes to its largest entry, i.e. to the nearest
-    centroid after one offset per cluster (log v). Small eps: sizes closer to n / k but more
-    iterations; large eps: sizes drift back towards k-means' own. K is float64 with each row's
-    smallest distance subtracted first (a row scale that P absorbs in u), so every row keeps an
-    entry 1 and nothing overflows; the iterations are two matrix-vector products each.
-    Returns (assignment (n,) int64, iterations run).
+    the scale of the features). Each row's largest entry of P is its cluster after the offset
+    -eps * mean(D) * log v_j, shifted so that the smallest offset is 0. Small eps: sizes closer to n / k but
+    more iterations; large eps: sizes drift back towards k-means' own. K is float64 with each row's
+    smallest distance subtracted first (a row scale that P absorbs in u), so every row keeps an entry 1 and
+    nothing overflows; the iterations are two matrix-vector products each.
+    Returns (offsets (k,) float32, in squared-distance units, >= 0; iterations run). nearest_centroid with
+    these offsets gives the partition, in training and in pred.py alike.
     """
     x = np.asarray(xb, dtype=np.float64)
     c = np.asarray(centroids, dtype=np.float64)
     n, k = x.shape[0], c.shape[0]
     check_equal_size_fits(n, k)
     d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :]
-    scaled = (d - d.min(1, keepdims=True)) / (eps * max(float(d.mean()), 1e-12))
-    kernel = np.exp(-scaled)
+    temperature = eps * max(float(d.mean()), 1e-12)
+    kernel = np.exp(-(d - d.min(1, keepdims=True)) / temperature)
     col = kernel.T @ np.ones(n)  # kernel.T @ u for the starting u = 1
     for it in range(1, max_iter + 1):
         v = (1.0 / k) / col
@@ -273,7 +295,8 @@ def equal_size_partition(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
         col = kernel.T @ u  # serves the check here and the next v
         if np.abs(v * col * k - 1).max() < tol:  # column sums of P times k: 1 once converged
             break
-    return (np.log(v)[None, :] - scaled).argmax(1).astype(np.int64), it
+    offsets = -temperature * np.log(v)
+    return (offsets - offsets.min()).astype(np.float32), it
 
 
 def cluster_means(xb, assignment, fallback):
@@ -288,14 +311,14 @@ def cluster_means(xb, assignment, fallback):
 
 
 class Kmeans(WhitenThenCluster):
-    """preprocess_features + run_kmeans (then, with equal_size, equal_size_partition and the means of
-    its clusters); keeps what pred.py needs (pca, centroids)."""
+    """preprocess_features + run_kmeans (then, with equal_size, equal_size_offsets); keeps what pred.py needs
+    (pca, centroids, offsets): the assignment is nearest_centroid(whitened rows, centroids, offsets)."""
 
     def __init__(self, k, pca_dim=256, niter=20, pca_method="torch", nredo=1, equal_size=False,
                  equal_size_eps=0.01):
         self.k, self.pca_dim, self.niter, self.pca_method, self.nredo = k, pca_dim, niter, pca_method, nredo
         self.equal_size, self.equal_size_eps = equal_size, equal_size_eps
-        self.assignment = self.centroids = self.pca = None
+        self.assignment = self.centroids = self.pca = self.offsets = None
         self.loss = float("nan")
 
     def cluster_whitened(self, xb, pca, seed=0, log=None):
@@ -304,11 +327,13 @@ class Kmeans(WhitenThenCluster):
         self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed, self.nredo)
         if log is not None:
             log(f"k-means {time.time() - t0:.1f} s (k={self.k}, loss {self.loss:.4f})")
+        self.offsets = np.zeros(self.k, dtype=np.float32)
         if self.equal_size:
             t0, before = time.time(), np.bincount(self.assignment, minlength=self.k)
-            self.assignment, iterations = equal_size_partition(xb, self.centroids, self.equal_size_eps)
-            self.centroids = cluster_means(xb, self.assignment, self.centroids)
-            self.loss = float(((xb - self.centroids[self.assignment]).astype(np.float64) ** 2).sum())
+            self.offsets, iterations = equal_size_offsets(xb, self.centroids, self.equal_size_eps)
+            self.assignment, _ = nearest_centroid(xb, self.centroids, self.offsets)
+            means = cluster_means(xb, self.assignment, self.centroids)  # the loss of the partition: k-means' objective
+            self.loss = float(((xb - means[self.assignment]).astype(np.float64) ** 2).sum())
             after = np.bincount(self.assignment, minlength=self.k)
             if log is not None:
                 log(f"equal-size partition {time.time() - t0:.1f} s ({iterations} Sinkhorn iterations): cluster sizes "
@@ -400,7 +425,7 @@ class PIC(WhitenThenCluster):
     def __init__(self, pca_dim=256, nnn=5, sigma=0.2, alpha=0.001, iterations=200, pca_method="torch"):
         self.pca_dim, self.nnn, self.sigma, self.alpha, self.iterations = pca_dim, nnn, sigma, alpha, iterations
         self.pca_method = pca_method
-        self.assignment = self.centroids = self.pca = None
+        self.assignment = self.centroids = self.pca = self.offsets = None  # no offsets: PIC is not a centroid rule
         self.k = 0
         self.loss = None
 
@@ -430,17 +455,30 @@ def match_clusters(old, new, k_old, k_new):
     return source
 
 
-def assign_to_centroids(features, pca, centroids):
-    """Nearest centroid (L2) of features whitened with a stored pca; returns (ids, squared distances)."""
-    return nearest_centroid(apply_pca(features, pca), centroids)
+def assign_to_centroids(features, pca, centroids, offsets=None):
+    """Nearest centroid (L2, after offsets) of features whitened with a stored pca; returns (ids, squared distances)."""
+    return nearest_centroid(apply_pca(features, pca), centroids, offsets)
 
 
-def nearest_centroid(xb, centroids):
-    """Nearest centroid (L2) of already whitened, normalised rows; returns (ids, squared distances)."""
+def nearest_centroid(xb, centroids, offsets=None):
+    """The cluster of each already whitened, normalised row: argmin_j ||x - c_j||^2 + offsets[j] (offsets: the
+    equal-size step's, >= 0; None or zeros: the plain nearest centroid). The offset rides as one extra
+    coordinate, sqrt(offsets[j]) on the centroid and 0 on the row, so one exact faiss L2 search does it.
+    Returns (ids (n,) int64, squared L2 distances to the chosen centroid without its offset (n,) float32)."""
+    xb = np.ascontiguousarray(xb, dtype=np.float32)
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+    shift = None if offsets is None or not np.any(offsets) else np.asarray(offsets, dtype=np.float32)
+    if shift is not None:
+        if (shift < 0).any() or not np.isfinite(shift).all():
+            raise ValueError("cluster offsets must be finite and >= 0")
+        xb = np.hstack([xb, np.zeros((len(xb), 1), dtype=np.float32)])
+        centroids = np.hstack([centroids, np.sqrt(shift)[:, None]])
     index = flat_index(xb.shape[1])
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    index.add(centroids)
     dist, nearest = index.search(xb, 1)
-    return nearest[:, 0].astype(np.int64), dist[:, 0]
+    ids = nearest[:, 0].astype(np.int64)
+    dist = dist[:, 0] if shift is None else np.maximum(dist[:, 0] - shift[ids], 0)
+    return ids, dist
 
 
 def uniform_label_indices(assignment, n, seed):

@@ -18,12 +18,13 @@ if __name__ == "__main__":
 import json
 import os
 
+import numpy as np
 import torch
 from torch import nn
 
 from cfg import load_cfg
 from checkpoint import load_model, run_settings
-from dataset import eval_transform, open_split
+from dataset import eval_transform, file_identities, open_split, split_indices
 from engine import compute_features, make_loader
 from errors import ConfigError, DataError
 from models import build_model
@@ -110,6 +111,33 @@ def probe_network(model, train_set, test_set, c, device):
     return {"dims": probe.dims, "train_acc": train_acc, "test_acc": test_acc, "knn_acc": knn}
 
 
+def probe_split(c, train_set, test_set):
+    """(probe training images, probe test images, their description): the probe never tests on an image it
+    trained on. When the test images are the run's training images (a run on its own labelled folder), the
+    probe holds out val_split of them itself; when some are, those are left out of the probe's training.
+    `n_test_trained_on` counts the test images the network itself trained on (without their labels)."""
+    trained = set(file_identities(train_set.paths))
+    seen = np.array([ident in trained for ident in file_identities(test_set.paths)], dtype=bool)
+    source = c["test_path"] or f"val_split {c['val_split']} held out of dataset_path"
+    if not seen.any():
+        return train_set, test_set, {"test_images": source, "n_test_trained_on": 0}
+    if seen.all():
+        if not c["val_split"]:
+            raise DataError("the test images are the run's training images and val_split is 0: the probe needs "
+                            "images it does not train on; set --val_split (e.g. 0.1) or a --test_path of other images")
+        keep, held = split_indices(train_set.labels, c["val_split"], c["seed"])
+        print(f"note: the test images are the run's training images: the probe holds out val_split {c['val_split']} "
+              f"({len(held)} images) to test on; the network trained on them without labels")
+        return train_set.subset(keep), train_set.subset(held), {
+            "test_images": f"val_split {c['val_split']} held out of the training images by the probe",
+            "n_test_trained_on": len(held)}
+    tested = set(file_identities(np.asarray(test_set.paths, dtype=object)[seen]))
+    keep = [i for i, ident in enumerate(file_identities(train_set.paths)) if ident not in tested]
+    print(f"note: {int(seen.sum())} of the {len(test_set)} test images are training images of the run: the probe "
+          "leaves them out of its training; the network trained on them without labels")
+    return train_set.subset(keep), test_set, {"test_images": source, "n_test_trained_on": int(seen.sum())}
+
+
 def summary_lines(result):
     """One line per probed network: linear top-1 (and train), fc7 k-NN."""
     return [f"{name:>8}: block {result['layer']} ({r['dims']} dims) linear top-1 test {r['test_acc']:.3f} "
@@ -130,8 +158,9 @@ def evaluate(c, device="cpu", given=None):
             raise DataError(f"the linear probe needs class folders; the {name} images have none")
     if train_set.classes != test_set.classes:
         raise DataError(f"training classes {train_set.classes} differ from test classes {test_set.classes}")
+    train_set, test_set, split = probe_split(c, train_set, test_set)
     result = {"layer": c["probe_layer"], "epochs": c["probe_epochs"], "n_train": len(train_set),
-              "n_test": len(test_set), "checkpoint_epoch": int(ckpt["epoch"]), "knn_k": KNN_K}
+              "n_test": len(test_set), **split, "checkpoint_epoch": int(ckpt["epoch"]), "knn_k": KNN_K}
     result["trained"] = probe_network(model, train_set, test_set, c, device)
     if c["baseline"]:
         torch.manual_seed(c["seed"])

@@ -31,9 +31,9 @@ from torchvision.utils import make_grid, save_image
 import clustering
 import metrics
 from cfg import load_cfg
-from checkpoint import checkpoint_path, hold_lock, load_model, run_settings, stored_clustering
+from checkpoint import checkpoint_path, clustering_network, hold_lock, load_model, run_settings, stored_clustering
 from dataset import PRED_MANIFEST as MANIFEST
-from dataset import eval_transform, open_split, printable
+from dataset import eval_transform, open_split, printable, training_images_among
 from engine import amp_dtype, compute_features, make_loader
 from errors import PredError
 
@@ -211,22 +211,35 @@ def write_predictions(path, dataset, ids, dist):
 def cluster_images(c, dataset, features, ckpt):
     """(cluster ids, squared distances to their centroids, k, the whitened embeddings) in pred_mode."""
     if c["pred_mode"] == "assign":
-        _, pca, centroids = stored_clustering(ckpt)
+        _, pca, centroids, offsets = stored_clustering(ckpt)
         xb = clustering.apply_pca(features, pca)
-        ids, dist = clustering.nearest_centroid(xb, centroids)
+        ids, dist = clustering.nearest_centroid(xb, centroids, offsets)  # the training rule, offsets included
         return ids, dist, len(centroids), xb
     k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"])
+    if len(dataset) < 2:
+        raise PredError(f"recluster needs at least 2 images to cluster, got {len(dataset)}; use --pred_mode assign "
+                        "to put single images into the training clusters")
     if k > len(dataset):
         raise PredError(f"pred_k = {k} is larger than the {len(dataset)} images to cluster")
     seed = clustering.epoch_seed(c["seed"], 0)
+    note = clustering.clamp_note(c["pca_dim"], *features.shape)
+    if note:
+        say(note)
     xb, _ = clustering.preprocess_features(features, c["pca_dim"], log=say, method=c["pca_method"], seed=seed)
     ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"])
     return ids, ((xb - centroids[ids]) ** 2).sum(1), k, xb
 
 
-def write_outputs(c, folder, dataset, clusters, vectors, ckpt):
+def image_split(seen, n):
+    """What the predicted images are to the run: "held_out" (none trained on), "training" (all), "mixed" or
+    "unknown" (the training tree is gone)."""
+    return "unknown" if seen is None else "held_out" if seen == 0 else "training" if seen == n else "mixed"
+
+
+def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0):
     """Everything pred.py writes, into folder: clusters = (ids, distances, k), vectors = (features,
-    embeddings), saved with save_features, row i of both = row i of predictions.csv. Returns the metrics."""
+    embeddings), saved with save_features, row i of both = row i of predictions.csv; seen = how many of the
+    images the run trained on. Returns the metrics."""
     (ids, dist, k), (features, embeddings) = clusters, vectors
     write_predictions(os.path.join(folder, "predictions.csv"), dataset, ids, dist)
     if c["save_features"]:
@@ -235,7 +248,8 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt):
     sizes = np.bincount(ids, minlength=k)
     order = [int(x) for x in np.argsort(-sizes, kind="stable") if sizes[x] > 0]
     result = {"n_images": len(dataset), "k": k, "mode": c["pred_mode"], "checkpoint": printable(checkpoint_path(c)),
-              "checkpoint_epoch": int(ckpt["epoch"]), "clusters_nonempty": len(order),
+              "checkpoint_epoch": int(ckpt["epoch"]), "images": image_split(seen, len(dataset)),
+              "n_training_images": seen, "clusters_nonempty": len(order),
               "cluster_sizes": {str(i): int(sizes[i]) for i in order}}
     if dataset.has_labels:
         result.update(cluster_metrics(dataset.labels, ids, [printable(name) for name in dataset.classes]))
@@ -253,10 +267,14 @@ def predict(c, device="cpu", given=None):
     (given None: every key of c is taken as set)."""
     device = torch.device(device)
     c, ckpt = run_settings(c, given, "pred.py")
-    model = load_model(c, device, ckpt)
+    model = load_model(c, device, ckpt, assign_network(c, ckpt))
     dataset = open_split(c, "test", eval_transform(c["input_size"]), log=say)
     source = c["test_path"] or f"the val_split held out of {c['dataset_path']}"
     say(f"{len(dataset)} images of '{source}', network of '{checkpoint_path(c)}' after {int(ckpt['epoch'])} epochs")
+    seen = training_images_among(dataset.paths, c)
+    if seen:
+        say(f"note: {seen} of these {len(dataset)} images are training images of the run (its clustering was fitted "
+            "on them): the label metrics are not test scores")
     pred_dir = c["pred_dir"]
     with hold_lock(beside(pred_dir, "lock"), pred_dir, "pred_dir"):
         check_pred_dir(pred_dir)
@@ -270,13 +288,28 @@ def predict(c, device="cpu", given=None):
         staging = beside(pred_dir, f"tmp-{os.getpid()}")
         os.makedirs(staging)
         open(os.path.join(staging, STAGING_MARK), "w").close()
-        result = write_outputs(c, staging, dataset, (ids, dist, k), (features, embeddings), ckpt)
+        result = write_outputs(c, staging, dataset, (ids, dist, k), (features, embeddings), ckpt, seen)
         swap_in(staging, pred_dir)
     summary = f"{len(dataset)} images -> {result['clusters_nonempty']} clusters ({c['pred_mode']}, k = {k})"
     if dataset.has_labels:
         summary += f"  acc {result['acc']:.3f}  nmi {result['nmi']:.3f}  ari {result['ari']:.3f}"
+        summary += {"training": " (training images)", "mixed": f" ({seen} of them training images)"}.get(
+            result["images"], "")
     say(f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/")
     return result
+
+
+def assign_network(c, ckpt):
+    """assign mode: the weights that made the stored clustering (an earlier epoch's after an epoch without
+    re-clustering, cfg reassign > 1); recluster mode: None, the saved network."""
+    if c["pred_mode"] != "assign":
+        return None
+    state, earlier = clustering_network(ckpt)
+    if earlier:
+        epoch, every = int(ckpt["epoch"]), int((ckpt.get("cfg") or {}).get("reassign", 1))
+        say(f"assign: the checkpoint after epoch {epoch} holds the clustering made after epoch {epoch - epoch % every} "
+            f"(reassign {every}); the images are assigned with the network of that epoch, which made it")
+    return state
 
 
 def say(msg):

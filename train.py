@@ -30,11 +30,11 @@ from cfg import load_cfg, save_cfg
 from checkpoint import (CHECKPOINT, METRICS, SELECTED, append_metrics, hold_lock, keep_as_selected, load_checkpoint,
                         remove_stale_temporaries, restore_training, save_checkpoint, training_state, truncate_metrics)
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
-from dataset import PseudoLabelDataset, eval_transform, open_split, train_transform
+from dataset import PseudoLabelDataset, eval_transform, file_fingerprint, open_split, train_transform
 from engine import Logger, amp_dtype, average_into, compute_features, format_metric, iter_features, make_loader
 from engine import memory_format, train_one_epoch, weights_finite
 from errors import CheckpointError, ConfigError, DataError, TrainingError
-from models import build_model
+from models import FEATURE_DIM, build_model
 from models.pretrained import load_pretrained, read_state_dict
 
 
@@ -105,6 +105,7 @@ class Run:
             save_cfg(c, c["exp_dir"])
         self.build_network()
         self.start_epoch, self.clustering_row, self.selected = 0, None, None
+        self.clustering_weights = None  # reassign > 1: the weights that made the current clustering
 
     # ------------------------------------------------------------ set-up
 
@@ -113,12 +114,19 @@ class Run:
         c = self.c
         self.dataset = open_split(c, "train", eval_transform(c["input_size"]), log=self.log)
         self.n = n = len(self.dataset)
-        if c["num_classes"] > n:
-            raise DataError(f"num_classes (k) = {c['num_classes']} is larger than the {n} images in "
-                            f"'{c['dataset_path']}'")
+        self.fingerprint = file_fingerprint(self.dataset.paths, c["dataset_path"])
+        held_out = "" if c["test_path"] or not c["val_split"] else f" (val_split {c['val_split']} held out)"
+        where = f"{n} images in '{c['dataset_path']}'" + (f" left after val_split {c['val_split']} was held out"
+                                                          if held_out else "")
+        if c["clustering"] == "pic" and n < 2:
+            raise DataError(f"PIC needs at least 2 images to cluster; there are {where}")
+        if c["clustering"] == "kmeans" and c["num_classes"] > n:
+            raise DataError(f"num_classes (k) = {c['num_classes']} is larger than the {where}")
         if c["equal_size"] and c["clustering"] == "kmeans":
             clustering.check_equal_size_fits(n, c["num_classes"])
-        held_out = "" if c["test_path"] or not c["val_split"] else f" (val_split {c['val_split']} held out)"
+        note = clustering.clamp_note(c["pca_dim"], min(n, c["pca_fit_samples"] or n), FEATURE_DIM)
+        if note:
+            self.log(note)
         labels = (f"{len(self.dataset.classes)} classes" if self.dataset.has_labels
                   else "no class folders (no label metrics)")
         skipped = f", {len(self.dataset.skipped)} unreadable files skipped" if self.dataset.skipped else ""
@@ -132,9 +140,15 @@ class Run:
             self.log(f"--resume false: starting over, {self.ckpt_path} and {METRICS} will be replaced")
             return None
         ckpt = load_checkpoint(self.ckpt_path, self.c)
+        trained_on = (ckpt.get("cfg") or {}).get("dataset_path", "?")
         if int(ckpt["assignment"].numel()) != self.n:
-            raise CheckpointError(f"'{self.ckpt_path}' was trained on {ckpt['assignment'].numel()} images, "
-                                  f"'{self.c['dataset_path']}' has {self.n}; use another exp_dir or --resume false")
+            raise CheckpointError(f"'{self.ckpt_path}' was trained on {ckpt['assignment'].numel()} images (of "
+                                  f"'{trained_on}'), '{self.c['dataset_path']}' has {self.n}; use another exp_dir or "
+                                  "--resume false")
+        if ckpt.get("data_fingerprint") not in (None, self.fingerprint):
+            raise CheckpointError(f"'{self.ckpt_path}' was trained on other images: {self.n} files of '{trained_on}', "
+                                  f"not the {self.n} of '{self.c['dataset_path']}' (the sorted file names differ); a "
+                                  "run continues only on its own images: use another exp_dir or --resume false")
         return ckpt
 
     def build_network(self):
@@ -164,6 +178,8 @@ class Run:
                              self.ema_model)
             self.clustering_row = self.ckpt["clustering_metrics"]
             self.start_epoch = int(self.ckpt["epoch"])
+            self.keep_clustering_weights(self.ckpt.get("clustering_state_dict") or self.ckpt.get("ema_state_dict")
+                                         or self.ckpt["state_dict"])
             if self.main_process:
                 truncate_metrics(self.metrics_path, self.start_epoch)
             self.resume_selection()
@@ -211,9 +227,18 @@ class Run:
         clusterer = self.clusterer
         if self.world > 1:
             shared = distributed.broadcast((clusterer.assignment, clusterer.k, clusterer.loss, clusterer.pca,
-                                            clusterer.centroids) if self.main_process else None)
-            clusterer.assignment, clusterer.k, clusterer.loss, clusterer.pca, clusterer.centroids = shared
+                                            clusterer.centroids, clusterer.offsets) if self.main_process else None)
+            clusterer.assignment, clusterer.k, clusterer.loss, clusterer.pca, clusterer.centroids, clusterer.offsets \
+                = shared
+        self.keep_clustering_weights(self.feature_net().state_dict())
         return self.clustering_metrics(previous, t0, t1)
+
+    def keep_clustering_weights(self, state):
+        """reassign > 1: a copy of the weights that made the current clustering, stored with the checkpoints of
+        the epochs that do not re-cluster, so that pred.py assigns with the network the clustering belongs to."""
+        if self.c["reassign"] > 1 and self.main_process:
+            self.clustering_weights = {k: v.detach().to("cpu", copy=True) for k, v in state.items()
+                                       if not k.startswith("top_layer.")}
 
     def cluster_gathered(self, seed):
         """Each rank computes its share of the features; rank 0 gathers all of them and clusters once."""
@@ -361,9 +386,10 @@ class Run:
         selected.pth.tar follows it while it is the chosen epoch."""
         if self.main_process:
             chosen = self.choose(epochs_done)
+            earlier = None if self.clustering_row["reclustered"] else self.clustering_weights
             self.ckpt = training_state(epochs_done, self.c, self.model, self.body_optimizer, self.scheduler,
                                        self.clusterer, self.dataset.classes, row, self.clustering_row, self.selected,
-                                       self.ema_model)
+                                       self.ema_model, earlier, self.fingerprint)
             save_checkpoint(self.ckpt_path, self.ckpt)
             if chosen:
                 keep_as_selected(self.ckpt_path, self.selected_path)

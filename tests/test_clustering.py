@@ -3,8 +3,8 @@ import pytest
 
 import metrics
 import clustering
-from clustering import (Kmeans, UnifLabelSampler, apply_pca, assign_to_centroids, epoch_seed, equal_size_partition,
-                        fit_pca_whitening, l2_normalize, preprocess_features, run_kmeans, top_eigh,
+from clustering import (Kmeans, UnifLabelSampler, apply_pca, assign_to_centroids, epoch_seed, equal_size_offsets,
+                        fit_pca_whitening, l2_normalize, nearest_centroid, preprocess_features, run_kmeans, top_eigh,
                         streamed_whitening, uniform_label_indices)
 
 
@@ -85,12 +85,34 @@ def test_zero_rows_do_not_become_nan():
 
 
 def test_fewer_samples_than_dimensions_are_clamped():
-    messages = []
-    x = np.random.default_rng(0).normal(size=(20, 100)).astype(np.float32)
-    xb, pca = preprocess_features(x, 256, log=messages.append)
-    assert xb.shape == (20, 19) and np.isfinite(xb).all()
-    assert pca["A"].shape == (19, 100)
-    assert any("clamped to 19" in m for m in messages)
+    x = np.random.default_rng(0).normal(size=(40, 100)).astype(np.float32)
+    xb, pca = preprocess_features(x, 256)
+    assert xb.shape == (40, 5) and np.isfinite(xb).all()  # 40 // 8
+    assert pca["A"].shape == (5, 100)
+    assert "clamped to 5" in clustering.clamp_note(256, 40, 100) and clustering.clamp_note(5, 40, 100) is None
+
+
+@pytest.mark.parametrize("n, cap", [(2, 1), (3, 1), (4, 2), (16, 2), (24, 3), (100, 12), (500, 62)])
+def test_whitening_keeps_far_fewer_dimensions_than_points(n, cap):
+    """Never n - 1 (a regular simplex: all distances equal) and about one dimension per 8 points."""
+    assert clustering.max_whitened_dim(n) == cap
+    assert clustering.clamp_pca_dim(256, n, 4096) == cap and clustering.clamp_pca_dim(256, n, 1) == 1
+
+
+def test_whitening_small_sets_keeps_two_separated_groups_apart():
+    """16 points of two well separated kinds, 100 dims: whitened to n - 1 = 15 dims every pair of points is equally
+    far apart and k-means is at chance; at the cap it finds the two kinds."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 100)).astype(np.float32)
+    x[:8, :10] += 6.0
+    labels = np.repeat([0, 1], 8)
+    simplex = clustering.fit_pca_whitening(x, 15)
+    xs = clustering.apply_pca(x, simplex)
+    d = ((xs[:, None] - xs[None]) ** 2).sum(2)[~np.eye(16, dtype=bool)]
+    assert d.std() < 1e-3 * d.mean()  # the regular simplex
+    xb, _ = preprocess_features(x, 15)
+    ids, _, _ = run_kmeans(xb, 2, niter=20, seed=0, nredo=5)
+    assert xb.shape == (16, 2) and metrics.nmi(labels, ids) == pytest.approx(1.0)
 
 
 def blobs(n_per=200, k=4, d=8, seed=0):
@@ -147,6 +169,11 @@ def uneven_blobs():
     return x, np.repeat([0, 1], [90, 10])
 
 
+def equal_size_partition(x, centroids):
+    offsets, iterations = equal_size_offsets(x, centroids)
+    return nearest_centroid(x, centroids, offsets)[0], iterations
+
+
 def test_equal_size_partition_evens_out_uneven_clusters():
     x, labels = uneven_blobs()
     a, centroids, _ = run_kmeans(x, 2, niter=20, seed=1)
@@ -160,6 +187,22 @@ def test_equal_size_partition_evens_out_uneven_clusters():
     assert x[moved, 0].min() >= x[stayed, 0].max()  # the moved ones are the big blob's points closest to the small one
 
 
+def test_equal_size_offsets_are_sinkhorns_transport_plan():
+    """The offsets give each row the cluster of its largest entry in the Sinkhorn plan, computed here in full."""
+    x, _ = uneven_blobs()
+    _, centroids, _ = run_kmeans(x, 2, niter=20, seed=1)
+    offsets, _ = equal_size_offsets(x, centroids, eps=0.05, tol=1e-9)
+    d = ((x[:, None, :].astype(np.float64) - centroids[None].astype(np.float64)) ** 2).sum(2)
+    kernel = np.exp(-d / (0.05 * d.mean()))
+    u, v = np.ones(len(x)), np.ones(2)
+    for _ in range(20000):
+        v = (1 / 2) / (kernel.T @ u)
+        u = (1 / len(x)) / (kernel @ v)
+    plan = u[:, None] * kernel * v[None, :]
+    assert np.allclose(plan.sum(0), 0.5, atol=1e-6)
+    assert offsets.min() == 0 and (nearest_centroid(x, centroids, offsets)[0] == plan.argmax(1)).all()
+
+
 def test_equal_size_partition_keeps_even_separated_clusters():
     x, labels = blobs()
     a, centroids, _ = run_kmeans(x, 4, niter=20, seed=3)
@@ -167,23 +210,38 @@ def test_equal_size_partition_keeps_even_separated_clusters():
     assert (eq == a).all()
 
 
-def test_kmeans_equal_size_centroids_are_the_means_of_the_new_clusters():
+def test_kmeans_equal_size_assignment_is_the_nearest_centroid_after_the_offsets():
+    """The stored clustering (centroids + offsets) is the partition itself: pred.py's assign mode gives it back."""
     x, _ = uneven_blobs()
     km = Kmeans(2, niter=20, equal_size=True)
     lines = []
     assignment = km.cluster_whitened(x, pca=None, seed=1, log=lines.append)  # the rows as they come out of whitening
     assert np.bincount(assignment).tolist() == [50, 50] and (km.assignment == assignment).all()
-    for c in range(2):
-        assert np.allclose(km.centroids[c], x[assignment == c].mean(0), atol=1e-5)
-    assert km.loss == pytest.approx(((x - km.centroids[assignment]) ** 2).sum(), rel=1e-4)
+    assert (nearest_centroid(x, km.centroids, km.offsets)[0] == assignment).all()
+    assert not (nearest_centroid(x, km.centroids)[0] == assignment).all()  # without the offsets it would not be
+    means = np.stack([x[assignment == c].mean(0) for c in range(2)])
+    assert km.loss == pytest.approx(((x - means[assignment]) ** 2).sum(), rel=1e-4)  # the partition's k-means loss
     assert any("equal-size partition" in line and "10-90 -> 50-50" in line for line in lines)
+
+
+def test_nearest_centroid_with_offsets_against_brute_force():
+    rng = np.random.default_rng(5)
+    x, c = rng.normal(size=(300, 6)).astype(np.float32), rng.normal(size=(7, 6)).astype(np.float32)
+    offsets = rng.uniform(0, 3, 7).astype(np.float32)
+    ids, dist = nearest_centroid(x, c, offsets)
+    d = ((x[:, None, :] - c[None]) ** 2).sum(2)
+    assert (ids == (d + offsets).argmin(1)).all()
+    assert np.allclose(dist, d[np.arange(300), ids], atol=1e-4)
+    assert (nearest_centroid(x, c, np.zeros(7))[0] == d.argmin(1)).all()
+    with pytest.raises(ValueError, match="offsets"):
+        nearest_centroid(x, c, -offsets)
 
 
 def test_equal_size_refuses_a_plan_too_large_for_memory(monkeypatch):
     monkeypatch.setattr(clustering, "EQUAL_SIZE_MAX_CELLS", 150)
     x, _ = uneven_blobs()
     with pytest.raises(SystemExit, match="100 images x 2 clusters = 200 distances.*lower num_classes"):
-        equal_size_partition(x, np.zeros((2, 2), dtype=np.float32))
+        equal_size_offsets(x, np.zeros((2, 2), dtype=np.float32))
 
 
 def test_too_few_points_for_k():

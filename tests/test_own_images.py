@@ -60,4 +60,6 @@ def test_eval_linear_takes_the_run_settings(photo_run):
     photos, exp = photo_run
     result = eval_linear.main("cpu", ["--exp_dir", str(exp), "--test_path", photos, "--probe_epochs", "2",
                                       "--verbose", "false"])
-    assert result["n_train"] == 18 and result["checkpoint_epoch"] == 1
+    # the test photos are the run's own training photos: the probe holds out val_split (0.1) of them to test on
+    assert result["n_train"] == 15 and result["n_test"] == 3 and result["n_test_trained_on"] == 3
+    assert result["checkpoint_epoch"] == 1

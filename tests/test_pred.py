@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -26,9 +27,9 @@ def test_assign_reproduces_the_training_assignment(trained, tmp_path):
     result = pred.main("cpu", pred_args(trained, tmp_path / "out", "--test_path", tree))
     with open(tmp_path / "out" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    ckpt = torch.load(result["checkpoint"], weights_only=True)  # the epoch select_epoch chose
     assert [int(r["cluster"]) for r in rows] == ckpt["assignment"].tolist()
-    assert result["mode"] == "assign" and result["k"] == 3 and result["checkpoint_epoch"] == 2
+    assert result["mode"] == "assign" and result["k"] == 3 and result["checkpoint_epoch"] == ckpt["epoch"]
     assert all(float(r["distance"]) >= 0 for r in rows)
 
 
@@ -155,3 +156,121 @@ def test_metrics_of_pred():
     labels = np.array([0, 0, 1, 1, 2, 2])
     result = pred.cluster_metrics(labels, np.array([4, 4, 1, 1, 0, 0]), ["a", "b", "c"])
     assert result["acc"] == 1.0 and result["majority_class"] == {0: "c", 1: "b", 4: "a"} and "purity" not in result
+
+
+# (equal_size, head, ema, reassign, select_epoch, resumed): every pair of values appears in some row
+ASSIGN_MATRIX = [
+    ("false", "new", "0", "1", "nmi_prev", True),
+    ("true", "match", "0.9", "2", "last", False),
+    ("false", "centroids", "0.9", "2", "nmi_prev", True),
+    ("true", "centroids", "0", "1", "last", False),
+    ("true", "new", "0.9", "2", "nmi_prev", False),
+    ("false", "match", "0", "1", "last", True),
+    ("true", "new", "0", "2", "last", True),
+    ("false", "match", "0.9", "1", "nmi_prev", False),
+]
+
+
+def predicted_ids(out):
+    with open(out / "predictions.csv") as f:
+        return [int(r["cluster"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("equal_size, head, ema, reassign, select, resumed", ASSIGN_MATRIX)
+def test_assign_gives_back_the_training_assignment_in_every_setting(tmp_path, equal_size, head, ema, reassign,
+                                                                     select, resumed):
+    """pred.py's assign mode on the training images gives every checkpoint's own assignment: equal-size offsets,
+    heads, the weight average, epochs without re-clustering, the chosen epoch and a resumed run included."""
+    import train
+    tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=6)
+    exp = tmp_path / "exp"
+    args = train_args(tree, exp, "--num_classes", "4", "--equal_size", equal_size, "--head", head, "--ema", ema,
+                      "--reassign", reassign, "--select_epoch", select)
+    if resumed:
+        train.main("cpu", args + ["--num_epoch", "2"])
+    train.main("cpu", args + ["--num_epoch", "3"])
+    checkpoints = [exp / "checkpoint.pth.tar"] + ([exp / "selected.pth.tar"] if (exp / "selected.pth.tar").exists()
+                                                  else [])
+    for path in checkpoints:
+        out = tmp_path / f"pred_{path.name}"
+        pred.main("cpu", ["--exp_dir", str(exp), "--ckpt_path", str(path), "--test_path", tree, "--pred_dir", str(out),
+                          "--verbose", "false"])
+        assert predicted_ids(out) == torch.load(path, weights_only=True)["assignment"].tolist(), path.name
+    last = torch.load(checkpoints[0], weights_only=True)
+    assert (last["clustering_state_dict"] is not None) == (reassign == "2")  # epoch 3 did not re-cluster
+
+
+def test_assign_with_equal_size_on_the_shipped_sample(tmp_path):
+    """20 images of each of the 10 classes, one epoch, k = 10 with the default equal-size pseudo-labels: the
+    equal-size step moves images away from their nearest centroid, and assign follows it."""
+    import train
+    tree = tmp_path / "sample20"
+    train_dir = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
+    for cls in sorted(os.listdir(train_dir)):
+        os.makedirs(tree / cls)
+        for name in sorted(os.listdir(os.path.join(train_dir, cls)))[:20]:
+            os.symlink(os.path.join(train_dir, cls, name), tree / cls / name)
+    exp = tmp_path / "exp"
+    train.main("cpu", ["--dataset_path", str(tree), "--exp_dir", str(exp), "--num_epoch", "1", "--select_epoch", "last",
+                       "--workers", "0", "--verbose", "false"])
+    ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["cluster_offsets"].max() > 0  # the equal-size step did move images
+    result = pred.main("cpu", ["--exp_dir", str(exp), "--test_path", str(tree), "--verbose", "false"])
+    assert predicted_ids(exp / "pred") == ckpt["assignment"].tolist()
+    assert result["images"] == "training" and result["n_training_images"] == 200
+
+
+def test_metrics_on_training_images_are_labelled_as_such(trained, tmp_path, capsys):
+    tree, exp = trained
+    result = pred.main("cpu", pred_args(trained, tmp_path / "o", "--test_path", tree))
+    assert result["images"] == "training" and result["n_training_images"] == 24
+    assert "training images" in capsys.readouterr().out
+    other = make_blob_tree(tmp_path / "other", classes=3, per_class=2, seed=5)
+    result = pred.main("cpu", pred_args(trained, tmp_path / "o2", "--test_path", other))
+    assert result["images"] == "held_out" and result["n_training_images"] == 0
+    mixed = tmp_path / "mixed"
+    shutil.copytree(other, mixed, symlinks=True)
+    os.symlink(os.path.join(tree, "class_0", "000.png"), mixed / "class_0" / "zz_training.png")
+    result = pred.main("cpu", pred_args(trained, tmp_path / "o3", "--test_path", str(mixed)))
+    assert result["images"] == "mixed" and result["n_training_images"] == 1
+
+
+def test_recluster_of_one_image_is_one_line(trained, tmp_path):
+    one = tmp_path / "one" / "c"
+    one.mkdir(parents=True)
+    Image.new("RGB", (36, 36), (10, 200, 30)).save(one / "0.png")
+    with pytest.raises(SystemExit) as e:
+        pred.main("cpu", pred_args(trained, tmp_path / "o", "--test_path", str(one.parent), "--pred_mode", "recluster"))
+    assert "at least 2 images" in str(e.value.code) and "\n" not in str(e.value.code)
+    result = pred.main("cpu", pred_args(trained, tmp_path / "o", "--test_path", str(one.parent)))  # assign works
+    assert result["n_images"] == 1
+
+
+def test_the_probe_never_tests_on_the_images_it_trained_on(trained, tmp_path, capsys):
+    """A run on its own labelled folder (test_path = dataset_path): the probe holds out val_split itself and says
+    that the network trained on those images; with val_split 0 it stops with one line."""
+    tree, exp = trained
+    result = eval_linear.main("cpu", train_args(tree, exp, "--test_path", tree, "--probe_epochs", "2",
+                                                "--val_split", "0.25"))
+    assert result["n_train"] == 18 and result["n_test"] == 6 and result["n_test_trained_on"] == 6
+    assert "held out of the training images" in result["test_images"]
+    assert "the network trained on them without labels" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        eval_linear.main("cpu", train_args(tree, exp, "--test_path", tree, "--val_split", "0"))
+    assert "val_split" in str(e.value.code) and "\n" not in str(e.value.code)
+    partly = tmp_path / "partly"
+    shutil.copytree(make_blob_tree(tmp_path / "other", classes=3, per_class=2, seed=5), partly, symlinks=True)
+    for cls in range(3):
+        os.symlink(os.path.join(tree, f"class_{cls}", "000.png"), partly / f"class_{cls}" / "zz.png")
+    result = eval_linear.main("cpu", train_args(tree, exp, "--test_path", str(partly), "--probe_epochs", "2"))
+    assert result["n_test"] == 9 and result["n_train"] == 21 and result["n_test_trained_on"] == 3
+
+
+def test_probe_run_by_default_on_its_own_folder_holds_out(tmp_path):
+    """The case as a user meets it: trained on a labelled folder of its own, test_path left at its default."""
+    import train
+    tree = make_blob_tree(tmp_path / "tree", classes=2, per_class=10)
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(tree, exp, "--num_epoch", "0", "--num_classes", "2"))
+    result = eval_linear.main("cpu", ["--exp_dir", str(exp), "--probe_epochs", "2", "--verbose", "false"])
+    assert result["n_test"] == 2 and result["n_train"] == 18 and result["n_test_trained_on"] == 2

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +41,9 @@ def test_two_epochs_write_metrics_config_and_a_safe_checkpoint(blob_tree, tmp_pa
     ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["arch"] == "vgg16" and ckpt["num_classes"] == 3
     assert ckpt["assignment"].shape == (18,) and ckpt["assignment"].dtype == torch.int64
-    assert ckpt["pca_A"].shape == (8, 4096) and ckpt["pca_b"].shape == (8,) and ckpt["centroids"].shape == (3, 8)
+    # pca_dim 8 is capped at 2 for 18 images (max(2, 18 // 8))
+    assert ckpt["pca_A"].shape == (2, 4096) and ckpt["pca_b"].shape == (2,) and ckpt["centroids"].shape == (3, 2)
+    assert ckpt["cluster_offsets"].shape == (3,) and ckpt["data_fingerprint"] and ckpt["clustering_state_dict"] is None
     # the checkpoint ends with the next epoch's clustering, which removed the old head
     assert not any(k.startswith("top_layer") for k in ckpt["state_dict"])
     assert ckpt["clustering_metrics"]["reclustered"] and 0 <= ckpt["clustering_metrics"]["nmi_prev"] <= 1
@@ -212,9 +215,9 @@ def test_cache_and_streaming_do_not_change_the_default_result(blob_tree, tmp_pat
 
 
 def test_streaming_with_a_sample_smaller_than_the_set(blob_tree, tmp_path):
-    run(blob_tree, tmp_path / "exp", "--num_epoch", "1", "--pca_fit_samples", "10", "--pca_dim", "4")
+    run(blob_tree, tmp_path / "exp", "--num_epoch", "1", "--pca_fit_samples", "10", "--pca_dim", "2")
     ckpt = torch.load(tmp_path / "exp" / "checkpoint.pth.tar", weights_only=True)
-    assert ckpt["assignment"].shape == (18,) and ckpt["pca_A"].shape == (4, 4096)
+    assert ckpt["assignment"].shape == (18,) and ckpt["pca_A"].shape == (2, 4096)
     assert "clamped" not in (tmp_path / "exp" / "train.log").read_text()
 
 
@@ -257,8 +260,8 @@ def test_ema_must_be_below_one(blob_tree, tmp_path):
 def test_equal_size_gives_clusters_of_one_size(tmp_path, monkeypatch):
     """--equal_size true: every epoch's pseudo-labels come from the Sinkhorn partition, n / k images per cluster."""
     calls = []
-    real = clustering.equal_size_partition
-    monkeypatch.setattr(clustering, "equal_size_partition", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    real = clustering.equal_size_offsets
+    monkeypatch.setattr(clustering, "equal_size_offsets", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
     tree = make_blob_tree(tmp_path / "tree", classes=2, per_class=6)
     exp = tmp_path / "exp"
     run(tree, exp, "--num_epoch", "1", "--num_classes", "3", "--equal_size", "true")
@@ -273,3 +276,54 @@ def test_equal_size_too_large_stops_before_any_feature_pass(blob_tree, tmp_path,
     with pytest.raises(SystemExit, match=r"equal_size holds 18 images x 3 clusters = 54 distances.*set equal_size false"):
         run(blob_tree, tmp_path / "exp", "--equal_size", "true")
     assert not (tmp_path / "exp" / "checkpoint.pth.tar").exists()
+
+
+def test_a_run_resumes_only_on_its_own_images(tmp_path):
+    """Same count, other files: one line naming both folders, before any work; a moved copy of the same tree resumes."""
+    first = make_blob_tree(tmp_path / "first", classes=3, per_class=6)
+    other = make_blob_tree(tmp_path / "other", classes=3, per_class=6, seed=9)
+    os.rename(os.path.join(other, "class_2"), os.path.join(other, "class_z"))
+    exp = tmp_path / "exp"
+    run(first, exp, "--num_epoch", "1")
+    with pytest.raises(SystemExit) as e:
+        run(other, exp, "--num_epoch", "2")
+    message = str(e.value.code)
+    assert message.startswith("checkpoint error:") and "other images" in message and "\n" not in message
+    assert str(first) in message and str(other) in message
+    assert len(read_metrics(exp)) == 1
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    run(moved, exp, "--num_epoch", "2")
+    assert len(read_metrics(exp)) == 2
+
+
+def test_k_larger_than_the_images_left_after_the_hold_out_says_so(blob_tree, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        run(blob_tree, tmp_path / "exp", "--test_path", "", "--val_split", "0.5", "--num_classes", "10")
+    assert "9 images" in str(e.value.code) and "val_split 0.5" in str(e.value.code)
+
+
+def test_pic_does_not_need_more_images_than_num_classes(blob_tree, tmp_path):
+    run(blob_tree, tmp_path / "exp", "--clustering", "pic", "--num_classes", "50", "--num_epoch", "0")
+    assert (tmp_path / "exp" / "checkpoint.pth.tar").exists()
+
+
+def test_a_small_set_of_two_kinds_is_not_clustered_at_chance(tmp_path):
+    """16 images of the shipped sample, 8 bags and 8 trousers, random networks with the default pca_dim: the
+    whitening is capped well below n - 1 (where every pair of images is equally far apart and k-means is at
+    chance: NMI 0.01-0.05), so that the whitened distances still tell the two kinds apart."""
+    sample = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
+    tree = tmp_path / "two_kinds"
+    for cls in ("Bag", "Trouser"):
+        os.makedirs(tree / cls)
+        for name in sorted(os.listdir(os.path.join(sample, cls)))[:8]:
+            shutil.copy(os.path.join(sample, cls, name), tree / cls / name)
+    scores = []
+    for seed in (31, 32, 33):
+        exp = tmp_path / f"exp{seed}"
+        train.main("cpu", ["--dataset_path", str(tree), "--exp_dir", str(exp), "--num_classes", "2", "--num_epoch",
+                           "0", "--seed", str(seed), "--workers", "0", "--verbose", "false"])
+        ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+        assert ckpt["pca_A"].shape[0] == 2 and "clamped to 2" in (exp / "train.log").read_text()
+        scores.append(ckpt["clustering_metrics"]["nmi"])
+    assert np.mean(scores) > 0.6 and max(scores) == pytest.approx(1.0)  # measured: 0.19, 1.0, 1.0

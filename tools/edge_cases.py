@@ -17,6 +17,9 @@ import torch
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from models import build_model  # noqa: E402
+
 FAST = ["--input_size", "32", "--batch_size", "8", "--pca_dim", "8", "--kmeans_niter", "5", "--verbose", "false"]
 
 
@@ -50,13 +53,45 @@ def trees(base):
     t["foreign"] = foreign
     t["state_dict"] = os.path.join(base, "weights.pth")
     torch.save({"features.0.weight": torch.zeros(1)}, t["state_dict"])
+    t["other_tree"] = base + "/other_tree"  # as many images as tree, other files
+    for c in range(3):
+        images(os.path.join(t["other_tree"], f"kind_{c}"), 6, seed=10 + c)
+    t["empty_class"] = base + "/empty_class"
+    for c in range(2):
+        images(os.path.join(t["empty_class"], f"class_{c}"), 6, seed=c)
+    os.makedirs(os.path.join(t["empty_class"], "class_2_empty"))
+    t["latin1"] = os.path.join(base, "latin1.json")
+    open(t["latin1"], "wb").write('{"dataset_path": "donn\u00e9es"}'.encode("latin-1"))
+    t["alexnet"] = os.path.join(base, "deepcluster_alexnet.pth.tar")
+    torch.save({"epoch": 500, "arch": "alexnet", "state_dict": deepcluster_alexnet_state()}, t["alexnet"])
     return t
 
 
+def deepcluster_alexnet_state():
+    """Tensors with the names and shapes of DeepCluster's published AlexNet + Sobel file (224 px, 10,000 clusters)."""
+    state = build_model("alexnet", True, 10000, 224).state_dict()
+    return {(k.replace("features.", "features.module.", 1) if k.startswith("features.") else k): v
+            for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
 def cases(t):
+    """(script, case, arguments) in the order they run: the train.py cases prepare the runs of the others."""
     exp, ok_exp = os.path.join(t["base"], "exp_new"), os.path.join(t["base"], "exp_ok")
     run = ["--dataset_path", t["tree"], "--exp_dir", ok_exp, "--num_classes", "3", *FAST]
     pred = [*run, "--test_path", t["tree"], "--pred_dir", os.path.join(t["base"], "pred")]
+    return train_cases(t, exp, run) + resume_and_data_cases(t, exp, run) + pred_cases(t, exp, ok_exp, pred) + [
+        ("eval_linear.py", "test images = the training images (the probe holds out val_split)",
+         [*run, "--test_path", t["tree"], "--probe_epochs", "2"]),
+        ("eval_linear.py", "test images = the training images, val_split 0",
+         [*run, "--test_path", t["tree"], "--val_split", "0"]),
+        ("eval_linear.py", "probe_layer 9", [*run, "--test_path", t["tree"], "--probe_layer", "9"]),
+        ("eval_linear.py", "test images without classes", [*run, "--test_path", t["flat"]]),
+        ("eval_linear.py", "probe_epochs 0", [*run, "--test_path", t["tree"], "--probe_epochs", "0"]),
+        ("train_cuda.py", "no GPU on the machine", run),
+    ]
+
+
+def train_cases(t, exp, run):
     return [
         ("train.py", "no flags beyond a tree (prepares the runs below)", [*run, "--num_epoch", "1"]),
         ("train.py", "dataset_path empty", ["--dataset_path", "", *FAST]),
@@ -90,8 +125,31 @@ def cases(t):
         ("train.py", "num_epoch 0", [*run, "--exp_dir", exp + "6", "--num_epoch", "0"]),
         ("train.py", "val_split 0.99, test_path empty", [*run, "--exp_dir", exp + "7", "--test_path", "",
                                                          "--val_split", "0.99", "--num_epoch", "1"]),
+    ]
+
+
+def resume_and_data_cases(t, exp, run):
+    return [
         ("train.py", "same run again (finished)", [*run, "--num_epoch", "1"]),
         ("train.py", "resume with another input_size", [*run, "--num_epoch", "2", "--input_size", "64"]),
+        ("train.py", "resume on other images (same count)", [*run, "--num_epoch", "2", "--dataset_path",
+                                                              t["other_tree"]]),
+        ("train.py", "a class folder without images (2 classes counted)", [*run, "--exp_dir", exp + "8",
+                                                                           "--dataset_path", t["empty_class"],
+                                                                           "--num_epoch", "0"]),
+        ("train.py", "--config file that is not UTF-8", [*run, "--config", t["latin1"]]),
+        ("train.py", "num_classes above the images left after val_split", [*run, "--exp_dir", exp, "--test_path", "",
+                                                                           "--val_split", "0.5", "--num_classes", "10"]),
+        ("train.py", "PIC with num_classes above the images", [*run, "--exp_dir", exp + "9", "--clustering", "pic",
+                                                               "--num_classes", "50", "--num_epoch", "0"]),
+        ("train.py", "--init DeepCluster's AlexNet file at input_size 64", [*run, "--exp_dir", exp + "10",
+                                                                            "--arch", "alexnet", "--input_size", "64",
+                                                                            "--init", t["alexnet"], "--num_epoch", "0"]),
+    ]
+
+
+def pred_cases(t, exp, ok_exp, pred):
+    return [
         ("pred.py", "the run above", pred),
         ("pred.py", "only --exp_dir (settings from the checkpoint)", ["--exp_dir", ok_exp, "--verbose", "false"]),
         ("pred.py", "--images a flat folder, only --exp_dir", ["--exp_dir", ok_exp, "--images", t["flat"],
@@ -107,10 +165,7 @@ def cases(t):
         ("pred.py", "another sobel than the run", [*pred, "--sobel", "false"]),
         ("pred.py", "a checkpoint that is a bare state_dict", [*pred, "--ckpt_path", t["state_dict"]]),
         ("pred.py", "test_path a flat folder", [*pred, "--test_path", t["flat"]]),
-        ("eval_linear.py", "probe_layer 9", [*run, "--test_path", t["tree"], "--probe_layer", "9"]),
-        ("eval_linear.py", "test images without classes", [*run, "--test_path", t["flat"]]),
-        ("eval_linear.py", "probe_epochs 0", [*run, "--test_path", t["tree"], "--probe_epochs", "0"]),
-        ("train_cuda.py", "no GPU on the machine", run),
+        ("pred.py", "recluster a folder of one image", [*pred, "--test_path", t["one"], "--pred_mode", "recluster"]),
     ]
 
 
