@@ -36,6 +36,7 @@ DEFAULTS = {
     "init": "",  # weights to start from: a DeepCluster checkpoint (VGG16/AlexNet + Sobel) or torchvision's VGG16-BN; "" = random
     # --- clustering ---
     "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
+    "clustering_device": "auto",  # where PCA-whitening, k-means, equal_size and PIC's k-NN graph run: "auto" (torch on the GPU the network runs on; faiss on a CPU), "cpu" (faiss on the CPU, the reference's path) or "torch" (torch on the network's device, a CPU included)
     "num_classes": 10,  # k of k-means: number of clusters = outputs of the classifier head
     "pca_dim": 16,  # PCA-whitening dimension before k-means (clamped to what the data allows); the paper: 256 (for k = 10000)
     "pca_method": "torch",  # "torch" (covariance or Gram matrix + eigh; a randomised subspace iteration above 2048 dims; many times faster) or "faiss" (PCAMatrix, the reference)
@@ -83,6 +84,7 @@ DEFAULTS = {
     "exp_dir": "exp/fashion_mnist_small",  # where config.json, metrics.jsonl, train.log and checkpoint.pth.tar are written
     "workers": -1,  # DataLoader worker processes; -1 = from the cores (none up to 2 cores, else half of them, at most 8)
     "amp": "bf16",  # mixed precision on CUDA: "bf16", "fp16" (with loss scaling) or "off"; the CPU always uses float32
+    "compile": "auto",  # torch.compile of the network's body (the head is replaced every clustering and stays eager): "auto" (on CUDA, off on the CPU, where it did not help), "on" or "off"
     "sync_bn": False,  # under torchrun: SyncBatchNorm across processes instead of per-process batch statistics
     "seed": 31,  # seeds torch, numpy, python and each epoch's k-means (the reference's seed)
     "resume": True,  # continue from exp_dir/checkpoint.pth.tar when it exists; false starts over
@@ -97,6 +99,8 @@ CHOICES = {
     "pca_method": ("torch", "faiss"),
     "head": ("new", "match", "centroids"),
     "amp": ("bf16", "fp16", "off"),
+    "clustering_device": ("auto", "cpu", "torch"),
+    "compile": ("auto", "on", "off"),
     "lr_scheduler": ("none", "step", "plateau"),
     "select_epoch": ("nmi_prev", "kmeans_loss", "last"),
 }
@@ -210,9 +214,9 @@ SCRIPT_KEYS = {
                                                 "save_features", "probe_layer", "probe_dims", "probe_epochs",
                                                 "probe_lr", "probe_weight_decay", "baseline")],
     "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
-             "input_size", "num_classes", "pca_dim", "pca_method", "kmeans_niter", "kmeans_nredo", "batch_size",
-             "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images", "save_features", "exp_dir", "workers",
-             "amp", "seed", "verbose"],
+             "input_size", "num_classes", "clustering_device", "pca_dim", "pca_method", "kmeans_niter",
+             "kmeans_nredo", "batch_size", "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
+             "save_features", "exp_dir", "workers", "amp", "seed", "verbose"],
     "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch",
                     "sobel", "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs",
                     "probe_lr", "probe_weight_decay", "baseline", "exp_dir", "workers", "seed", "verbose"],

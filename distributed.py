@@ -1,7 +1,8 @@
 """torch.distributed for DeepCluster, as torchrun launches it: one process per GPU (NCCL) or per CPU share (gloo).
 
-Every rank computes the features of its own share of the images (strided: no image twice,
-none dropped), rank 0 gathers them, clusters once and broadcasts the assignment, and every
+Every rank computes the features of its own share of the images (a contiguous block: no image
+twice, none dropped), rank 0 gathers them into one buffer (on its GPU when it clusters there),
+clusters once and broadcasts the assignment, and every
 rank trains on a disjoint share of the same cluster-balanced epoch sample under
 DistributedDataParallel. Only rank 0 logs and writes files. Without torchrun (WORLD_SIZE
 unset or 1) every function here is a no-op for a single process.
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from errors import ConfigError
+
 
 def setup(device_type):
     """(rank, world_size, local_rank); starts the process group when torchrun asked for several processes."""
@@ -20,10 +23,20 @@ def setup(device_type):
         return 0, 1, 0
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
+        check_gpu_count(int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1)))
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def check_gpu_count(processes):
+    """torchrun started `processes` per machine, one per GPU: more than the machine has is one line on every
+    rank, before any process group starts (else a rank dies with CUDA's 'invalid device ordinal')."""
+    gpus = torch.cuda.device_count()
+    if processes > gpus:
+        raise ConfigError(f"torchrun started {processes} processes on this machine but it has {gpus} GPU"
+                          f"{'' if gpus == 1 else 's'}: one process per GPU, so use --nproc_per_node={gpus} or fewer")
 
 
 def active():
@@ -36,33 +49,37 @@ def cleanup():
 
 
 def shard(n, rank, world):
-    """This rank's images: rank, rank + world, ... (disjoint shares that cover all n)."""
-    return np.arange(rank, n, world)
+    """This rank's images: a contiguous block of ceil(n / world) (the last blocks shorter or empty); the blocks
+    are disjoint and cover all n, and rank 0 receives each one straight into its place (gather_rows)."""
+    size = -(-n // world)
+    return np.arange(min(n, rank * size), min(n, (rank + 1) * size))
 
 
 def gather_rows(index, rows, n, device):
-    """Rank 0 gets the n x d matrix with every rank's rows in place; other ranks get None."""
+    """Rank 0 gets the n x d matrix with every rank's rows in place; other ranks get None.
+
+    rows: this rank's (len(index), d) float32 rows, a numpy array (rank 0 gets numpy) or a tensor (rank 0 gets
+    a tensor on `device`, e.g. its GPU for the torch clustering). Under torchrun every rank's block of
+    shard() is received straight into its place in one buffer on `device`: rank 0 never holds a second
+    n x d copy."""
+    tensor = isinstance(rows, torch.Tensor)
     if not active():
+        if tensor:
+            out = torch.empty(n, rows.shape[1], dtype=torch.float32, device=rows.device)
+            out[torch.as_tensor(np.asarray(index), device=rows.device)] = rows.float()
+            return out
         out = np.empty((n, rows.shape[1]), dtype=rows.dtype)
         out[index] = rows
         return out
     world, rank = dist.get_world_size(), dist.get_rank()
-    size = -(-n // world)  # every share padded to the largest
-    pad_rows = torch.zeros(size, rows.shape[1], dtype=torch.float32, device=device)
-    pad_index = torch.full((size,), -1, dtype=torch.int64, device=device)
-    pad_rows[:len(index)] = torch.from_numpy(rows).to(device)
-    pad_index[:len(index)] = torch.from_numpy(np.asarray(index, dtype=np.int64)).to(device)
-    rows_list = [torch.empty_like(pad_rows) for _ in range(world)] if rank == 0 else None
-    index_list = [torch.empty_like(pad_index) for _ in range(world)] if rank == 0 else None
-    dist.gather(pad_rows, rows_list, dst=0)
-    dist.gather(pad_index, index_list, dst=0)
+    size = -(-n // world)
+    send = torch.zeros(size, rows.shape[1], dtype=torch.float32, device=device)
+    send[:len(index)] = rows.to(device) if tensor else torch.from_numpy(rows).to(device)
+    out = torch.empty(world * size, rows.shape[1], dtype=torch.float32, device=device) if rank == 0 else None
+    dist.gather(send, list(out.split(size)) if rank == 0 else None, dst=0)
     if rank != 0:
         return None
-    out = np.empty((n, rows.shape[1]), dtype=np.float32)
-    for r, i in zip(rows_list, index_list):
-        keep = i >= 0
-        out[i[keep].cpu().numpy()] = r[keep].cpu().numpy()
-    return out
+    return out[:n] if tensor else out[:n].cpu().numpy()
 
 
 def broadcast(obj):

@@ -208,13 +208,15 @@ def write_predictions(path, dataset, ids, dist):
 
 # ---------------------------------------------------------------- main
 
-def cluster_images(c, dataset, features, ckpt):
-    """(cluster ids, squared distances to their centroids, k, the whitened embeddings) in pred_mode."""
+def cluster_images(c, dataset, features, ckpt, device=None):
+    """(cluster ids, squared distances to their centroids, k, the whitened embeddings) in pred_mode, numpy arrays;
+    device: where the whitening and the clustering run (clustering.resolve_device; None: faiss on the CPU)."""
+    x = features if device is None else torch.from_numpy(features).to(device)
     if c["pred_mode"] == "assign":
         _, pca, centroids, offsets = stored_clustering(ckpt)
-        xb = clustering.apply_pca(features, pca)
-        ids, dist = clustering.nearest_centroid(xb, centroids, offsets)  # the training rule, offsets included
-        return ids, dist, len(centroids), xb
+        xb = clustering.apply_pca(x, pca)
+        ids, dist = clustering.nearest_centroid(xb, centroids, offsets, device)  # the training rule, offsets included
+        return ids, dist, len(centroids), clustering.to_numpy(xb)
     k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"])
     if len(dataset) < 2:
         raise PredError(f"recluster needs at least 2 images to cluster, got {len(dataset)}; use --pred_mode assign "
@@ -225,8 +227,9 @@ def cluster_images(c, dataset, features, ckpt):
     note = clustering.clamp_note(c["pca_dim"], *features.shape)
     if note:
         say(note)
-    xb, _ = clustering.preprocess_features(features, c["pca_dim"], log=say, method=c["pca_method"], seed=seed)
-    ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"])
+    xb, _ = clustering.preprocess_features(x, c["pca_dim"], log=say, method=c["pca_method"], seed=seed)
+    ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"], device=device)
+    xb = clustering.to_numpy(xb)
     return ids, ((xb - centroids[ids]) ** 2).sum(1), k, xb
 
 
@@ -284,7 +287,8 @@ def predict(c, device="cpu", given=None):
         if not np.isfinite(features).all():
             raise PredError(f"the network of '{printable(checkpoint_path(c))}' gives features that are not finite "
                             "(a diverged training?); use the checkpoint of an earlier run")
-        ids, dist, k, embeddings = cluster_images(c, dataset, features, ckpt)
+        ids, dist, k, embeddings = cluster_images(c, dataset, features, ckpt,
+                                                  clustering.resolve_device(c["clustering_device"], device))
         staging = beside(pred_dir, f"tmp-{os.getpid()}")
         os.makedirs(staging)
         open(os.path.join(staging, STAGING_MARK), "w").close()

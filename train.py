@@ -31,8 +31,8 @@ from checkpoint import (CHECKPOINT, METRICS, SELECTED, append_metrics, hold_lock
                         remove_stale_temporaries, restore_training, save_checkpoint, training_state, truncate_metrics)
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, file_fingerprint, open_split, train_transform
-from engine import Logger, amp_dtype, average_into, compute_features, format_metric, iter_features, make_loader
-from engine import memory_format, train_one_epoch, weights_finite
+from engine import Logger, amp_dtype, average_into, compile_body, compute_features, format_metric, iter_features
+from engine import make_loader, memory_format, train_one_epoch, weights_finite
 from errors import CheckpointError, ConfigError, DataError, TrainingError
 from models import FEATURE_DIM, build_model
 from models.pretrained import load_pretrained, read_state_dict
@@ -54,11 +54,13 @@ def make_scheduler(optimizer, c):
     return None
 
 
-def make_clusterer(c):
+def make_clusterer(c, device=None):
+    """PIC or k-means (+ equal_size) with the config's settings; device: where it runs (clustering.resolve_device)."""
     if c["clustering"] == "pic":  # PIC's cluster sizes are its outcome: equal_size applies to k-means only
-        return PIC(c["pca_dim"], c["pic_nnn"], c["pic_sigma"], c["pic_alpha"], c["pic_iterations"], c["pca_method"])
+        return PIC(c["pca_dim"], c["pic_nnn"], c["pic_sigma"], c["pic_alpha"], c["pic_iterations"], c["pca_method"],
+                   device)
     return Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"], c["pca_method"], c["kmeans_nredo"],
-                  c["equal_size"], c["equal_size_eps"])
+                  c["equal_size"], c["equal_size_eps"], device)
 
 
 def check_processes(c, device, world):
@@ -86,6 +88,7 @@ class Run:
         self.device_ids = [local_rank] if self.device.type == "cuda" else None
         self.main_process = self.rank == 0
         self.comm_device = self.device if self.device.type == "cuda" else torch.device("cpu")  # NCCL: GPU, gloo: CPU
+        self.clustering_device = clustering.resolve_device(c["clustering_device"], self.device)  # None: faiss
         self.log = Logger(c["exp_dir"], c["verbose"], self.main_process)
         self.verbose = c["verbose"] and self.main_process
         self.dtype = amp_dtype(c, self.device)
@@ -123,7 +126,7 @@ class Run:
         if c["clustering"] == "kmeans" and c["num_classes"] > n:
             raise DataError(f"num_classes (k) = {c['num_classes']} is larger than the {where}")
         if c["equal_size"] and c["clustering"] == "kmeans":
-            clustering.check_equal_size_fits(n, c["num_classes"])
+            clustering.check_equal_size_fits(n, c["num_classes"], self.clustering_device)
         note = clustering.clamp_note(c["pca_dim"], min(n, c["pca_fit_samples"] or n), FEATURE_DIM)
         if note:
             self.log(note)
@@ -161,14 +164,19 @@ class Run:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device, memory_format=memory_format(self.device))
         self.ema_model = copy.deepcopy(self.model) if c["ema"] else None  # the weight average (cfg ema)
+        compiled = [compile_body(net, c, self.device) for net in (self.model, self.ema_model) if net is not None]
         self.body_optimizer = make_optimizer(self.model, c)
         self.scheduler = make_scheduler(self.body_optimizer, c)
-        self.clusterer = make_clusterer(c)
+        self.clusterer = make_clusterer(c, self.clustering_device)
         self.my_share = distributed.shard(self.n, self.rank, self.world)  # the images whose features this rank computes
         self.eval_loader = make_loader(self.dataset if self.world == 1 else self.dataset.subset(self.my_share), c,
                                        self.device)
-        self.log(f"{self.world} process{'es' if self.world > 1 else ''}, clustering with faiss on "
-                 f"{clustering.faiss_device()}" + (f", mixed precision {c['amp']}" if self.dtype is not None else ""))
+        where = clustering.describe(self.clustering_device)
+        if self.clustering_device is None and clustering.faiss_device() == "GPU":
+            where = "faiss on the GPU (a faiss GPU build)"
+        self.log(f"{self.world} process{'es' if self.world > 1 else ''}, clustering with {where}"
+                 + (f", mixed precision {c['amp']}" if self.dtype is not None else "")
+                 + (", torch.compile of the body" if any(compiled) else ""))
 
     def resume_or_start(self):
         """Resume from the checkpoint, or cluster the random network (epoch 0). False when nothing is left to do."""
@@ -242,7 +250,8 @@ class Run:
 
     def cluster_gathered(self, seed):
         """Each rank computes its share of the features; rank 0 gathers all of them and clusters once."""
-        features = compute_features(self.eval_loader, self.feature_net(), self.device, self.verbose, self.dtype)
+        features = compute_features(self.eval_loader, self.feature_net(), self.device, self.verbose, self.dtype,
+                                    keep_on=self.clustering_device)  # on the GPU that clusters them: no host copy
         features = distributed.gather_rows(self.my_share, features, self.n, self.comm_device)
         t1 = time.time()
         if self.main_process:
@@ -256,6 +265,8 @@ class Run:
         order = np.random.default_rng(seed).permutation(n).tolist() if c["pca_fit_samples"] < n else None
         batches = iter_features(make_loader(self.dataset, c, self.device, order), self.feature_net(), self.device,
                                 self.verbose, self.dtype)
+        where = self.clustering_device
+        batches = ((i, rows.cpu().numpy() if where is None else rows.to(where)) for i, rows in batches)
         xb, pca = clustering.streamed_whitening(batches, n, c["pca_dim"], c["pca_fit_samples"], self.log,
                                                 c["pca_method"], seed)
         t1 = time.time()

@@ -238,7 +238,7 @@ def test_nearest_centroid_with_offsets_against_brute_force():
 
 
 def test_equal_size_refuses_a_plan_too_large_for_memory(monkeypatch):
-    monkeypatch.setattr(clustering, "EQUAL_SIZE_MAX_CELLS", 150)
+    monkeypatch.setattr(clustering.equal_size, "EQUAL_SIZE_MAX_CELLS", 150)
     x, _ = uneven_blobs()
     with pytest.raises(SystemExit, match="100 images x 2 clusters = 200 distances.*lower num_classes"):
         equal_size_offsets(x, np.zeros((2, 2), dtype=np.float32))

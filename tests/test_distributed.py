@@ -68,6 +68,23 @@ def test_two_processes_cluster_like_one_and_stay_in_sync(tmp_path):
     assert "2 processes" in (two / "train.log").read_text()
 
 
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit) as e:
+        distributed.check_gpu_count(2)
+    message = str(e.value.code)
+    assert "2 processes" in message and "1 GPU" in message and "--nproc_per_node=1" in message and "\n" not in message
+    distributed.check_gpu_count(1)
+
+
+def test_contiguous_shares_are_gathered_in_place():
+    """One block per rank, in order: rank 0 receives each block straight into its rows of one buffer."""
+    shares = [distributed.shard(21, r, 4) for r in range(4)]
+    assert [s.tolist() for s in shares] == [list(range(0, 6)), list(range(6, 12)), list(range(12, 18)),
+                                            list(range(18, 21))]
+    assert distributed.shard(5, 3, 4).tolist() == []
+
+
 def test_gpu_check_script_cpu_safe_parts():
     script = os.path.join(ROOT, "tools", "gpu_check.sh")
     r = subprocess.run(["bash", script, "--help"], capture_output=True, text=True)

@@ -261,7 +261,7 @@ def test_equal_size_gives_clusters_of_one_size(tmp_path, monkeypatch):
     """--equal_size true: every epoch's pseudo-labels come from the Sinkhorn partition, n / k images per cluster."""
     calls = []
     real = clustering.equal_size_offsets
-    monkeypatch.setattr(clustering, "equal_size_offsets", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    monkeypatch.setattr(clustering.kmeans, "equal_size_offsets", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
     tree = make_blob_tree(tmp_path / "tree", classes=2, per_class=6)
     exp = tmp_path / "exp"
     run(tree, exp, "--num_epoch", "1", "--num_classes", "3", "--equal_size", "true")
@@ -271,7 +271,7 @@ def test_equal_size_gives_clusters_of_one_size(tmp_path, monkeypatch):
 
 
 def test_equal_size_too_large_stops_before_any_feature_pass(blob_tree, tmp_path, monkeypatch):
-    monkeypatch.setattr(clustering, "EQUAL_SIZE_MAX_CELLS", 10)
+    monkeypatch.setattr(clustering.equal_size, "EQUAL_SIZE_MAX_CELLS", 10)
     monkeypatch.setattr(train, "compute_features", lambda *a, **k: pytest.fail("features computed before the check"))
     with pytest.raises(SystemExit, match=r"equal_size holds 18 images x 3 clusters = 54 distances.*set equal_size false"):
         run(blob_tree, tmp_path / "exp", "--equal_size", "true")

@@ -1,0 +1,29 @@
+"""The math of one DeepCluster clustering step, as plain functions, one module per step:
+
+    whitening.py     features (N x 4096) -> PCA-whitening to pca_dim -> L2-normalised rows
+    kmeans.py        k-means -> assignment (N,) and centroids; the nearest-centroid rule
+    equal_size.py    the equal-size pseudo-labels (one offset per cluster, Sinkhorn-Knopp)
+    pic.py           power iteration clustering, the reference's alternative to k-means
+    pseudo_labels.py the uniform-over-clusters sampler and the head's matching across clusterings
+    common.py        the per-epoch seed, the clustering device, the numpy / tensor helpers
+
+Each step that has a faiss (or numpy) form and a torch form keeps both side by side in its module: the faiss
+form is the reference's path on the CPU; the torch form runs where the network runs (a GPU), and on the CPU
+where the tests compare it with faiss. `device=None` selects the faiss form (see common.resolve_device).
+"""
+from .common import cluster_means, describe, epoch_seed, finite, partition_loss, resolve_device, to_numpy
+from .equal_size import EQUAL_SIZE_CANDIDATES, check_equal_size_fits, equal_size_offsets
+from .kmeans import Kmeans, assign_to_centroids, faiss_device, flat_index, nearest_centroid, run_kmeans
+from .pic import PIC, knn_graph, merge_singletons, pic_diffusion, pic_graph, pic_heads, run_pic
+from .pseudo_labels import UnifLabelSampler, match_clusters, uniform_label_indices
+from .whitening import (IMAGES_PER_WHITENED_DIM, WhitenThenCluster, apply_pca, clamp_note, clamp_pca_dim,
+                        fit_pca_whitening, l2_normalize, max_whitened_dim, preprocess_features, streamed_whitening,
+                        top_eigh, torch_pca)
+
+__all__ = ["EQUAL_SIZE_CANDIDATES", "IMAGES_PER_WHITENED_DIM", "Kmeans", "PIC", "UnifLabelSampler",
+           "WhitenThenCluster", "apply_pca", "assign_to_centroids", "check_equal_size_fits", "clamp_note",
+           "clamp_pca_dim", "cluster_means", "describe", "epoch_seed", "equal_size_offsets", "faiss_device",
+           "finite", "fit_pca_whitening", "flat_index", "knn_graph", "l2_normalize", "match_clusters",
+           "max_whitened_dim", "merge_singletons", "nearest_centroid", "partition_loss", "pic_diffusion",
+           "pic_graph", "pic_heads", "preprocess_features", "resolve_device", "run_kmeans", "run_pic",
+           "streamed_whitening", "to_numpy", "top_eigh", "torch_pca", "uniform_label_indices"]

@@ -1,0 +1,146 @@
+"""The equal-size step (cfg equal_size, not in the paper): SeLa's pseudo-labels (Asano et al., ICLR 2020) on
+top of k-means. One offset per cluster makes the nearest-centroid partition (almost) equal in size: image i
+goes to argmin_j ||x_i - c_j||^2 + offsets[j] (kmeans.nearest_centroid, the rule pred.py assigns with too).
+
+The offsets come from entropy-regularised optimal transport (Sinkhorn-Knopp): the plan
+P = diag(u) K diag(v), K = exp(-D / T), T = eps * mean(D), D the squared L2 distances to the centroids, scaled
+so that every row carries 1/n and every column 1/k; each row's largest entry of P is its cluster after the
+offset -T log v_j. Two forms: numpy (dense float64 n x k, the CPU path, refused above
+EQUAL_SIZE_MAX_CELLS) and torch (each image's EQUAL_SIZE_CANDIDATES nearest centroids only, on the
+clustering device: k = 10,000 on 1.28M images holds 1.28M x 64 entries instead of 12.8G).
+"""
+import numpy as np
+import torch
+
+from errors import ConfigError
+
+from .common import deterministic, rows_per_chunk, to_numpy, to_tensor
+
+EQUAL_SIZE_MAX_CELLS = 50_000_000  # n x k cells of the numpy form: three float64 arrays of that size (1.2 GB)
+EQUAL_SIZE_CANDIDATES = 64  # centroids per image in the torch form; with k <= 64 it is the dense plan
+
+
+def torch_budget(device):
+    """Bytes the torch form may hold: its three n x m float64 / int64 arrays (kernel, ids, a gathered copy)."""
+    return (16 if torch.device(device).type == "cuda" else 2) * 2**30
+
+
+def check_equal_size_fits(n, k, device=None):
+    """The one-line error for a plan too large for memory (train.py asks before any work): the numpy form
+    holds n x k float64 cells, at most EQUAL_SIZE_MAX_CELLS; the torch form n x min(k, 64) candidates of 24
+    bytes within torch_budget (16 GiB on a GPU: k = 10,000 on ImageNet's 1.28M images needs 2 GB)."""
+    if device is None and n * k > EQUAL_SIZE_MAX_CELLS:
+        raise ConfigError(f"equal_size holds {n:,} images x {k:,} clusters = {n * k:,} distances in memory "
+                          f"(at most {EQUAL_SIZE_MAX_CELLS:,} on the CPU); lower num_classes, set equal_size false, "
+                          "or cluster on a GPU (train_cuda.py with clustering_device auto)")
+    m = min(k, EQUAL_SIZE_CANDIDATES)
+    if device is not None and n * m * 24 > torch_budget(device):
+        raise ConfigError(f"equal_size holds {n:,} images x {m} candidate clusters = {n * m:,} distances in memory "
+                          f"(at most {torch_budget(device) // 24:,} on {torch.device(device).type}); lower "
+                          "num_classes or set equal_size false")
+
+
+def numpy_equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
+    """The dense form: D and K as n x k float64 arrays, each row's smallest distance subtracted first (a row
+    scale that P absorbs in u), so every row keeps an entry 1 and nothing overflows; the iterations are two
+    matrix-vector products each."""
+    x = to_numpy(xb, np.float64)
+    c = to_numpy(centroids, np.float64)
+    n, k = x.shape[0], c.shape[0]
+    check_equal_size_fits(n, k)
+    d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :]
+    temperature = eps * max(float(d.mean()), 1e-12)
+    kernel = np.exp(-(d - d.min(1, keepdims=True)) / temperature)
+    col = kernel.T @ np.ones(n)  # kernel.T @ u for the starting u = 1
+    for it in range(1, max_iter + 1):
+        v = (1.0 / k) / col
+        u = (1.0 / n) / (kernel @ v)
+        col = kernel.T @ u  # serves the check here and the next v
+        if np.abs(v * col * k - 1).max() < tol:  # column sums of P times k: 1 once converged
+            break
+    offsets = -temperature * np.log(v)
+    return offsets - offsets.min(), it
+
+
+def nearest_candidates(x, c, m):
+    """The m nearest centroids of every row, in row chunks: (squared distances (n, m) float64, ids (n, m))."""
+    x2, c2 = (x.double() ** 2).sum(1), (c.double() ** 2).sum(1)
+    dist = torch.empty(len(x), m, dtype=torch.float64, device=x.device)
+    ids = torch.empty(len(x), m, dtype=torch.int64, device=x.device)
+    step = rows_per_chunk(len(c), x.device, itemsize=8)
+    for i in range(0, len(x), step):
+        d = torch.addmm(c2, x[i:i + step].double(), c.double().T, alpha=-2) + x2[i:i + step, None]
+        dist[i:i + step], ids[i:i + step] = d.topk(m, dim=1, largest=False)
+    return dist.clamp(min=0), ids
+
+
+def candidate_sinkhorn(dist, ids, k, temperature, max_iter, tol):
+    """Sinkhorn-Knopp on the plan restricted to each row's candidates (dist, ids: (n, m)), on their device.
+    Returns (offsets (k,) float64 tensor, >= 0, iterations, converged). A column that no row reaches gets the
+    largest offset. The iterations stop early, as not converged, when the offsets spread wider than any
+    distance: then the candidates cannot carry equal columns."""
+    n = len(dist)
+    kernel = torch.exp(-(dist - dist.min(1, keepdim=True).values) / temperature)
+    flat_ids = ids.flatten()
+    spread = float(dist.max())
+
+    def column_sums(u):  # K^T u, summed in a fixed order
+        with deterministic(dist.device):
+            return torch.zeros(k, dtype=torch.float64, device=dist.device).index_add_(0, flat_ids,
+                                                                                    (kernel * u[:, None]).flatten())
+
+    col = column_sums(torch.ones(n, dtype=torch.float64, device=dist.device))
+    reached = col > 0
+    converged = False
+    for it in range(1, max_iter + 1):
+        v = torch.where(reached, (1.0 / k) / torch.where(reached, col, 1.0), 0.0)
+        u = (1.0 / n) / (kernel * v[ids]).sum(1)
+        col = column_sums(u)
+        log_v = torch.log(v[reached])
+        if float(((v * col * k - 1).abs() * reached).max()) < tol:
+            converged = True
+            break
+        if temperature * float(log_v.max() - log_v.min()) > spread:
+            break
+    offsets = -temperature * torch.log(v.clamp(min=torch.finfo(torch.float64).tiny))
+    offsets[~reached] = offsets[reached].max()
+    return offsets - offsets[reached].min(), it, converged
+
+
+def torch_equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3, candidates=EQUAL_SIZE_CANDIDATES):
+    """The sparse form on xb's device: the plan restricted to each row's m nearest centroids, m = `candidates`
+    (all of them when k <= m). The offsets hold for the full nearest-centroid rule once the iterations converged
+    and every row's chosen cluster is one of its candidates; until then m doubles (up to k, or to
+    torch_budget), so the result is the dense plan's wherever the candidates would change it. mean(D) is exact,
+    from the rows' and centroids' moments."""
+    from .kmeans import torch_nearest
+    x = xb.float()
+    c = to_tensor(centroids, x.device)
+    n, k = len(x), len(c)
+    check_equal_size_fits(n, k, x.device)
+    xd, cd = x.double(), c.double()
+    mean_d = float((xd ** 2).sum(1).mean() + (cd ** 2).sum(1).mean() - 2 * xd.mean(0) @ cd.mean(0))
+    temperature = eps * max(mean_d, 1e-12)
+    m = min(k, candidates)
+    while True:
+        dist, ids = nearest_candidates(x, c, m)
+        offsets, it, done = candidate_sinkhorn(dist, ids, k, temperature, max_iter, tol)
+        if done and m < k:
+            chosen, _ = torch_nearest(x, c, offsets.float())
+            done = bool((ids == chosen[:, None]).any(1).all())
+        if done or m == k or n * min(k, 2 * m) * 24 > torch_budget(x.device):
+            return to_numpy(offsets), it
+        m = min(k, 2 * m)
+
+
+def equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3, device=None):
+    """One offset per cluster that splits the rows of xb among the centroids in (almost) equal sizes (see the
+    module's docstring): numpy form for device None, torch form on `device`. Small eps: sizes closer to n / k
+    but more iterations; large eps: sizes drift back towards k-means' own.
+    Returns (offsets (k,) float32, in squared-distance units, >= 0; iterations run). Raises ConfigError when
+    the plan does not fit in memory (check_equal_size_fits)."""
+    if device is None:
+        offsets, it = numpy_equal_size_offsets(xb, centroids, eps, max_iter, tol)
+    else:
+        offsets, it = torch_equal_size_offsets(to_tensor(xb, device), centroids, eps, max_iter, tol)
+    return offsets.astype(np.float32), it

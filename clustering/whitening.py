@@ -1,0 +1,231 @@
+"""Step 3 of an epoch: PCA-whitening to pca_dim, then L2 normalisation of every row.
+
+Two forms of the PCA: faiss PCAMatrix (the reference's, `pca_method faiss`) and torch (the covariance or
+Gram matrix with float32 matmuls, then the top eigenvectors), which runs on the CPU or on the GPU where
+the features are. Features are numpy arrays (the faiss path) or torch tensors on the clustering device;
+what a function gets it gives back. The fitted whitening is always a pair of numpy arrays
+{"A": (pca_dim, d), "b": (pca_dim,)}: y = x @ A.T + b, stored in the checkpoint.
+"""
+import time
+
+import faiss
+import numpy as np
+import torch
+
+from .common import finite, is_tensor, to_numpy, to_tensor
+
+IMAGES_PER_WHITENED_DIM = 8  # measured: k-means on fewer images per dimension loses the classes (docs/algorithm.md)
+
+
+def faiss_pca(x, dim):
+    """Exact PCA with faiss PCAMatrix, as the reference: (components (dim, d), eigenvalues (dim,), mean (d,))."""
+    x = to_numpy(x, np.float32)
+    n, d = x.shape
+    pca = faiss.PCAMatrix(d, dim, -0.5)  # faiss >= 1.8: positional arguments only
+    pca.train(np.ascontiguousarray(x))
+    components = faiss.vector_to_array(pca.PCAMat).reshape(-1, d)[:dim]
+    eigenvalues = faiss.vector_to_array(pca.eigenvalues)[:dim] / n
+    return components, eigenvalues, faiss.vector_to_array(pca.mean)
+
+
+def top_eigh(m, dim, niter=16, seed=0):
+    """Top-dim eigenpairs (descending) of a symmetric PSD matrix m (a tensor on any device).
+
+    Up to 2048 x 2048: exact LAPACK / cuSOLVER eigh in float64 (float32 loses the small eigenvectors).
+    Larger (the 4096 x 4096 covariance of fc7): randomised subspace iteration (Halko et al. 2011)
+    with q = 2 dim float32 directions and a float64 Rayleigh-Ritz step, which is several times
+    faster than the float64 eigh and agrees with faiss' whitening as closely as an exact eigh
+    does (docs/performance.md). The random start is drawn on the CPU, so a seed gives the same
+    start on every device.
+    """
+    size = m.shape[0]
+    if size <= 2048:
+        values, vectors = torch.linalg.eigh(m.double())
+    else:
+        gen = torch.Generator().manual_seed(int(seed))
+        start = torch.randn(size, min(size, 2 * dim), generator=gen).to(m.device)
+        basis = torch.linalg.qr(m @ start).Q
+        for _ in range(niter):
+            basis = torch.linalg.qr(m @ basis).Q
+        basis = basis.double()
+        values, small = torch.linalg.eigh(basis.T @ m.double() @ basis)
+        vectors = basis @ small
+    order = torch.argsort(values, descending=True)[:dim]
+    return values[order].clamp(min=0), vectors[:, order]
+
+
+def torch_pca(x, dim, seed=0, chunk=8192):
+    """PCA for any n, on the device of x (a tensor; a numpy array runs on the CPU): the d x d covariance
+    (n >= d) or the n x n Gram matrix (n < d), built with float32 matmuls in row chunks (no centred copy
+    of a large X), then top_eigh. Returns numpy (components (dim, d), eigenvalues (dim,), mean (d,))."""
+    X = x.float() if is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    n, d = X.shape
+    mu = torch.stack([X[i:i + chunk].double().sum(0) for i in range(0, n, chunk)]).sum(0).div(n).float()
+    if n >= d:
+        cov = torch.zeros(d, d, device=X.device)
+        for i in range(0, n, chunk):
+            block = X[i:i + chunk] - mu
+            cov.addmm_(block.T, block)
+        values, vectors = top_eigh(cov, dim, seed=seed)
+        components = vectors.T.float()
+    else:
+        centred = X - mu
+        values, vectors = top_eigh(centred @ centred.T, dim, seed=seed)
+        components = (vectors.T.float() @ centred)  # rows have norm sqrt(eigenvalue)
+        components = components / components.norm(dim=1, keepdim=True).clamp(min=1e-30)
+    return to_numpy(components), to_numpy(values / n), to_numpy(mu)
+
+
+def fit_pca_whitening(x, pca_dim, method="torch", seed=0, log=None):
+    """PCA-whitening: centre, keep the top pca_dim principal directions, scale each by 1/sqrt(eigenvalue).
+
+    method "faiss" is the reference's PCAMatrix(d, pca_dim, -0.5); "torch" gives the same
+    whitening (see torch_pca and top_eigh) many times faster at d = 4096, on x's device.
+    Returns {"A": (pca_dim, d), "b": (pca_dim,)} numpy float32 so that y = x @ A.T + b. Directions whose
+    eigenvalue is numerically zero (below 1e-6 of the largest: rank-deficient features, e.g.
+    dead units or a collapsed network) would be whitened to NaN or to amplified noise; their
+    rows are set to zero instead, so they carry nothing into k-means.
+    """
+    if method == "faiss":
+        components, eigenvalues, mean = faiss_pca(x, pca_dim)
+    else:
+        components, eigenvalues, mean = torch_pca(x, pca_dim, seed=seed)
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    dead = ~(eigenvalues > eigenvalues.max(initial=0.0) * 1e-6)  # also catches NaN
+    scale = np.where(dead, 0.0, 1.0 / np.sqrt(np.where(dead, 1.0, eigenvalues)))
+    A = (components.astype(np.float64) * scale[:, None]).astype(np.float32)
+    b = (-A.astype(np.float64) @ mean.astype(np.float64)).astype(np.float32)
+    if dead.any() and log is not None:
+        log(f"pca: {int(dead.sum())} of {pca_dim} directions have (near) zero variance and are dropped")
+    return {"A": A, "b": b}
+
+
+def l2_normalize(y):
+    """Row-wise L2 normalisation; all-zero rows stay zero instead of becoming NaN."""
+    if is_tensor(y):
+        return y / y.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    return (y / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def projector(pca, like):
+    """apply_pca as a function of the rows, with the whitening moved once to the device of `like`."""
+    if not is_tensor(like):
+        return lambda rows: apply_pca(rows, pca)
+    A, b = to_tensor(pca["A"], like.device), to_tensor(pca["b"], like.device)
+    return lambda rows: l2_normalize(torch.addmm(b, rows.float(), A.T))
+
+
+def apply_pca(x, pca):
+    """Project with a fitted whitening, then L2-normalise each row (numpy in, numpy out; a tensor stays on its device)."""
+    if is_tensor(x):
+        return projector(pca, x)(x)
+    y = np.asarray(x, dtype=np.float32) @ pca["A"].T + pca["b"]
+    return l2_normalize(y)
+
+
+def max_whitened_dim(n):
+    """The most PCA-whitened dimensions that n points keep informative: n // 8, at least 2, at most n - 2.
+
+    Whitening n centred points to n - 1 dimensions makes them the vertices of a regular simplex (every pair
+    equally far apart), and well before that the whitened distances are mostly noise: on class-balanced
+    subsets of 10-500 Fashion-MNIST images (random-network features and raw pixels), k-means' NMI peaked
+    between n / 10 and n / 5 dimensions and fell to chance towards n - 1 (docs/algorithm.md)."""
+    return max(1, min(n - 2, max(2, n // IMAGES_PER_WHITENED_DIM)))
+
+
+def clamp_pca_dim(pca_dim, n, d):
+    """The whitening dimension for n samples of dimension d: pca_dim, at most max_whitened_dim(n) and d."""
+    return max(1, min(pca_dim, max_whitened_dim(n), d))
+
+
+def clamp_note(pca_dim, n, d):
+    """The log line of a clamped whitening dimension (train.py and pred.py say it once), or None."""
+    dim = clamp_pca_dim(pca_dim, n, d)
+    if dim == pca_dim:
+        return None
+    return (f"pca_dim {pca_dim} clamped to {dim}: {n} images of dimension {d} keep at most {max_whitened_dim(n)} "
+            f"whitened dimensions informative (about one per {IMAGES_PER_WHITENED_DIM} images)")
+
+
+def preprocess_features(x, pca_dim=256, log=None, method="torch", seed=0):
+    """PCA-whitening to pca_dim, then L2 normalisation. x: (n, d) numpy array or tensor.
+    Returns (whitened rows (n, dim) float32 of x's kind and device, pca)."""
+    if not is_tensor(x):
+        x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"features must be a 2-d array, got shape {tuple(x.shape)}")
+    return streamed_whitening([(np.arange(len(x)), x)], len(x), pca_dim, len(x), log, method, seed)
+
+
+def _empty_rows(n, d, like):
+    if is_tensor(like):
+        return torch.empty(n, d, dtype=torch.float32, device=like.device)
+    return np.empty((n, d), dtype=np.float32)
+
+
+def _put(out, idx, rows):
+    if is_tensor(out):
+        out[torch.as_tensor(idx, device=out.device)] = rows
+    else:
+        out[idx] = rows
+
+
+def streamed_whitening(batches, n, pca_dim, fit_samples, log=None, method="torch", seed=0):
+    """PCA-whitening + L2 normalisation of features that arrive in batches of (indices, rows).
+
+    The first `fit_samples` rows are collected and the PCA is fitted on them; from then on every
+    row is projected to pca_dim as it arrives, so memory holds fit_samples x d plus n x pca_dim,
+    never n x d. With fit_samples >= n this is exactly preprocess_features. Rows are numpy arrays
+    or tensors (all on one device).
+    Returns (n x pca_dim float32 rows in index order, of the batches' kind and device, pca).
+    """
+    cap = min(fit_samples, n)
+    pca = out = buf = buf_idx = project = None
+    filled = 0
+
+    def fit(x, idx):
+        if len(x) < 2:
+            raise ValueError(f"PCA needs at least 2 feature rows, got {len(x)}")
+        dim = clamp_pca_dim(pca_dim, len(x), x.shape[1])
+        fitted = fit_pca_whitening(x, dim, method=method, seed=seed, log=log)
+        result = _empty_rows(n, dim, x)
+        to_rows = projector(fitted, x)
+        _put(result, idx, to_rows(x))
+        return fitted, result, to_rows
+
+    for idx, feats in batches:
+        idx, feats = np.asarray(idx), finite(feats)
+        if pca is None:
+            if filled == 0 and len(idx) >= cap:  # one batch holds the whole fit sample: no copy
+                used = cap
+                pca, out, project = fit(feats[:cap], idx[:cap])
+            else:
+                if buf is None:
+                    buf, buf_idx = _empty_rows(cap, feats.shape[1], feats), np.empty(cap, dtype=np.int64)
+                used = min(cap - filled, len(idx))
+                buf[filled:filled + used], buf_idx[filled:filled + used] = feats[:used], idx[:used]
+                filled += used
+                if filled == cap:
+                    pca, out, project = fit(buf, buf_idx)
+                    buf = None
+            idx, feats = idx[used:], feats[used:]
+        if len(idx):
+            _put(out, idx, project(feats))
+    if pca is None:
+        if filled == 0:
+            raise ValueError("no features to whiten")
+        pca, out, project = fit(buf[:filled], buf_idx[:filled])
+    return out, pca
+
+
+class WhitenThenCluster:
+    """cluster(features) = preprocess_features, then the subclass's cluster_whitened. Features on the
+    clustering device (a tensor) keep the whole step there."""
+
+    def cluster(self, features, seed=0, log=None):
+        t0 = time.time()
+        xb, pca = preprocess_features(features, self.pca_dim, log=log, method=self.pca_method, seed=seed)
+        if log is not None:
+            log(f"pca {time.time() - t0:.1f} s")
+        return self.cluster_whitened(xb, pca, seed, log)

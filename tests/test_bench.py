@@ -1,0 +1,49 @@
+"""bench/imagenet.py, the ImageNet-scale benchmark, in miniature on the CPU: its tree, its clustering step and
+its projection (the GPU runs it at full size through tools/gpu_check.sh)."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import imagenet  # noqa: E402
+
+from dataset import ClusterDataset  # noqa: E402
+
+
+def test_the_tree_is_photos_of_imagenet_size_in_class_folders(tmp_path):
+    root = imagenet.build_tree(str(tmp_path / "tree"), 12)
+    ds = ClusterDataset(root, log=lambda m: None)
+    assert len(ds) == 12 and len(ds.classes) == 12  # fewer photos than the 100 classes: one per folder
+    with Image.open(ds.paths[0]) as img:
+        assert img.format == "JPEG" and img.size == (500, 375)
+    assert imagenet.build_tree(root, 12) == root  # made once
+
+
+def test_the_clustering_step_at_scale_runs_on_either_form():
+    for where in (None, torch.device("cpu")):
+        r = imagenet.cluster_at_scale(3000, 50, where, torch.device("cpu"))
+        assert r["n"] == 3000 and r["pca_s"] > 0 and r["kmeans_s"] > 0
+        assert (r["equal_size_s"] is None) == (where is None)
+    forms = imagenet.both_forms(2000, 40, torch.device("cpu"))
+    assert forms["loss_torch_over_faiss"] == pytest.approx(1.0, abs=0.01) and forms["nmi_between"] > 0.9
+
+
+def test_the_projection_scales_each_phase_to_imagenet():
+    run = {"images": 1000, "training_images": 1000, "startup_s": 2.0, "features_s": 10.0, "clustering_s": 1.0,
+           "train_s": 30.0, "process_s": 100.0}
+    scale = {"n": 10_000, "k": 100, "device": "faiss on the CPU", "pca_s": 1.0, "kmeans_s": 3.0, "equal_size_s": None,
+             "gpu_peak_gib": None}
+    forms = {"n": 100, "k": 10, "faiss_s": 1.0, "torch_s": 2.0, "torch_device": "cpu", "loss_torch_over_faiss": 1.0,
+             "nmi_between": 1.0}
+    lines, projection = imagenet.table(run, (200.0, 50.0), scale, 10_000, forms)
+    n = imagenet.IMAGENET
+    expected = {"startup": 2 * n / 1000, "features": 10 * n / 1000, "clustering": 4 * n / 10_000, "training": 30 * n / 1000}
+    assert projection["epoch_min"] == pytest.approx(sum(expected.values()) / 60)
+    assert projection["epochs_500_days"] == pytest.approx(500 * sum(expected.values()) / 86400)
+    assert any("x 128.1 for 1,281,167 rows" in line for line in lines) and len(lines) == 9
+    assert np.isclose(projection["phases_min"]["training"], expected["training"] / 60)
