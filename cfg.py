@@ -73,6 +73,9 @@ DEFAULTS = {
     "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else num_classes
     "copy_images": False,  # clusters/<id>/ holds copies instead of symlinks
     "save_features": False,  # also write features.npy (4096-d fc7, float16) and embeddings.npy (whitened), row-aligned with predictions.csv
+    "report": True,  # also write index.html: a page of the clusters (largest first) with thumbnails (thumbs/), the cluster x class table and the scores
+    "map": True,  # also write map.png: a t-SNE map of the embeddings, one colour per cluster and one marker per class
+    "map_points": 3000,  # map: t-SNE of at most this many images (a random subset above); its time grows with this number
     # --- probe ---
     "probe_layer": 4,  # conv block whose output is probed (VGG16: 1-5, AlexNet: 1-5 convs)
     "probe_dims": 8192,  # the block's output is average-pooled to at most this many values
@@ -89,6 +92,7 @@ DEFAULTS = {
     "seed": 31,  # seeds torch, numpy, python and each epoch's k-means (the reference's seed)
     "resume": True,  # continue from exp_dir/checkpoint.pth.tar when it exists; false starts over
     "verbose": True,  # progress bars (on a terminal) and a summary line per epoch
+    "tensorboard": False,  # train.py also logs every metrics.jsonl number as a TensorBoard scalar in exp_dir/tensorboard (needs the tensorboard package)
 }
 
 CHOICES = {
@@ -110,7 +114,7 @@ MINIMUM = {
     "kmeans_nredo": 1,
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
-    "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0,
+    "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0, "map_points": 3,
     "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1, "probe_lr": 0.0, "probe_weight_decay": 0.0,
     "ema": 0.0, "equal_size_eps": 1e-3, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
 }
@@ -211,12 +215,13 @@ def check_outputs(c, script):
 # The keys each entry script reads (train.py reads every key of its groups); --help shows only these.
 SCRIPT_KEYS = {
     "train": [k for k in DEFAULTS if k not in ("ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
-                                                "save_features", "probe_layer", "probe_dims", "probe_epochs",
-                                                "probe_lr", "probe_weight_decay", "baseline")],
+                                                "save_features", "report", "map", "map_points", "probe_layer",
+                                                "probe_dims", "probe_epochs", "probe_lr", "probe_weight_decay",
+                                                "baseline")],
     "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
              "input_size", "num_classes", "clustering_device", "pca_dim", "pca_method", "kmeans_niter",
              "kmeans_nredo", "batch_size", "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
-             "save_features", "exp_dir", "workers", "amp", "seed", "verbose"],
+             "save_features", "report", "map", "map_points", "exp_dir", "workers", "amp", "seed", "verbose"],
     "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch",
                     "sobel", "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs",
                     "probe_lr", "probe_weight_decay", "baseline", "exp_dir", "workers", "seed", "verbose"],

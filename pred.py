@@ -2,7 +2,8 @@
 
 The run's settings come from its checkpoint (flags still win). Writes into pred_dir (default
 exp_dir/pred): predictions.csv, metrics.json, clusters/<id>/ (symlinks or copies), grids/
-(cluster_<id>.png, overview.png) and, with save_features, features.npy and embeddings.npy.
+(cluster_<id>.png, overview.png), index.html with thumbs/ (cfg report), map.png (cfg map) and, with
+save_features, features.npy and embeddings.npy.
 Two modes (cfg pred_mode):
   assign     nearest centroid of the last training clustering (stored PCA + centroids),
              so cluster ids are the training ids;
@@ -30,6 +31,7 @@ from torchvision.utils import make_grid, save_image
 
 import clustering
 import metrics
+import report
 from cfg import load_cfg
 from checkpoint import checkpoint_path, clustering_network, hold_lock, load_model, run_settings, stored_clustering
 from dataset import PRED_MANIFEST as MANIFEST
@@ -239,10 +241,11 @@ def image_split(seen, n):
     return "unknown" if seen is None else "held_out" if seen == 0 else "training" if seen == n else "mixed"
 
 
-def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0):
+def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(None, None)):
     """Everything pred.py writes, into folder: clusters = (ids, distances, k), vectors = (features,
     embeddings), saved with save_features, row i of both = row i of predictions.csv; seen = how many of the
-    images the run trained on. Returns the metrics."""
+    images the run trained on; page = (the thumbnails' JPEG bytes per image (report.CollectThumbnails) or None,
+    the report.MapJob drawing map.png or None). Returns the metrics."""
     (ids, dist, k), (features, embeddings) = clusters, vectors
     write_predictions(os.path.join(folder, "predictions.csv"), dataset, ids, dist)
     if c["save_features"]:
@@ -261,8 +264,34 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0):
         json.dump(result, f, indent=2)
     write_cluster_folders(dataset, ids, os.path.join(folder, "clusters"), c["copy_images"])
     write_grids(dataset, ids, order, os.path.join(folder, "grids"))
+    write_page(c, folder, dataset, (ids, dist), result, page)
     write_manifest(folder)
     return result
+
+
+def start_map(c, dataset, ids, embeddings):
+    """cfg map: the t-SNE map, drawn in the background while the other files are written (report.MapJob); None
+    when off or under 3 images."""
+    if not c["map"] or len(dataset) < 3:
+        return None
+    labels = dataset.labels if dataset.has_labels else None
+    return report.MapJob(embeddings, ids, labels, dataset.classes, c["map_points"], c["seed"])
+
+
+def write_page(c, folder, dataset, clusters, result, page):
+    """cfg report: index.html and thumbs/ (report.write_page); then waits for the map. clusters = (ids, distances)."""
+    (ids, dist), (thumbs, map_job) = clusters, page
+    if c["report"]:
+        links = [os.path.join("clusters", str(int(cid)), link_name(i, path))
+                 for i, (path, cid) in enumerate(zip(dataset.paths, ids))]
+        source = c["test_path"] or f"the val_split held out of {c['dataset_path']}"
+        labels = dataset.labels if dataset.has_labels else None
+        report.write_page(folder, report.Prediction(dataset.paths, links, ids, dist, labels, dataset.classes, result,
+                                                    source, thumbs or []), "map.png" if map_job else None)
+    if map_job is not None:
+        png, _ = map_job.wait()
+        with open(os.path.join(folder, "map.png"), "wb") as f:
+            f.write(png)
 
 
 def predict(c, device="cpu", given=None):
@@ -282,8 +311,9 @@ def predict(c, device="cpu", given=None):
     with hold_lock(beside(pred_dir, "lock"), pred_dir, "pred_dir"):
         check_pred_dir(pred_dir)
         remove_stale_siblings(pred_dir)
-        features = compute_features(make_loader(dataset, c, device), model, device, c["verbose"],
-                                    amp_dtype(c, device))
+        batches = make_loader(report.ThumbnailItems(dataset) if c["report"] else dataset, c, device)
+        batches = report.CollectThumbnails(batches) if c["report"] else batches  # thumbnails of the same decode
+        features = compute_features(batches, model, device, c["verbose"], amp_dtype(c, device))
         if not np.isfinite(features).all():
             raise PredError(f"the network of '{printable(checkpoint_path(c))}' gives features that are not finite "
                             "(a diverged training?); use the checkpoint of an earlier run")
@@ -292,14 +322,16 @@ def predict(c, device="cpu", given=None):
         staging = beside(pred_dir, f"tmp-{os.getpid()}")
         os.makedirs(staging)
         open(os.path.join(staging, STAGING_MARK), "w").close()
-        result = write_outputs(c, staging, dataset, (ids, dist, k), (features, embeddings), ckpt, seen)
+        page = getattr(batches, "thumbs", None), start_map(c, dataset, ids, embeddings)
+        result = write_outputs(c, staging, dataset, (ids, dist, k), (features, embeddings), ckpt, seen, page)
         swap_in(staging, pred_dir)
     summary = f"{len(dataset)} images -> {result['clusters_nonempty']} clusters ({c['pred_mode']}, k = {k})"
     if dataset.has_labels:
         summary += f"  acc {result['acc']:.3f}  nmi {result['nmi']:.3f}  ari {result['ari']:.3f}"
         summary += {"training": " (training images)", "mixed": f" ({seen} of them training images)"}.get(
             result["images"], "")
-    say(f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/")
+    extra = ", index.html" * c["report"] + ", map.png" * (page[1] is not None)
+    say(f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/{extra}")
     return result
 
 

@@ -4,7 +4,8 @@ Each epoch: a fresh head for the current clusters -> one training pass over a cl
 sample of the images, each with its own pseudo-label -> a metrics.jsonl line -> features of
 every image with the head removed, PCA-whitening + k-means: the next epoch's clusters -> an
 atomic checkpoint. Epoch 0 trains on the clusters of the random network. Re-running the same
-command resumes.
+command resumes. After every epoch exp_dir/curves.png shows the run so far (and, with cfg tensorboard, the
+metrics go to TensorBoard too).
 """
 if __name__ == "__main__":
     import cfg
@@ -26,9 +27,11 @@ from torch.nn.parallel import DistributedDataParallel
 import clustering
 import distributed
 import metrics
+import report
 from cfg import load_cfg, save_cfg
 from checkpoint import (CHECKPOINT, METRICS, SELECTED, append_metrics, hold_lock, keep_as_selected, load_checkpoint,
                         remove_stale_temporaries, restore_training, save_checkpoint, training_state, truncate_metrics)
+from checkpoint import read_metrics
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, file_fingerprint, open_split, train_transform
 from engine import Logger, amp_dtype, average_into, compile_body, compute_features, format_metric, iter_features
@@ -96,6 +99,9 @@ class Run:
         self.selected_path = os.path.join(c["exp_dir"], SELECTED)
         self.metrics_path = os.path.join(c["exp_dir"], METRICS)
         check_processes(c, self.device, self.world)
+        self.tensorboard = None
+        if c["tensorboard"] and self.main_process:  # one line when the package is missing, before any work
+            self.tensorboard = report.open_tensorboard(os.path.join(c["exp_dir"], "tensorboard"))
         if self.main_process:
             for tmp in remove_stale_temporaries(self.ckpt_path) + remove_stale_temporaries(self.selected_path):
                 self.log(f"removed '{tmp}', left by a save that was interrupted")
@@ -406,6 +412,22 @@ class Run:
                 keep_as_selected(self.ckpt_path, self.selected_path)
         distributed.barrier()
 
+    def show(self, row):
+        """exp_dir/curves.png of the epochs so far (written atomically) and, with cfg tensorboard, the row's scalars.
+        A failure here is one log line: it never ends a run."""
+        if not self.main_process:
+            return
+        chosen = self.selected["epoch"] if self.selected else None
+        if self.c["select_epoch"] == "last":
+            chosen = row["epoch"] + 1
+        try:
+            if self.tensorboard is not None:
+                report.log_scalars(self.tensorboard, row)
+            report.plot_curves([report.Curves(read_metrics(self.metrics_path), self.clustering_row, chosen)],
+                               os.path.join(self.c["exp_dir"], "curves.png"))
+        except Exception as e:  # matplotlib, a full disk, ...: the run goes on
+            self.log(f"warning: curves.png not written: {type(e).__name__}: {e}")
+
 
 def exp_dir_lock(c):
     """One run per exp_dir: rank 0 (the only process that writes) holds exp_dir/.train.lock."""
@@ -433,6 +455,7 @@ def train_epochs(c, device):
         row = run.log_epoch(epoch, lr, loss, seconds, len(loader.sampler), t_start)
         run.recluster(epoch + 1)                           # features, PCA-whitening, k-means with the new weights
         run.save(epoch + 1, row)
+        run.show(row)                                      # curves.png (and TensorBoard) of the epochs so far
     clus = run.clustering_row
     if c["num_epoch"] > run.start_epoch and clus["reclustered"]:
         run.log(f"clustering of the network after {c['num_epoch']} epochs: nmi {format_metric(clus['nmi'])}  "

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+import report
 from cfg import load_cfg
 from conftest import make_blob_tree
 from tools import make_fashion_mnist, pixel_kmeans, plot_curves, seed_summary
@@ -74,10 +75,13 @@ def test_pixel_kmeans_needs_one_image_size(tmp_path):
 def test_curves_png_from_metrics(tmp_path):
     exp = tmp_path / "exp"
     exp.mkdir()
-    rows = [{"epoch": e, "loss": 4.0 - e, "nmi": 0.4 + 0.01 * e, "nmi_prev": None if e == 0 else 0.5}
-            for e in range(4)]
+    rows = [{"epoch": e, "loss": 4.0 - e, "nmi": 0.4 + 0.01 * e, "nmi_prev": None if e == 0 else 0.5,
+             "reclustered": True} for e in range(4)]
     (exp / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert plot_curves.series(rows, "nmi_prev") == ([1, 2, 3], [0.5, 0.5, 0.5])
+    run = report.read_run(str(exp))
+    assert report.curve_points(run, "nmi_prev") == ([1, 2, 3], [0.5, 0.5, 0.5])
+    assert report.curve_points(run, "loss") == ([1, 2, 3, 4], [4.0, 3.0, 2.0, 1.0])  # after the epoch trained
+    assert run.selected is None and run.final is None  # no checkpoint: no marks
     out = tmp_path / "c.png"
     plot_curves.main([str(exp), str(exp), "--labels", "a", "b", "--out", str(out)])
     with Image.open(out) as img:

@@ -1,0 +1,472 @@
+"""What a user looks at after a run: pred.py's page of every cluster (index.html with thumbnails), the 2-D map
+of the embeddings (map.png), train.py's training curves (curves.png) and optional TensorBoard scalars.
+
+The page is one self-contained HTML file: inline CSS, no script, no network, only relative links (thumbs/...,
+map.png, clusters/<id>/<file>), so the folder opens from the file system and can be zipped and mailed. Text is
+html-escaped and every href/src is the percent-encoded bytes of its path, so any file name (spaces, `<&"`, bytes
+that are not UTF-8) stays a valid page with working links. Thumbnails are made from the images the feature pass
+decodes anyway (ThumbnailItems in the loader, CollectThumbnails around it), never by reading a file again.
+"""
+import glob
+import html
+import io
+import os
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as F
+
+from dataset import printable
+from errors import ConfigError
+
+THUMB_SIDE = 128  # pixels of a thumbnail's longer side (never enlarged)
+THUMB_QUALITY = 80  # JPEG quality of the thumbnails
+TYPICAL = 24  # thumbnails per card: the images nearest to their centroid
+ATYPICAL = 8  # and, apart, the farthest ones
+MAX_CLUSTERS = 200  # cards on one page (the largest clusters); the rest are in predictions.csv and clusters/
+MAP_PERPLEXITY = 30.0
+MAP_ITERATIONS = 400  # t-SNE iterations (scikit-learn's minimum is 250, its default 1000)
+MAP_ANGLE = 0.7  # Barnes-Hut's accuracy/speed trade-off (scikit-learn's default 0.5)
+
+
+# ---------------------------------------------------------------- thumbnails, made in the loader
+
+def thumbnail_jpeg(image, side=THUMB_SIDE, quality=THUMB_QUALITY):
+    """JPEG bytes of `image` (a PIL image, or a uint8 C x H x W tensor with C = 1 or 3) reduced so that its longer
+    side is at most `side` pixels (Pillow's bicubic resize; a smaller image keeps its size). The image is not
+    changed (it may be the dataset's cached copy)."""
+    img = F.to_pil_image(image) if isinstance(image, torch.Tensor) else image
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    scale = side / max(img.size)
+    if scale < 1:
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.BICUBIC, reducing_gap=2.0)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+class ThumbnailItems(Dataset):
+    """A ClusterDataset whose item i is (its transformed image, i, thumbnail JPEG bytes of the decoded image): the
+    thumbnail comes from the same decode as the network's input (in the loader's workers when there are any)."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, index):
+        img = self.base.load(index)
+        x = self.base.transform(img) if self.base.transform is not None else img
+        return x, index, thumbnail_jpeg(img)
+
+
+class CollectThumbnails:
+    """Wraps a DataLoader over ThumbnailItems so that engine.compute_features sees (images, indices) batches while
+    the thumbnails are kept: after the pass, `thumbs[i]` holds image i's JPEG bytes (None for an image not seen)."""
+
+    def __init__(self, loader):
+        self.loader, self.dataset = loader, loader.dataset
+        self.thumbs = [None] * len(loader.dataset)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, index, thumbs in self.loader:
+            for i, jpeg in zip(index.tolist(), thumbs):
+                self.thumbs[i] = jpeg
+            yield images, index
+
+
+# ---------------------------------------------------------------- the page
+
+@dataclass
+class Prediction:
+    """What pred.py predicted, row i = row i of predictions.csv: `paths` (file paths, str, undecodable bytes as
+    surrogate escapes), `links` (each image's path inside pred_dir, relative: clusters/<id>/<name>), `ids` (int
+    cluster ids, (n,)), `dist` (squared distance to the centroid, (n,)), `labels` (int class indices, (n,), or
+    None), `classes` (names), `result` (metrics.json as a dict), `source` (what the images are, for the header),
+    `thumbs` (JPEG bytes per image, or None where there is none)."""
+    paths: list
+    links: list
+    ids: np.ndarray
+    dist: np.ndarray
+    labels: object
+    classes: list
+    result: dict
+    source: str
+    thumbs: list = field(default_factory=list)
+
+
+def href(relative):
+    """A relative path as an attribute value: its bytes percent-encoded (any name, valid UTF-8 or not)."""
+    return html.escape(urllib.parse.quote(os.fsencode(relative)), quote=True)
+
+
+def text(value):
+    """Any value as HTML text; bytes of a file name that are not UTF-8 show as \\xNN."""
+    return html.escape(printable(value), quote=True)
+
+
+def cluster_order(ids, k=None):
+    """Non-empty cluster ids, largest first (ties: smaller id first), and the sizes ((k,) int array)."""
+    sizes = np.bincount(ids, minlength=k or 0)
+    return [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0], sizes
+
+
+STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:1.2em;color:#222}
+h1{font-size:1.4em;margin:0 0 .4em}h2{font-size:1.1em;margin:0 0 .3em}h3{font-size:.95em;margin:.5em 0 .2em;color:#555}
+table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
+th{background:#f4f4f4}.info td,.info th{text-align:left}.note{color:#555}
+.card{border:1px solid #ccc;border-radius:6px;padding:.6em;margin:.8em 0}
+.thumbs{display:flex;flex-wrap:wrap;gap:3px}.thumbs img{width:72px;height:72px;object-fit:contain;background:#eee}
+.odd img{outline:2px solid #d95f02}.top{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
+img.map{width:560px;max-width:100%}"""
+
+
+def info_html(p):
+    r = p.result
+    split = {"held_out": "held out: none of them trained on", "training": "the run's training images (label "
+             "metrics are training-set scores)", "mixed": f"{r.get('n_training_images')} of them are training "
+             "images of the run", "unknown": "unknown (the training tree is gone)"}.get(r.get("images"), "")
+    rows = [("images", f"{r['n_images']} of {p.source}"), ("which images", split),
+            ("checkpoint", f"{r['checkpoint']} (network after epoch {r['checkpoint_epoch']})"),
+            ("mode", f"{r['mode']}, k = {r['k']}, {r['clusters_nonempty']} clusters not empty")]
+    if "nmi" in r:
+        scores = f"NMI {r['nmi']:.3f} &middot; ACC {r['acc']:.3f} &middot; ARI {r['ari']:.3f}"
+        rows.append(("against the labels", scores + (f" &middot; purity {r['purity']:.3f}" if "purity" in r else "")))
+    body = "".join(f"<tr><th>{text(a)}</th><td>{b if a == 'against the labels' else text(b)}</td></tr>"
+                   for a, b in rows)
+    return f'<table class="info">{body}</table>'
+
+
+def class_table_html(p, order, sizes):
+    """Cluster x class counts, one row per shown cluster (largest first), each cell shaded by its share of the row."""
+    n_cls = len(p.classes)
+    counts = np.zeros((max(p.ids.max() + 1, len(sizes)), n_cls), dtype=np.int64)
+    np.add.at(counts, (p.ids, p.labels), 1)
+    head = "<tr><th>cluster</th><th>size</th>" + "".join(f"<th>{text(c)}</th>" for c in p.classes) + "</tr>"
+    rows = []
+    for cid in order:
+        cells = "".join(f'<td style="background:rgba(33,102,172,{0.85 * n / sizes[cid]:.2f})'
+                        f'{";color:#fff" if n / sizes[cid] > 0.5 else ""}">{n or ""}</td>' for n in counts[cid])
+        rows.append(f'<tr><th><a href="#c{cid}">{cid}</a></th><td>{sizes[cid]}</td>{cells}</tr>')
+    return f"<div><h2>Clusters x classes (counts)</h2><table>{head}{''.join(rows)}</table></div>"
+
+
+def thumb_html(p, i, thumbs_dir):
+    name = os.path.basename(p.paths[i])
+    tip = f"{name}  (distance {p.dist[i]:.3f}" + (f", {p.classes[p.labels[i]]})" if p.labels is not None else ")")
+    src = f'{thumbs_dir}/{i:06d}.jpg' if p.thumbs and p.thumbs[i] is not None else None
+    inner = (f'<img src="{href(src)}" loading="lazy" alt="{text(name)}" title="{text(tip)}">' if src
+             else text(name))
+    return f'<a href="{href(p.links[i])}">{inner}</a>'
+
+
+def card_html(p, cid, size, shown, thumbs_dir):
+    """One cluster: id, size, majority class and share, its most typical images and apart its least typical."""
+    members = np.flatnonzero(p.ids == cid)
+    members = members[np.argsort(p.dist[members], kind="stable")]
+    typical, odd = members[:TYPICAL], members[TYPICAL:][-ATYPICAL:]
+    shown.update(typical.tolist() + odd.tolist())
+    title = f"Cluster {cid} &middot; {size} image{'s' if size != 1 else ''}"
+    if p.labels is not None:
+        votes = np.bincount(p.labels[members], minlength=len(p.classes))
+        top = int(votes.argmax())
+        title += f" &middot; majority {text(p.classes[top])} ({100 * votes[top] / size:.0f}%)"
+    parts = [f'<section class="card" id="c{cid}"><h2>{title}</h2>',
+             f"<h3>most typical ({len(typical)} nearest to the centroid)</h3>",
+             '<div class="thumbs">' + "".join(thumb_html(p, i, thumbs_dir) for i in typical) + "</div>"]
+    if len(odd):
+        parts += [f"<h3>least typical ({len(odd)} farthest from the centroid)</h3>",
+                  '<div class="thumbs odd">' + "".join(thumb_html(p, i, thumbs_dir) for i in odd) + "</div>"]
+    return "".join(parts) + "</section>"
+
+
+def page_html(p, shown, map_file=None, max_clusters=MAX_CLUSTERS, thumbs_dir="thumbs"):
+    """The whole page as a str; `shown` (a set) receives the rows whose thumbnails it shows."""
+    order, sizes = cluster_order(p.ids, p.result.get("k"))
+    cards = order[:max_clusters]
+    cap = (f'<p class="note">This page shows the {len(cards)} largest of the {len(order)} clusters; every image is '
+           "in predictions.csv and clusters/.</p>" if len(cards) < len(order) else "")
+    parts = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+             f"<title>Clusters of {p.result['n_images']} images</title><style>{STYLE}</style></head><body>",
+             f"<h1>Clusters of {p.result['n_images']} images</h1>", info_html(p)]
+    side = [class_table_html(p, cards, sizes)] if p.labels is not None else []
+    if map_file:
+        side.append(f'<div><h2>Map of the embeddings</h2><a href="{href(map_file)}"><img class="map" '
+                    f'src="{href(map_file)}" loading="lazy" alt="t-SNE map of the embeddings"></a></div>')
+    parts += ['<div class="top">' + "".join(side) + "</div>", cap,
+              '<p class="note">Each card: the images nearest to the cluster\'s centroid, then (outlined) the farthest, '
+              "where mistakes and outliers show; hover for the file name, click for the image.</p>"]
+    parts += [card_html(p, cid, int(sizes[cid]), shown, thumbs_dir) for cid in cards]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_page(folder, p, map_file=None, max_clusters=MAX_CLUSTERS):
+    """folder/index.html and folder/thumbs/<row>.jpg for the images the page shows (rows of predictions.csv,
+    6 digits). Returns the number of thumbnails written."""
+    shown = set()
+    page = page_html(p, shown, map_file, max_clusters)
+    thumbs = [i for i in sorted(shown) if p.thumbs and p.thumbs[i] is not None]
+    if thumbs:
+        os.makedirs(os.path.join(folder, "thumbs"), exist_ok=True)
+    for i in thumbs:
+        with open(os.path.join(folder, "thumbs", f"{i:06d}.jpg"), "wb") as f:
+            f.write(p.thumbs[i])
+    with open(os.path.join(folder, "index.html"), "w", encoding="utf-8") as f:
+        f.write(page)
+    return len(thumbs)
+
+
+# ---------------------------------------------------------------- the map
+
+MARKERS = "os^vD<>pP*Xh"
+
+
+def tsne_threads():
+    """OpenMP threads of the t-SNE: all cores but one (at least one). Its many short parallel steps wait for every
+    thread, and with each core busy they crawl: on 2 cores with another process running, 500 points took 22 s on 2
+    threads against 1 s on one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def embed_2d(x, seed=0):
+    """t-SNE (scikit-learn, Barnes-Hut with MAP_ANGLE, PCA start, MAP_ITERATIONS, tsne_threads()) of the rows of x
+    (n x d float, n >= 3): (n x 2 float32, the perplexity used: MAP_PERPLEXITY, lowered below (n - 1) / 3 for
+    small n as scikit-learn requires). On the sample's 500 and 3,000 of Fashion-MNIST's test embeddings, 400
+    iterations at angle 0.7 kept the map's trustworthiness (0.992) and its 10-NN cluster accuracy (within 0.004)
+    of 500 at 0.5, in about two thirds of the time."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
+    perplexity = min(MAP_PERPLEXITY, max(1.0, (len(x) - 1) / 3 - 0.01))
+    tsne = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=MAP_ITERATIONS, angle=MAP_ANGLE,
+                random_state=seed)
+    with threadpool_limits(tsne_threads(), user_api="openmp"):
+        return tsne.fit_transform(np.asarray(x, dtype=np.float32)).astype(np.float32), perplexity
+
+
+def write_map(path, embeddings, ids, labels=None, classes=(), max_points=10_000, seed=0):
+    """map.png at path (see map_png); nothing is written under 3 images. Returns the number of points drawn."""
+    png, drawn = map_png(embeddings, ids, labels, classes, max_points, seed)
+    if png is not None:
+        with open(path, "wb") as f:
+            f.write(png)
+    return drawn
+
+
+def map_png(embeddings, ids, labels=None, classes=(), max_points=10_000, seed=0):
+    """(PNG bytes, points drawn) of the t-SNE map of the embeddings (n x d float) of at most max_points images (a
+    seeded random subset above that, said on the picture): one colour per cluster (`ids`, (n,) int; its id written
+    at its median) and, with `labels` ((n,) int indices into `classes`), one marker per class. (None, 0) under
+    3 images."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+    n = len(embeddings)
+    if n < 3:
+        return None, 0
+    rows = np.arange(n) if n <= max_points else np.sort(np.random.default_rng(seed).choice(n, max_points, False))
+    t0 = time.time()
+    xy, perplexity = embed_2d(embeddings[rows], seed)
+    seconds = time.time() - t0
+    ids = np.asarray(ids)[rows]
+    fig = Figure(figsize=(8, 7.2))
+    ax = fig.subplots()
+    colours = colormaps["tab10" if ids.max() < 10 else "tab20"]
+    colour = np.array([colours(i % colours.N) for i in ids])
+    marker_of = labels[rows] if labels is not None else np.zeros(len(rows), dtype=np.int64)
+    for c in np.unique(marker_of):
+        mask = marker_of == c
+        name = printable(classes[c]) if labels is not None else None
+        ax.scatter(xy[mask, 0], xy[mask, 1], c=colour[mask], s=16 if len(rows) < 2000 else 6,
+                   marker=MARKERS[c % len(MARKERS)], linewidths=0, alpha=0.8, label=name)
+    if labels is not None:
+        legend = ax.legend(fontsize=7, loc="best", title="class (marker)", title_fontsize=7, markerscale=1.5)
+        for handle in legend.legend_handles:
+            handle.set_color("grey")
+    for cid in np.unique(ids)[:60]:  # beyond 60 ids the labels would hide the map
+        mx, my = np.median(xy[ids == cid], axis=0)
+        ax.annotate(str(cid), (mx, my), fontsize=8, weight="bold", ha="center", va="center",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": colours(cid % colours.N), "alpha": 0.8})
+    subset = f"a random {len(rows):,} of the {n:,} images" if len(rows) < n else f"all {n:,} images"
+    ax.set_title(f"t-SNE of the embeddings of {subset}; colour and number = cluster\n(scikit-learn, perplexity "
+                 f"{perplexity:.3g}, {MAP_ITERATIONS} iterations, angle {MAP_ANGLE}, {seconds:.1f} s)", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, dpi=90, format="png")
+    return png.getvalue(), len(rows)
+
+
+class MapJob:
+    """map_png(*args, **kwargs) in a background thread, so that the map is drawn while pred.py writes its other
+    files (the t-SNE runs in compiled code that releases the GIL). The thread writes no file; wait() returns
+    map_png's (PNG bytes, points) or raises its exception. A daemon: an interrupted pred.py does not wait for it."""
+
+    def __init__(self, *args, **kwargs):
+        self.result, self.error = None, None
+        self.thread = threading.Thread(target=self.run, args=args, kwargs=kwargs, daemon=True, name="map")
+        self.thread.start()
+
+    def run(self, *args, **kwargs):
+        try:
+            self.result = map_png(*args, **kwargs)
+        except BaseException as e:  # handed to the waiting thread
+            self.error = e
+
+    def wait(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+# ---------------------------------------------------------------- training curves
+
+CURVE_PANELS = [("loss", "training loss"), ("nmi_prev", "NMI with the previous clustering"),
+                ("labels", "clustering against the labels"), ("kmeans_loss", "k-means loss"),
+                ("images_per_s", "training images/s"), ("time", "seconds per epoch")]
+# fields of a metrics row that describe the clustering the row's epoch trained on (the network after `epoch` epochs)
+CLUSTERING_KEYS = ("nmi_prev", "nmi", "ari", "kmeans_loss", "clusters_found", "clusters_nonempty", "time_features_s",
+                   "time_clustering_s")
+
+
+@dataclass
+class Curves:
+    """One run's curves: `rows` (metrics.jsonl rows, any order), `final` (the clustering half of a row for the network
+    after the last epoch, as train.py holds it, or None), `selected` (the epoch select_epoch chose: epochs done, or
+    None) and a legend `label`."""
+    rows: list
+    final: dict = None
+    selected: int = None
+    label: str = ""
+
+
+def curve_points(run, key):
+    """(x, y) of one metric against the network's epochs: a clustering metric of row e belongs to the network after
+    e epochs (e = 0: the random network; `final` after the last), a training metric of row e to epoch e + 1."""
+    rows = sorted(run.rows, key=lambda r: r["epoch"])
+    if key in CLUSTERING_KEYS:  # an epoch that did not re-cluster (reassign > 1) repeats an earlier clustering
+        pts = [(r["epoch"], r.get(key)) for r in rows if r.get("reclustered", True)]
+        if run.final is not None and rows and run.final.get("reclustered", True):
+            pts.append((rows[-1]["epoch"] + 1, run.final.get(key)))
+    elif key == "time":
+        pts = [(r["epoch"] + 1, sum(r.get(t) or 0 for t in ("time_features_s", "time_clustering_s", "time_train_s")))
+               for r in rows]
+    else:
+        pts = [(r["epoch"] + 1, r.get(key)) for r in rows]
+    pts = [(x, y) for x, y in pts if isinstance(y, (int, float)) and np.isfinite(y)]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def draw_panel(ax, runs, key, name):
+    from matplotlib.ticker import MaxNLocator
+    keys = [("nmi", "NMI"), ("ari", "ARI")] if key == "labels" else [(key, "")]
+    for n, run in enumerate(runs):
+        colour = f"C{n}"
+        for (k, what), style in zip(keys, ("-", "--")):
+            x, y = curve_points(run, k)
+            if x:
+                label = " ".join(s for s in (run.label, what) if s)
+                ax.plot(x, y, style, color=colour, marker="o", markersize=3, linewidth=1.3, label=label or None)
+        if run.selected is not None:
+            ax.axvline(run.selected, color=colour, linestyle=":", linewidth=1.2)
+    if not ax.lines:
+        ax.text(0.5, 0.5, "no labels" if key == "labels" else "not yet", ha="center", va="center",
+                transform=ax.transAxes, color="grey")
+    elif len(runs) > 1 or key == "labels":
+        ax.legend(fontsize=7)
+    ax.set_title(name, fontsize=10)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def plot_curves(runs, out, title=None):
+    """One PNG of the curves of one or more runs (list of Curves): loss, nmi_prev, NMI/ARI against the labels, the
+    k-means loss, training images/s and seconds per epoch; a dotted line marks the epoch select_epoch chose.
+    Written atomically (a temporary file renamed over `out`). Returns `out`."""
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+    fig = Figure(figsize=(12, 6.4))
+    axes = fig.subplots(2, 3, sharex=True)
+    for ax, (key, name) in zip(axes.flat, CURVE_PANELS):
+        draw_panel(ax, runs, key, name)
+    for ax in axes[-1]:
+        ax.set_xlabel("epochs trained (0: the random network)", fontsize=8)
+    chosen = [r.selected for r in runs if r.selected is not None]
+    sub = title or ""
+    if len(runs) == 1 and chosen:
+        sub += ("; " if sub else "") + f"dotted: the network after epoch {chosen[0]}, chosen by select_epoch"
+    if sub:
+        fig.suptitle(sub, fontsize=10)
+    fig.tight_layout()
+    out = os.path.abspath(out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    for stale in glob.glob(glob.escape(out) + ".tmp.*"):  # left by a kill during an earlier write
+        os.remove(stale)
+    tmp = f"{out}.tmp.{os.getpid()}"
+    try:
+        fig.savefig(tmp, dpi=90, format="png")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out
+
+
+def read_run(exp_dir, label=""):
+    """Curves of a run folder (or a metrics.jsonl file): its rows, and from its checkpoint, when there is one, the last
+    clustering and the chosen epoch. Raises errors.UserError (one line) when there are no rows."""
+    from checkpoint import CHECKPOINT, read_metrics
+    from errors import UserError
+    folder, path = (exp_dir, os.path.join(exp_dir, "metrics.jsonl")) if os.path.isdir(exp_dir) else (
+        os.path.dirname(exp_dir), exp_dir)
+    if not os.path.exists(path):
+        raise UserError(f"'{printable(path)}' not found; pass an exp_dir of a run that trained at least one epoch")
+    rows = read_metrics(path)
+    if not rows:
+        raise UserError(f"{printable(path)} has no epochs yet")
+    final = selected = None
+    ckpt_file = os.path.join(folder, CHECKPOINT)
+    if os.path.exists(ckpt_file):
+        try:
+            ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True, mmap=True)
+            final, chosen = ckpt.get("clustering_metrics"), ckpt.get("selected")
+            selected = int(chosen["epoch"]) if chosen else None
+        except Exception:  # a checkpoint that cannot be read only loses the marks
+            pass
+    return Curves(rows, final, selected, label)
+
+
+# ---------------------------------------------------------------- TensorBoard
+
+def open_tensorboard(log_dir):
+    """A torch.utils.tensorboard SummaryWriter on log_dir; errors.ConfigError (one line) when the tensorboard
+    package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("tensorboard true needs the tensorboard package, which is not installed: "
+                          "pip install tensorboard, or --tensorboard false") from None
+    return SummaryWriter(log_dir)
+
+
+def log_scalars(writer, row):
+    """Every number of a metrics.jsonl row as a scalar at step = epochs trained (training values of row e at e + 1,
+    those of the clustering it trained on at e, as on curves.png)."""
+    for key, value in row.items():
+        if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+            step = row["epoch"] + (0 if key in CLUSTERING_KEYS else 1)
+            writer.add_scalar(f"{'clustering' if key in CLUSTERING_KEYS else 'train'}/{key}", value, step)
+    writer.flush()
