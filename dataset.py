@@ -343,11 +343,23 @@ def _init_check_worker():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which stops the pool
 
 
-def _check_chunk(paths, side, decoder, room):
-    """In a check worker: ([(image or None, why or None, bytes)] for `paths`, [(warning text, category)]).
+def _shared_memory_free():
+    """Bytes free in /dev/shm, where torch puts the shared memory that workers hand over (0 when there is none)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _check_chunk(paths, side, decoder, room, shm_free):
+    """In a check worker: ([(image, why or None, bytes)] for `paths`, pixels, [(warning text, category)]).
     An image travels back only when its bytes fit `room` (what the cache had left when the chunk was sent:
-    it can only have shrunk since), a tensor as a numpy array so that pickling copies it."""
-    out = []
+    it can only have shrunk since), else it is None; a PIL image as itself (pickled), a tensor as its shape,
+    its pixels in `pixels`: one uint8 tensor holding the chunk's tensors in order, in shared memory when it
+    takes at most half of `shm_free` (it then reaches the main process without a copy, as DataLoader
+    workers hand over their batches), else a numpy array that travels pickled."""
+    out, tensors = [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -356,20 +368,56 @@ def _check_chunk(paths, side, decoder, room):
             nbytes = 0 if img is None else image_nbytes(img)
             if img is not None and nbytes > room:
                 img = None
-            out.append((img.numpy() if isinstance(img, torch.Tensor) else img, why, nbytes))
-    return out, [(str(w.message), w.category) for w in caught]
+            elif isinstance(img, torch.Tensor):
+                tensors.append(img.flatten())
+                img = tuple(img.shape)
+            out.append((img, why, nbytes))
+    pixels = None
+    if tensors:
+        total = sum(t.numel() for t in tensors)
+        if total <= shm_free // 2:
+            pixels = tensors[0].new(tensors[0]._typed_storage()._new_shared(total, device="cpu")).resize_(total)
+            torch.cat(tensors, out=pixels)
+        else:  # a small /dev/shm (as in a default Docker container) is left to DataLoader's batches
+            pixels = torch.cat(tensors).numpy()
+    return out, pixels, [(str(w.message), w.category) for w in caught]
 
 
-def decode_all(paths, side, decoder, workers, room=lambda: float("inf")):
-    """(image or None, why it is skipped or None, bytes) of every path, in the order of `paths`, whatever the
-    number of workers. With workers > 1 and at least PARALLEL_CHECK_MIN paths the files are decoded in
-    chunks by that many forked processes (a few chunks in flight), and an image comes back only when its
-    bytes fit room() at the time its chunk was sent (the caller's cache budget, which only shrinks), so
-    that a cache that is full costs no transfer; warnings of the workers are raised again here."""
+def _unpack_chunk(results, pixels, keep):
+    """(why, image to cache or None) of a chunk's images, in order; keep(image, bytes) decides what is cached.
+    Cached tensors are views of the chunk's shared pixels when all of them are cached, else copies (so that
+    a few cached images never hold a whole chunk's memory)."""
+    rows, at = [], 0
+    pixels = torch.from_numpy(pixels) if isinstance(pixels, np.ndarray) else pixels
+    for img, why, nbytes in results:
+        shared = isinstance(img, tuple)
+        if shared:
+            img, at = pixels[at:at + nbytes].view(img), at + nbytes
+        rows.append((why, keep(img, nbytes), shared))
+    whole = all(cached is not None for _, cached, shared in rows if shared)
+    for why, cached, shared in rows:
+        yield why, (cached.clone() if shared and cached is not None and not whole else cached)
+
+
+def decode_all(paths, side, decoder, workers, budget=0):
+    """(why the file is skipped or None, its decoded image to cache or None) for every path, in the order of
+    `paths`, whatever the number of workers: images are cached in that order while their bytes fit `budget`.
+
+    With workers > 1 and at least PARALLEL_CHECK_MIN paths the files are decoded in chunks by that many
+    forked processes (a few chunks in flight). An image travels back only when it fits what the budget had
+    left when its chunk was sent, so that a full cache costs no transfer; warnings of the workers are
+    raised again here."""
+    room = [budget]
+
+    def keep(img, nbytes):
+        if img is None or nbytes > room[0]:
+            return None
+        room[0] -= nbytes
+        return img
     if workers <= 1 or len(paths) < PARALLEL_CHECK_MIN or "fork" not in multiprocessing.get_all_start_methods():
         for path in paths:
             img, why = _try_load(path, side, decoder)
-            yield img, why, 0 if img is None else image_nbytes(img)
+            yield why, keep(img, 0 if img is None else image_nbytes(img))
         return
     size = max(16, min(256, len(paths) // (16 * workers)))
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
@@ -379,19 +427,19 @@ def decode_all(paths, side, decoder, workers, room=lambda: float("inf")):
     try:
         while done < len(chunks):
             while sent < len(chunks) and len(pending) < 2 * workers:
-                pending.append(pool.submit(_check_chunk, chunks[sent], side, decoder, room()))
+                pending.append(pool.submit(_check_chunk, chunks[sent], side, decoder, room[0],
+                                           _shared_memory_free()))
                 sent += 1
             try:
-                results, caught = pending.popleft().result()
+                results, pixels, caught = pending.popleft().result()
             except concurrent.futures.process.BrokenProcessPool:  # a worker was killed: go on here
                 warnings.warn("a process checking images ended abruptly; checking the rest in the main process")
-                yield from decode_all(paths[done * size:], side, decoder, 1)
+                yield from decode_all(paths[done * size:], side, decoder, 1, room[0])
                 return
             done += 1
             for message, category in caught:
                 warnings.warn(message, category)
-            for img, why, nbytes in results:
-                yield (torch.from_numpy(img) if isinstance(img, np.ndarray) else img), why, nbytes
+            yield from _unpack_chunk(results, pixels, keep)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -432,19 +480,18 @@ class ClusterDataset(Dataset):
     def _check(self, samples, budget, workers, log, verbose):
         """The samples whose file decodes; the others go to self.skipped with one warning each. The decoded
         images fill the cache in the order of the samples while they fit `budget` bytes."""
-        kept, room = [], [budget]
-        results = decode_all([p for p, _ in samples], self.decode_side, self.jpeg_decoder, workers, lambda: room[0])
+        kept = []
+        results = decode_all([p for p, _ in samples], self.decode_side, self.jpeg_decoder, workers, budget)
         bar = tqdm(zip(samples, results), total=len(samples), desc="checking images", leave=False,
                    disable=not verbose or None)
-        for (path, label), (img, why, nbytes) in bar:
+        for (path, label), (why, img) in bar:
             if why is not None:
                 self.skipped.append(path)
                 log(f"warning: skipping '{printable(path)}': {why}")
                 continue
             kept.append((path, label))
-            if img is not None and nbytes <= room[0]:
+            if img is not None:
                 self._cache[path] = img
-                room[0] -= nbytes
         return kept
 
     def subset(self, indices):

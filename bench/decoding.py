@@ -180,10 +180,9 @@ def bench_startup(n, reps, cache_mb, tmp):
     t0 = time.perf_counter()
     tree = build_startup_tree(os.path.join(tmp, "startup"), n)
     build_s = time.perf_counter() - t0
-    variants = {"old": {"check_workers": 0, "jpeg_decoder": "pil"}, "new_1_process": {"check_workers": 1},
-                "new": {}}
+    variants = {"old": {"check_workers": 0, "jpeg_decoder": "pil"}, "new": {}, "new_1_process": {"check_workers": 1}}
     best, listings = {name: float("inf") for name in variants}, {}
-    scan_s = float("inf")
+    scan_s, load = float("inf"), [os.getloadavg()[0]]
     for _ in range(reps):
         t0 = time.perf_counter()
         scan_tree(tree)
@@ -191,11 +190,12 @@ def bench_startup(n, reps, cache_mb, tmp):
         for name, options in variants.items():
             seconds, listings[name] = _startup_once(tree, cache_mb, **options)
             best[name] = min(best[name], seconds)
+        load.append(os.getloadavg()[0])
     same = all(listings[name][:2] == listings["old"][:2] for name in variants)
     return {"images": n, "image_size": [64, 64], "cache_mb": cache_mb, "build_tree_s": build_s, "scan_s": scan_s,
             **{f"{name}_s": s for name, s in best.items()}, "workers": check_worker_count(-1),
             "cached": listings["new"][2], "cached_old": listings["old"][2], "same_list": same,
-            "main_process_cpu_s": listings["new"][3],
+            "main_process_cpu_s": listings["new"][3], "load_average": load,
             "speedup": best["old"] / best["new"], "speedup_1_process": best["old"] / best["new_1_process"]}
 
 
@@ -225,7 +225,8 @@ def print_startup(r):
     print(f"startup {r['images']} JPEGs of 64x64: scan {r['scan_s']:.1f} s; scan + check old (Pillow, main process) "
           f"{r['old_s']:.1f} s, new in 1 process {r['new_1_process_s']:.1f} s, new in {r['workers']} processes "
           f"{r['new_s']:.1f} s: {r['speedup']:.2f}x; same kept list {r['same_list']}, cached {r['cached']} "
-          f"(old {r['cached_old']}) within cache_mb {r['cache_mb']}; main process CPU {r['main_process_cpu_s']:.1f} s")
+          f"(old {r['cached_old']}) within cache_mb {r['cache_mb']}; main process CPU {r['main_process_cpu_s']:.1f} s; "
+          f"load average {', '.join(f'{x:.1f}' for x in r['load_average'])}")
 
 
 def temporary_folder():

@@ -344,9 +344,12 @@ def mixed_tree(root):
     return str(root)
 
 
-def test_the_parallel_check_keeps_what_the_serial_one_keeps(tmp_path, monkeypatch):
+@pytest.mark.parametrize("shared_memory", [True, False])  # False: a /dev/shm too small, pixels travel pickled
+def test_the_parallel_check_keeps_what_the_serial_one_keeps(tmp_path, monkeypatch, shared_memory):
     import dataset
     monkeypatch.setattr(dataset, "PARALLEL_CHECK_MIN", 0)
+    if not shared_memory:
+        monkeypatch.setattr(dataset, "_shared_memory_free", lambda: 0)
     tree = mixed_tree(tmp_path / "tree")
     runs = {}
     for workers in (0, 2, 3):
@@ -363,6 +366,21 @@ def test_the_parallel_check_keeps_what_the_serial_one_keeps(tmp_path, monkeypatc
         for path, img in ds._cache.items():
             assert type(img) is type(cached[path])
             assert np.array_equal(np.asarray(dataset.as_pil(img)), np.asarray(dataset.as_pil(cached[path])))
+
+
+def dying_check(*args):
+    os._exit(1)  # a check worker ends as one killed for memory would
+
+
+def test_a_check_worker_that_dies_leaves_the_rest_to_the_main_process(tmp_path, monkeypatch):
+    import dataset
+    monkeypatch.setattr(dataset, "PARALLEL_CHECK_MIN", 0)
+    tree = mixed_tree(tmp_path / "tree")
+    serial = ClusterDataset(tree, log=lambda m: None, cache_mb=1, check_workers=0)
+    monkeypatch.setattr(dataset, "_check_chunk", dying_check)
+    with pytest.warns(UserWarning, match="ended abruptly; checking the rest in the main process"):
+        ds = ClusterDataset(tree, log=lambda m: None, cache_mb=1, check_workers=2)
+    assert ds.paths == serial.paths and ds.skipped == serial.skipped and list(ds._cache) == list(serial._cache)
 
 
 def test_warnings_of_the_check_workers_reach_the_caller(tmp_path, monkeypatch):
