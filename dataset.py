@@ -36,6 +36,7 @@ PRED_MANIFEST = ".pred_manifest.json"  # the mark of a folder written by pred.py
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 JPEG_MAGIC = b"\xff\xd8\xff"
+HEADER_BYTES = 65536  # read to find a JPEG's frame header (an EXIF segment is at most 64 KB); beyond: Pillow's path
 # Pillow's draft mode decodes a JPEG at 1/2, 1/4 or 1/8 scale (DCT scaling); from 1/4 on it is faster than
 # decode_jpeg at full scale plus a resize, below it slower (measured per size: docs/performance.md)
 DRAFT_MIN_SCALE = 4
@@ -130,8 +131,8 @@ def jpeg_tensor(data, side=0):
     3 x H x W, RGB (grayscale and CMYK converted), upright (EXIF orientation applied), its short side
     reduced to `side` pixels with an antialiased bilinear resize when it is larger (side 0: full size).
     Raises RuntimeError for data that decode_jpeg cannot decode (truncated, corrupt, not a JPEG)."""
-    image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
-                        apply_exif_orientation=True)
+    data = data if isinstance(data, bytearray) else bytearray(data)  # torch.frombuffer wants a writable buffer
+    image = decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB, apply_exif_orientation=True)
     if side and min(image.shape[1:]) > side:
         width, height = reduced_size((image.shape[2], image.shape[1]), side)
         image = F2.resize(image, [height, width], antialias=True).contiguous()
@@ -169,12 +170,16 @@ def decode_file(path, side=0, decoder="auto"):
     if decoder == "pil":
         return load_image(path, side)
     with open(path, "rb") as f:
-        data = f.read()
-    header = jpeg_header(data) if data.startswith(JPEG_MAGIC) else None
-    if header is None or header[2] not in (1, 3) or draft_scale(header[:2], side) >= DRAFT_MIN_SCALE:
+        data = bytearray(f.read(HEADER_BYTES))
+        header = jpeg_header(data) if data.startswith(JPEG_MAGIC) else None
+        if header is None or header[2] not in (1, 3) or draft_scale(header[:2], side) >= DRAFT_MIN_SCALE:
+            header = None
+        elif Image.MAX_IMAGE_PIXELS and header[0] * header[1] > Image.MAX_IMAGE_PIXELS:
+            header = None  # Pillow's decompression-bomb rules
+        else:
+            data += f.read()
+    if header is None:
         return load_image(path, side)
-    if Image.MAX_IMAGE_PIXELS and header[0] * header[1] > Image.MAX_IMAGE_PIXELS:
-        return load_image(path, side)  # Pillow's decompression-bomb rules
     try:
         return jpeg_tensor(data, side)
     except RuntimeError:  # what libjpeg-turbo refuses through torchvision, Pillow decodes or rejects
