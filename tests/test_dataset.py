@@ -116,6 +116,22 @@ def test_transforms_give_the_configured_size():
     assert train_transform(32, 0.5)(img).shape == (3, 32, 32)
 
 
+def test_pil_images_keep_the_torchvision_transforms_bit_for_bit():
+    """PIL images (PNG trees, large photos) go through the torchvision.transforms chains the tensors of earlier
+    runs came from: the same tensors bit for bit, the same random draws (v2 on PIL images differs in the last bit)."""
+    from torchvision import transforms as T
+
+    from dataset import IMAGENET_MEAN, IMAGENET_STD
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 40, 3), dtype=np.uint8))
+    tail = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    assert torch.equal(eval_transform(32)(img), T.Compose([T.Resize(37), T.CenterCrop(32), *tail])(img))
+    reference = T.Compose([T.RandomResizedCrop(32, scale=(0.3, 1.0)), T.RandomHorizontalFlip(), *tail])
+    torch.manual_seed(0)
+    ours = [train_transform(32, 0.3)(img) for _ in range(5)]
+    torch.manual_seed(0)
+    assert all(torch.equal(a, reference(img)) for a in ours)
+
+
 def test_pseudo_label_dataset_needs_the_base_dataset(color_tree):
     ds = ClusterDataset(color_tree)
     assignment = np.arange(len(ds)) % 3
