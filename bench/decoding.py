@@ -165,10 +165,12 @@ def build_startup_tree(root, n, classes=100, distinct=256, seed=0):
 
 
 def _startup_once(tree, cache_mb, **options):
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    """(seconds, (paths, labels, images cached, CPU seconds of this process, CPU seconds of its workers))."""
+    t0, cpu0 = time.perf_counter(), os.times()
     ds = ClusterDataset(tree, log=lambda m: None, cache_mb=cache_mb, decode_side=128, **options)
-    seconds = time.perf_counter() - t0
-    listing = (ds.paths, ds.labels.tolist(), len(ds._cache), time.process_time() - cpu0)
+    seconds, cpu1 = time.perf_counter() - t0, os.times()
+    listing = (ds.paths, ds.labels.tolist(), len(ds._cache), cpu1.user + cpu1.system - cpu0.user - cpu0.system,
+               cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system)
     del ds
     gc.collect()
     return seconds, listing
@@ -195,7 +197,8 @@ def bench_startup(n, reps, cache_mb, tmp):
     return {"images": n, "image_size": [64, 64], "cache_mb": cache_mb, "build_tree_s": build_s, "scan_s": scan_s,
             **{f"{name}_s": s for name, s in best.items()}, "workers": check_worker_count(-1),
             "cached": listings["new"][2], "cached_old": listings["old"][2], "same_list": same,
-            "main_process_cpu_s": listings["new"][3], "load_average": load,
+            "main_process_cpu_s": listings["new"][3], "workers_cpu_s": listings["new"][4],
+            "one_process_cpu_s": listings["new_1_process"][3], "old_cpu_s": listings["old"][3], "load_average": load,
             "speedup": best["old"] / best["new"], "speedup_1_process": best["old"] / best["new_1_process"]}
 
 
@@ -225,7 +228,9 @@ def print_startup(r):
     print(f"startup {r['images']} JPEGs of 64x64: scan {r['scan_s']:.1f} s; scan + check old (Pillow, main process) "
           f"{r['old_s']:.1f} s, new in 1 process {r['new_1_process_s']:.1f} s, new in {r['workers']} processes "
           f"{r['new_s']:.1f} s: {r['speedup']:.2f}x; same kept list {r['same_list']}, cached {r['cached']} "
-          f"(old {r['cached_old']}) within cache_mb {r['cache_mb']}; main process CPU {r['main_process_cpu_s']:.1f} s; "
+          f"(old {r['cached_old']}) within cache_mb {r['cache_mb']}; CPU s: old {r['old_cpu_s']:.1f}, new in 1 "
+          f"process {r['one_process_cpu_s']:.1f}, new main process {r['main_process_cpu_s']:.1f} + workers "
+          f"{r['workers_cpu_s']:.1f}; "
           f"load average {', '.join(f'{x:.1f}' for x in r['load_average'])}")
 
 
