@@ -642,11 +642,6 @@ class PseudoLabelDataset(Dataset):
         return self.transform(img), int(self.assignment[index])
 
 
-def _contiguous(image):
-    """v2's antialiased uint8 resize can return a channels-last view, on which Normalize runs about 5x slower."""
-    return image.contiguous()
-
-
 class Transform:
     """One transform for both kinds of decoded image (decode_file): `pil` for a PIL image (torchvision.transforms,
     exactly as before decode_jpeg was used, so PNG trees give the same tensors bit for bit) and `tensor` for a
@@ -660,11 +655,19 @@ class Transform:
         return self.tensor(img) if isinstance(img, torch.Tensor) else self.pil(img)
 
 
-def _tensor_tail():
-    """uint8 to float32 in [0, 1], then ImageNet-normalised in place (ToDtype made a new tensor: the cached image
-    is never written)."""
-    return [v2.ToDtype(torch.float32, scale=True), v2.Lambda(_contiguous),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD, inplace=True)]
+class NormalizeUint8:
+    """uint8 C x H x W (any memory layout) -> float32 C x H x W, contiguous, (x / 255 - mean) / std per channel
+    (ImageNet's mean and std): v2.ToDtype(scale=True) + Normalize in one conversion and two in-place passes,
+    about 3x faster on one core than the three passes and the copy they need (v2's antialiased uint8 resize
+    returns a channels-last view). The input, which may be the cached image, is never written."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = -torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std
+
+    def __call__(self, image):
+        return image.to(torch.float32, memory_format=torch.contiguous_format).mul_(self.scale).add_(self.shift)
 
 
 def eval_transform(size):
@@ -678,7 +681,7 @@ def eval_transform(size):
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]),
-        v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size), *_tensor_tail()]))
+        v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size), NormalizeUint8()]))
 
 
 def train_transform(size, scale_min=0.08):
@@ -692,7 +695,7 @@ def train_transform(size, scale_min=0.08):
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]),
         v2.Compose([v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-                    *_tensor_tail()]))
+                    NormalizeUint8()]))
 
 
 def seed_worker(worker_id):
