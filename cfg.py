@@ -29,6 +29,8 @@ DEFAULTS = {
     "check_images": True,  # decode every image once at start-up to drop unreadable files (and fill the cache); false for huge sets
     "cache_mb": 1024,  # keep decoded images in memory up to this many MB (0 = off); larger sets read the rest from disk
     "decode_side": 0,  # images are decoded with their short side reduced to this many pixels (0 = 4 x input_size)
+    "jpeg_decoder": "auto",  # "auto": a JPEG under 4 x decode_side (short side) is decoded by torchvision's decode_jpeg and transformed as a tensor, larger ones and other formats by Pillow; "pil": every file by Pillow
+    "check_workers": -1,  # processes that decode the images at start-up (check_images); -1 = one per core, 0 = the main process only
     # --- model ---
     "arch": "vgg16",  # "vgg16" (VGG16 with batch norm) or "alexnet" (AlexNet with batch norm)
     "sobel": True,  # fixed Sobel front: gray + two edge filters, the first conv then takes 2 channels
@@ -96,6 +98,7 @@ DEFAULTS = {
 }
 
 CHOICES = {
+    "jpeg_decoder": ("auto", "pil"),
     "arch": ("vgg16", "alexnet"),
     "optimizer": ("sgd", "adam"),
     "pred_mode": ("assign", "recluster"),
@@ -112,6 +115,7 @@ CHOICES = {
 MINIMUM = {
     "input_size": 32, "workers": -1, "decode_side": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1,
     "kmeans_nredo": 1,
+    "check_workers": -1,
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
     "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0, "map_points": 3,
@@ -120,6 +124,7 @@ MINIMUM = {
 }
 # largest allowed value (inclusive) of numeric keys; val_split must stay below 1
 MAXIMUM = {"input_size": 1024, "workers": 256, "rrc_scale_min": 1.0, "momentum": 1.0, "lr_gamma": 1.0,
+           "check_workers": 256,
            "pic_alpha": 1.0}
 # paths that must not be empty, and the folders each script writes into
 NON_EMPTY = ("dataset_path", "exp_dir")
@@ -219,10 +224,12 @@ SCRIPT_KEYS = {
                                                 "probe_dims", "probe_epochs", "probe_lr", "probe_weight_decay",
                                                 "baseline")],
     "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
+             "jpeg_decoder", "check_workers",
              "input_size", "num_classes", "clustering_device", "pca_dim", "pca_method", "kmeans_niter",
              "kmeans_nredo", "batch_size", "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
              "save_features", "report", "map", "map_points", "exp_dir", "workers", "amp", "seed", "verbose"],
     "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch",
+                    "jpeg_decoder", "check_workers",
                     "sobel", "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs",
                     "probe_lr", "probe_weight_decay", "baseline", "exp_dir", "workers", "seed", "verbose"],
 }

@@ -35,7 +35,7 @@ import report
 from cfg import load_cfg
 from checkpoint import checkpoint_path, clustering_network, hold_lock, load_model, run_settings, stored_clustering
 from dataset import PRED_MANIFEST as MANIFEST
-from dataset import eval_transform, open_split, printable, training_images_among
+from dataset import as_pil, eval_transform, open_split, printable, training_images_among
 from engine import amp_dtype, compute_features, make_loader
 from errors import PredError
 
@@ -151,7 +151,7 @@ def cluster_metrics(labels, ids, classes):
 
 def thumbnails(dataset, indices):
     show = transforms.Compose([transforms.Resize(THUMB), transforms.CenterCrop(THUMB), transforms.ToTensor()])
-    return torch.stack([show(dataset.load(int(i))) for i in indices])
+    return torch.stack([show(as_pil(dataset.load(int(i)))) for i in indices])
 
 
 def write_grids(dataset, ids, order, out_dir):

@@ -94,10 +94,15 @@ def raw_compute_seconds(n, c, size=INPUT_SIZE):
     return t1 - t0, time.perf_counter() - t1
 
 
-def bench_photos(tree, c, child_run, decode_sides=(0, 100_000)):
-    """Per decode_side (0 = the default, 4 x input_size; 100000 = full size, as before): the first,
-    decoding pass, one epoch of train.py after it (feature pass + training pass), its ratio to the
-    raw model compute, and the run's peak RSS."""
+# (name, decode_side, jpeg_decoder, check_workers): the default; the default decode_side decoded as before
+# decode_jpeg and the parallel check (Pillow, main process); full size (100000), as before decode_side existed
+VARIANTS = (("0", 0, "auto", -1), ("0 pil", 0, "pil", 0), ("100000", 100_000, "auto", -1))
+
+
+def bench_photos(tree, c, child_run, variants=VARIANTS):
+    """Per variant (see VARIANTS; decode_side 0 = the default, 4 x input_size): the first, decoding pass,
+    one epoch of train.py after it (feature pass + training pass), its ratio to the raw model compute,
+    and the run's peak RSS."""
     paths = [p for p in glob.glob(os.path.join(tree, "*", "*")) if not os.path.basename(p).startswith(".")]
     sizes = []
     for p in paths:
@@ -108,19 +113,21 @@ def bench_photos(tree, c, child_run, decode_sides=(0, 100_000)):
     result = {"images": n, "megapixels_min": min(sizes), "megapixels_max": max(sizes),
               "megapixels_mean": float(np.mean(sizes)), "raw_features_s": raw_features_s, "raw_train_s": raw_train_s,
               "formats": {ext: sum(p.endswith(ext) for p in paths) for ext in (".jpg", ".png", ".webp")}, "runs": {}}
-    for side in decode_sides:
+    for name, side, decoder, workers in variants:
         t0 = time.perf_counter()
         ClusterDataset(tree, check_images=True, log=lambda m: None, cache_mb=c["cache_mb"],
-                    decode_side=side or 4 * INPUT_SIZE)
+                       decode_side=side or 4 * INPUT_SIZE, jpeg_decoder=decoder, check_workers=workers)
         first_pass_s = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as exp:
             seconds, peak, _ = child_run(["train.py", "--dataset_path", tree, "--exp_dir", exp, "--num_epoch", "2",
                                           "--input_size", str(INPUT_SIZE), "--decode_side", str(side),
+                                          "--jpeg_decoder", decoder, "--check_workers", str(workers),
                                           "--verbose", "false"])
             with open(os.path.join(exp, "metrics.jsonl")) as f:
                 second = [json.loads(line) for line in f][1]  # epoch 1: after the decoding pass
         epoch_s = second["time_features_s"] + second["time_train_s"]
-        result["runs"][str(side)] = {
+        result["runs"][name] = {
+            "decode_side": side, "jpeg_decoder": decoder, "check_workers": workers,
             "first_pass_s": first_pass_s, "epoch_s": epoch_s, "features_s": second["time_features_s"],
             "train_s": second["time_train_s"], "process_s": seconds, "peak_rss_gib": peak,
             "epoch_over_raw": epoch_s / (raw_features_s + raw_train_s)}

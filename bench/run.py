@@ -13,6 +13,10 @@ Prints a table and writes bench/results.json (see docs/performance.md):
   epoch_seconds, peak_rss_gib    one training epoch of train.py on a Fashion-MNIST tree, per phase
   scale_run                      synthetic ImageNet-sized features streamed through the same
       code path as pca_fit_samples > 0 into k-means; time and peak memory
+  decode, decode_crossover       500 x 375 JPEGs decoded and transformed per core, Pillow against
+      decode_jpeg + tensor transforms; Pillow's reduced decode against decode_jpeg per photo size
+  startup                        a tree of 100,000 small JPEGs scanned and checked, before and now
+      (bench/decoding.py; the trees are built in a temporary folder and removed)
 """
 import argparse
 import json
@@ -38,9 +42,11 @@ from engine import compute_features, loader_workers, make_loader, train_one_epoc
 
 SAMPLE = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
 FULL = {"images": {32: 640, 128: 96}, "train_images": {32: 384, 128: 48}, "cluster_n": 60_000, "pca_n": 6000,
-        "scale_n": 1_281_167, "scale_k": 1000, "scale_fit": 50_000, "reps": 2, "photos": 300}
+        "scale_n": 1_281_167, "scale_k": 1000, "scale_fit": 50_000, "reps": 2, "photos": 300,
+        "decode_images": 200, "decode_reps": 3, "crossover_pixels": 12e6, "startup_images": 100_000, "startup_reps": 3}
 QUICK = {"images": {32: 256, 128: 24}, "train_images": {32: 128, 128: 16}, "cluster_n": 10_000, "pca_n": 2000,
-         "scale_n": 100_000, "scale_k": 100, "scale_fit": 10_000, "reps": 1, "photos": 60}
+         "scale_n": 100_000, "scale_k": 100, "scale_fit": 10_000, "reps": 1, "photos": 60,
+         "decode_images": 40, "decode_reps": 1, "crossover_pixels": 2e6, "startup_images": 10_000, "startup_reps": 1}
 CPU = torch.device("cpu")
 
 
@@ -304,6 +310,25 @@ def measure_runs(res, parts, plan, epoch_tree):
               f"peak RSS {r['peak_rss_gib']:.2f} GiB")
 
 
+def measure_decoding(res, parts, plan, c):
+    """JPEG decoding per core (old Pillow path against decode_file), the decoder crossover, the start-up check."""
+    import decoding
+    with decoding.temporary_folder() as tmp:
+        if "decode" in parts:
+            r = res["decode"] = decoding.bench_decode(plan["decode_images"], plan["decode_reps"],
+                                                      c["rrc_scale_min"], tmp)
+            res["decode_speedup"] = {s: {k: row[f"{k}_speedup"] for k in ("eval", "train")}
+                                     for s, row in r["by_input_size"].items()}
+            decoding.print_decode(r)
+            r = res["decode_crossover"] = decoding.bench_crossover(plan["crossover_pixels"], plan["decode_reps"], tmp)
+            decoding.print_crossover(r)
+        if "startup" in parts:
+            r = res["startup"] = decoding.bench_startup(plan["startup_images"], plan["startup_reps"],
+                                                        c["cache_mb"], tmp)
+            res["startup_speedup"] = r["speedup"]
+            decoding.print_startup(r)
+
+
 def measure_photos(res, plan, c, tree):
     """Real photographs of 1-18 megapixels at 64 px: epoch time against the raw model, memory."""
     import photos
@@ -314,8 +339,8 @@ def measure_photos(res, plan, c, tree):
     print(f"photos: {r['images']} images of {r['megapixels_min']:.1f}-{r['megapixels_max']:.1f} MP "
           f"(mean {r['megapixels_mean']:.1f}; {r['formats']}), raw model {r['raw_features_s']:.1f} s features + "
           f"{r['raw_train_s']:.1f} s training at {photos.INPUT_SIZE} px")
-    for side, run in r["runs"].items():
-        print(f"  decode_side {side}: first (decoding) pass {run['first_pass_s']:.1f} s, epoch {run['epoch_s']:.1f} s "
+    for name, run in r["runs"].items():
+        print(f"  decode_side {name}: first (decoding) pass {run['first_pass_s']:.1f} s, epoch {run['epoch_s']:.1f} s "
               f"(features {run['features_s']:.1f} + train {run['train_s']:.1f}) = {run['epoch_over_raw']:.2f}x the raw "
               f"model, peak RSS {run['peak_rss_gib']:.2f} GiB")
 
@@ -323,8 +348,8 @@ def measure_photos(res, plan, c, tree):
 def main(argv=None):
     p = argparse.ArgumentParser(description="DeepCluster benchmarks (ratios measured in one run)")
     p.add_argument("--quick", action="store_true", help="a reduced version of everything (smaller sets, one repetition)")
-    p.add_argument("--parts", default="features,train,clustering,pca,epoch,scale,photos",
-                   help="comma-separated subset of features,train,clustering,pca,epoch,scale,photos")
+    p.add_argument("--parts", default="features,train,clustering,pca,epoch,scale,photos,decode,startup",
+                   help="comma-separated subset of features,train,clustering,pca,epoch,scale,photos,decode,startup")
     p.add_argument("--photo_tree", default=os.path.join(ROOT, "bench", "photos_tree"),
                    help="where the photo tree is built (once) from Debian's wallpaper packages")
     p.add_argument("--sizes", default="32,128", help="input sizes for the feature and training passes")
@@ -346,6 +371,7 @@ def main(argv=None):
     measure_passes(res, parts, sizes, plan, c)
     measure_clustering(res, parts, plan, c)
     measure_runs(res, parts, plan, a.epoch_tree)
+    measure_decoding(res, parts, plan, c)
     if "photos" in parts:
         measure_photos(res, plan, c, a.photo_tree)
     res["bench_seconds"] = time.perf_counter() - t_start

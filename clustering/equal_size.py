@@ -9,12 +9,14 @@ offset -T log v_j. Two forms: numpy (dense float64 n x k, the CPU path, refused 
 EQUAL_SIZE_MAX_CELLS) and torch (each image's EQUAL_SIZE_CANDIDATES nearest centroids only, on the
 clustering device: k = 10,000 on 1.28M images holds 1.28M x 64 entries instead of 12.8G).
 """
+import warnings
+
 import numpy as np
 import torch
 
 from errors import ConfigError
 
-from .common import deterministic, rows_per_chunk, to_numpy, to_tensor
+from .common import rows_per_chunk, to_numpy, to_tensor
 
 EQUAL_SIZE_MAX_CELLS = 50_000_000  # n x k cells of the numpy form: three float64 arrays of that size (1.2 GB)
 EQUAL_SIZE_CANDIDATES = 64  # centroids per image in the torch form; with k <= 64 it is the dense plan
@@ -79,15 +81,18 @@ def candidate_sinkhorn(dist, ids, k, temperature, max_iter, tol):
     Returns (offsets (k,) float64 tensor, >= 0, iterations, converged). A column that no row reaches gets the
     largest offset. The iterations stop early, as not converged, when the offsets spread wider than any
     distance: then the candidates cannot carry equal columns."""
-    n = len(dist)
+    n, m = dist.shape
     kernel = torch.exp(-(dist - dist.min(1, keepdim=True).values) / temperature)
-    flat_ids = ids.flatten()
     spread = float(dist.max())
+    rows = torch.arange(n, device=dist.device).repeat_interleave(m)
+    kernel_t = torch.sparse_coo_tensor(torch.stack([ids.flatten(), rows]), kernel.flatten(), (k, n),
+                                       check_invariants=False).coalesce()
+    with warnings.catch_warnings():  # torch calls its CSR tensors beta: the warning says nothing about this use
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        kernel_t = kernel_t.to_sparse_csr()  # K^T, made once: every column sum is one sparse matrix-vector product
 
-    def column_sums(u):  # K^T u, summed in a fixed order
-        with deterministic(dist.device):
-            return torch.zeros(k, dtype=torch.float64, device=dist.device).index_add_(0, flat_ids,
-                                                                                    (kernel * u[:, None]).flatten())
+    def column_sums(u):
+        return (kernel_t @ u[:, None])[:, 0]
 
     col = column_sums(torch.ones(n, dtype=torch.float64, device=dist.device))
     reached = col > 0

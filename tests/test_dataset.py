@@ -56,7 +56,11 @@ def test_modes_extensions_and_bad_files(messy_tree):
         img, index = ds[i]
         assert index == i and img.shape == (3, 32, 32) and img.dtype == torch.float32
         assert torch.isfinite(img).all()
-        assert ds.load(i).mode == "RGB"
+        decoded = ds.load(i)
+        if names[i] in ("02.jpeg", "03.JPG"):  # RGB JPEGs: decode_jpeg's uint8 tensor
+            assert decoded.dtype == torch.uint8 and decoded.shape == (3, 16, 20)
+        else:  # other formats and the CMYK JPEG: Pillow
+            assert decoded.mode == "RGB"
 
 
 def test_sixteen_bit_gray_keeps_its_range(messy_tree):
@@ -110,6 +114,22 @@ def test_transforms_give_the_configured_size():
     img = Image.new("RGB", (28, 40), (10, 20, 30))
     assert eval_transform(64)(img).shape == (3, 64, 64)
     assert train_transform(32, 0.5)(img).shape == (3, 32, 32)
+
+
+def test_pil_images_keep_the_torchvision_transforms_bit_for_bit():
+    """PIL images (PNG trees, large photos) go through the torchvision.transforms chains the tensors of earlier
+    runs came from: the same tensors bit for bit, the same random draws (v2 on PIL images differs in the last bit)."""
+    from torchvision import transforms as T
+
+    from dataset import IMAGENET_MEAN, IMAGENET_STD
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 40, 3), dtype=np.uint8))
+    tail = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    assert torch.equal(eval_transform(32)(img), T.Compose([T.Resize(37), T.CenterCrop(32), *tail])(img))
+    reference = T.Compose([T.RandomResizedCrop(32, scale=(0.3, 1.0)), T.RandomHorizontalFlip(), *tail])
+    torch.manual_seed(0)
+    ours = [train_transform(32, 0.3)(img) for _ in range(5)]
+    torch.manual_seed(0)
+    assert all(torch.equal(a, reference(img)) for a in ours)
 
 
 def test_pseudo_label_dataset_needs_the_base_dataset(color_tree):
@@ -201,3 +221,209 @@ def test_class_folders_without_images_are_not_classes(tmp_path, check_images):
     expected = ["c", "e"] if check_images else ["c", "d_broken", "e"]
     assert ds.classes == expected
     assert ds.labels.tolist() == list(range(len(expected)))
+
+
+# ---------------------------------------------------------------- decode_jpeg and the parallel check
+
+def jpeg(path, size=(160, 120), seed=0, **save):
+    """A small photo-like JPEG (see photo()) saved with Pillow's `save` options (mode, progressive, exif ...)."""
+    mode = save.pop("mode", "RGB")
+    img = Image.open(photo(path, size=size, seed=seed)).convert(mode)
+    img.save(path, quality=92, **save)
+    return str(path)
+
+
+@pytest.mark.parametrize("side", [0, 100])  # full size, and reduced from 120 (below the draft rule's 4x)
+def test_decode_jpeg_gives_pillows_pixels(tmp_path, side):
+    """The tensor path and Pillow see the same JPEG alike: the same pixels at full size (one libjpeg-turbo),
+    within resampling noise when reduced, and the same tensors, within that noise, after either transform."""
+    from dataset import decode_file, load_image
+    path = jpeg(tmp_path / "p.jpg")
+    tensor, pil = decode_file(path, side), load_image(path, side)
+    assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.uint8
+    as_array = tensor.permute(1, 2, 0).numpy().astype(np.float64)
+    assert as_array.shape == np.asarray(pil).shape
+    diff = np.abs(as_array - np.asarray(pil, dtype=np.float64)).mean()
+    assert diff == 0 if side == 0 else diff < 1.5, diff  # grey levels of 0-255
+    transform = eval_transform(32)
+    out_tensor, out_pil = transform(tensor), transform(pil)
+    assert out_tensor.shape == out_pil.shape == (3, 32, 32) and out_tensor.dtype == torch.float32
+    assert (out_tensor - out_pil).abs().mean() < 0.03  # normalised units: about 2 grey levels
+
+
+def test_train_transform_on_tensors_gives_normalised_crops(tmp_path):
+    from dataset import IMAGENET_MEAN, IMAGENET_STD, decode_file
+    flat = torch.full((3, 50, 70), 128, dtype=torch.uint8)
+    out = train_transform(32, 0.3)(flat)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    expected = (128 / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(out.mean(dim=(1, 2)), expected, atol=1e-5)
+    assert train_transform(32)(decode_file(jpeg(tmp_path / "p.jpg"))).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_rotated_jpeg_is_upright_on_the_tensor_path(tmp_path, orientation):
+    from dataset import decode_file, load_image
+    path = jpeg(tmp_path / "r.jpg", exif=_exif(orientation))
+    tensor, pil = decode_file(path), load_image(path)  # Pillow's exif_transpose is the reference
+    assert isinstance(tensor, torch.Tensor)
+    assert tensor.shape == (3, 120, 160) if orientation == 3 else tensor.shape == (3, 160, 120)
+    assert np.array_equal(tensor.permute(1, 2, 0).numpy(), np.asarray(pil))
+
+
+def _exif(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def test_grayscale_progressive_and_cmyk_jpegs(tmp_path):
+    from dataset import decode_file, load_image
+    gray, progressive = jpeg(tmp_path / "g.jpg", mode="L"), jpeg(tmp_path / "p.jpg", progressive=True)
+    for path in (gray, progressive):
+        tensor = decode_file(path)
+        assert isinstance(tensor, torch.Tensor) and tensor.shape == (3, 120, 160)
+        assert np.array_equal(tensor.permute(1, 2, 0).numpy(), np.asarray(load_image(path)))
+    cmyk = decode_file(jpeg(tmp_path / "c.jpg", mode="CMYK"))
+    assert isinstance(cmyk, Image.Image) and cmyk.mode == "RGB" and cmyk.size == (160, 120)  # Pillow's path
+
+
+def test_a_jpeg_that_decode_jpeg_refuses_falls_back_to_pillow(tmp_path, monkeypatch):
+    import dataset
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unsupported color conversion request")
+    monkeypatch.setattr(dataset, "decode_jpeg", refuse)
+    img = dataset.decode_file(jpeg(tmp_path / "p.jpg"), 100)
+    assert isinstance(img, Image.Image) and img.size == (133, 100)
+
+
+def test_the_large_photo_rule(tmp_path):
+    """Pillow's reduced decode for a JPEG whose draft would be 1/4 of it or less, decode_jpeg below;
+    jpeg_decoder "pil" takes Pillow for every file."""
+    from dataset import DRAFT_MIN_SCALE, decode_file, draft_scale
+    path = jpeg(tmp_path / "p.jpg", size=(520, 400))
+    assert DRAFT_MIN_SCALE == 4
+    assert draft_scale((520, 400), 99) == 4 and draft_scale((520, 400), 100) == 2
+    assert draft_scale((520, 400), 0) == draft_scale((520, 400), 400) == 1
+    reduced = decode_file(path, 99)
+    assert isinstance(reduced, Image.Image) and reduced.size == (129, 99)
+    kept = decode_file(path, 100)
+    assert isinstance(kept, torch.Tensor) and kept.shape == (3, 100, 130)
+    assert isinstance(decode_file(path, 100, decoder="pil"), Image.Image)
+
+
+def test_jpeg_header_reads_what_pillow_reads(tmp_path):
+    from dataset import jpeg_header
+    paths = [jpeg(tmp_path / "a.jpg", comment=b"a comment before the frame"), jpeg(tmp_path / "g.jpg", mode="L"),
+             jpeg(tmp_path / "c.jpg", mode="CMYK"), jpeg(tmp_path / "p.jpg", progressive=True),
+             jpeg(tmp_path / "e.jpg", size=(50, 70), exif=_exif(6))]
+    for path in paths:
+        with Image.open(path) as img, open(path, "rb") as f:
+            assert jpeg_header(f.read()) == (*img.size, len(img.getbands())), path
+    assert jpeg_header(b"\xff\xd8\xff\xe0\x00\x10JFIF") is None  # cut before the frame header
+
+
+def test_a_jpeg_above_the_decompression_bomb_limit_takes_pillows_path(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    from dataset import decode_file
+    path = jpeg(tmp_path / "big.jpg", size=(200, 150))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 5000)
+    with pytest.warns(UserWarning, match="decoded at a reduced scale"):
+        img = decode_file(path, 100)  # a draft of 1/1: decode_jpeg's size, but Pillow's bomb rules first
+    assert isinstance(img, Image.Image) and img.size == (133, 100)
+
+
+def test_a_truncated_jpeg_is_skipped_at_start_up_with_one_warning(tmp_path):
+    folder = tmp_path / "t" / "c"
+    folder.mkdir(parents=True)
+    good = jpeg(folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(open(good, "rb").read()[:700])
+    messages = []
+    ds = ClusterDataset(str(tmp_path / "t"), log=messages.append)
+    assert [os.path.basename(p) for p in ds.paths] == ["a.jpg"] and len(messages) == 1 and "b.jpg" in messages[0]
+
+
+def mixed_tree(root):
+    """JPEGs (small, larger, grayscale), PNGs, a non-UTF-8 name and unreadable files in three classes."""
+    for i in range(30):
+        folder = root / f"class_{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if i % 5 == 4:
+            (folder / f"{i:02d}.jpg").write_bytes(b"\xff\xd8\xff broken")
+        elif i % 5 == 3:
+            save(Image.new("RGB", (30 + i, 20), (i, 2 * i, 3 * i)), str(folder / f"{i:02d}.png"))
+        else:
+            jpeg(folder / f"{i:02d}.jpg", size=(40 + 10 * i, 30 + 5 * i), seed=i, mode="L" if i % 7 == 0 else "RGB")
+    os.rename(root / "class_0" / "00.jpg", os.fsencode(root / "class_0") + b"/caf\xe9.jpg")
+    return str(root)
+
+
+@pytest.mark.parametrize("shared_memory", [True, False])  # False: a /dev/shm too small, pixels travel pickled
+def test_the_parallel_check_keeps_what_the_serial_one_keeps(tmp_path, monkeypatch, shared_memory):
+    import dataset
+    monkeypatch.setattr(dataset, "PARALLEL_CHECK_MIN", 0)
+    if not shared_memory:
+        monkeypatch.setattr(dataset, "_shared_memory_free", lambda: 0)
+    tree = mixed_tree(tmp_path / "tree")
+    runs = {}
+    for workers in (0, 2, 3):
+        messages = []
+        ds = ClusterDataset(tree, log=messages.append, cache_mb=0.05, decode_side=64, check_workers=workers)
+        runs[workers] = ds, messages
+    (serial, serial_messages), cached = runs[0], runs[0][0]._cache
+    assert 0 < len(cached) < len(serial) and sum(dataset.image_nbytes(v) for v in cached.values()) <= 0.05 * 2**20
+    for workers in (2, 3):
+        ds, messages = runs[workers]
+        assert ds.paths == serial.paths and ds.labels.tolist() == serial.labels.tolist()
+        assert ds.skipped == serial.skipped and messages == serial_messages and len(messages) == 6
+        assert list(ds._cache) == list(cached)  # the same images cached, in the same order
+        for path, img in ds._cache.items():
+            assert type(img) is type(cached[path])
+            assert np.array_equal(np.asarray(dataset.as_pil(img)), np.asarray(dataset.as_pil(cached[path])))
+
+
+def dying_check(*args):
+    os._exit(1)  # a check worker ends as one killed for memory would
+
+
+def test_a_check_worker_that_dies_leaves_the_rest_to_the_main_process(tmp_path, monkeypatch):
+    import dataset
+    monkeypatch.setattr(dataset, "PARALLEL_CHECK_MIN", 0)
+    tree = mixed_tree(tmp_path / "tree")
+    serial = ClusterDataset(tree, log=lambda m: None, cache_mb=1, check_workers=0)
+    monkeypatch.setattr(dataset, "_check_chunk", dying_check)
+    with pytest.warns(UserWarning, match="ended abruptly; checking the rest in the main process"):
+        ds = ClusterDataset(tree, log=lambda m: None, cache_mb=1, check_workers=2)
+    assert ds.paths == serial.paths and ds.skipped == serial.skipped and list(ds._cache) == list(serial._cache)
+
+
+def test_warnings_of_the_check_workers_reach_the_caller(tmp_path, monkeypatch):
+    import dataset
+    from PIL import Image as PILImage
+    monkeypatch.setattr(dataset, "PARALLEL_CHECK_MIN", 0)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 5000)  # the forked workers see it too
+    tree = tmp_path / "t" / "c"
+    tree.mkdir(parents=True)
+    photo(tree / "big.jpg", size=(200, 150))
+    with pytest.warns(UserWarning, match="big.jpg' has 0.03 megapixels: decoded at a reduced scale"):
+        ds = ClusterDataset(str(tmp_path / "t"), decode_side=32, check_workers=2, cache_mb=1)
+    assert isinstance(ds._cache[ds.paths[0]], Image.Image) and min(ds._cache[ds.paths[0]].size) == 32
+
+
+def test_cached_tensors_count_their_bytes_and_thumbnails_take_them(tmp_path):
+    import pred
+    from dataset import as_pil, image_nbytes
+    folder = tmp_path / "t" / "c"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        jpeg(folder / f"{i}.jpg", seed=i)  # 160 x 120: 57,600 bytes as RGB
+    ds = ClusterDataset(str(tmp_path / "t"), eval_transform(32), cache_mb=0.12)  # room for two of them
+    assert len(ds._cache) == 2 and all(isinstance(img, torch.Tensor) for img in ds._cache.values())
+    before = ds.load(0).clone()
+    assert ds[0][0].shape == (3, 32, 32) and torch.equal(ds.load(0), before)  # the transform left the cache alone
+    assert image_nbytes(ds.load(0)) == 57_600 == image_nbytes(as_pil(ds.load(0)))
+    assert isinstance(ds.load(2), torch.Tensor) and ds.paths[2] not in ds._cache
+    thumbs = pred.thumbnails(ds, [0, 2])
+    assert thumbs.shape == (2, 3, pred.THUMB, pred.THUMB) and thumbs.dtype == torch.float32

@@ -17,7 +17,7 @@ from sklearn.cluster import KMeans
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import metrics  # noqa: E402
-from dataset import ClusterDataset  # noqa: E402
+from dataset import ClusterDataset, as_pil  # noqa: E402
 from errors import UserError  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def pixels(dataset):
     """N x (h*w) float32 grayscale pixels in [0, 1]; all images must have one size."""
     rows, size = [], None
     for i in range(len(dataset)):
-        img = dataset.load(i).convert("L")
+        img = as_pil(dataset.load(i)).convert("L")
         if size is None:
             size = img.size
         elif img.size != size:
