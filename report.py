@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
+import metrics
 from dataset import printable
 from errors import ConfigError
 
@@ -142,8 +143,9 @@ def info_html(p):
             ("checkpoint", f"{r['checkpoint']} (network after epoch {r['checkpoint_epoch']})"),
             ("mode", f"{r['mode']}, k = {r['k']}, {r['clusters_nonempty']} clusters not empty")]
     if "nmi" in r:
-        scores = f"NMI {r['nmi']:.3f} &middot; ACC {r['acc']:.3f} &middot; ARI {r['ari']:.3f}"
-        rows.append(("against the labels", scores + (f" &middot; purity {r['purity']:.3f}" if "purity" in r else "")))
+        purity = r["purity"] if "purity" in r else metrics.purity(p.labels, p.ids)
+        scores = f"NMI {r['nmi']:.3f} &middot; ACC {r['acc']:.3f} &middot; ARI {r['ari']:.3f} &middot; purity {purity:.3f}"
+        rows.append(("against the labels", scores))
     body = "".join(f"<tr><th>{text(a)}</th><td>{b if a == 'against the labels' else text(b)}</td></tr>"
                    for a, b in rows)
     return f'<table class="info">{body}</table>'
@@ -172,10 +174,18 @@ def thumb_html(p, i, thumbs_dir):
     return f'<a href="{href(p.links[i])}">{inner}</a>'
 
 
-def card_html(p, cid, size, shown, thumbs_dir):
-    """One cluster: id, size, majority class and share, its most typical images and apart its least typical."""
-    members = np.flatnonzero(p.ids == cid)
-    members = members[np.argsort(p.dist[members], kind="stable")]
+def members_by_distance(ids, dist):
+    """{cluster id: its rows of predictions.csv, nearest to the centroid first (ties: smaller row first)}, from one
+    sort of all n rows ((n,) ids and distances)."""
+    rows = np.lexsort((np.arange(len(ids)), dist, ids))
+    cuts = np.flatnonzero(np.diff(ids[rows])) + 1
+    return {int(ids[part[0]]): part for part in np.split(rows, cuts) if len(part)}
+
+
+def card_html(p, cid, members, shown, thumbs_dir):
+    """One cluster: id, size, majority class and share, its most typical images and apart its least typical.
+    members: the cluster's rows, nearest to the centroid first."""
+    size = len(members)
     typical, odd = members[:TYPICAL], members[TYPICAL:][-ATYPICAL:]
     shown.update(typical.tolist() + odd.tolist())
     title = f"Cluster {cid} &middot; {size} image{'s' if size != 1 else ''}"
@@ -208,7 +218,8 @@ def page_html(p, shown, map_file=None, max_clusters=MAX_CLUSTERS, thumbs_dir="th
     parts += ['<div class="top">' + "".join(side) + "</div>", cap,
               '<p class="note">Each card: the images nearest to the cluster\'s centroid, then (outlined) the farthest, '
               "where mistakes and outliers show; hover for the file name, click for the image.</p>"]
-    parts += [card_html(p, cid, int(sizes[cid]), shown, thumbs_dir) for cid in cards]
+    members = members_by_distance(np.asarray(p.ids), np.asarray(p.dist))
+    parts += [card_html(p, cid, members[cid], shown, thumbs_dir) for cid in cards]
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

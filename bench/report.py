@@ -60,7 +60,7 @@ def timed_pred(exp_dir, images, out, extra):
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"pred.py failed on {images} ({extra})")
+        raise UserError(f"pred.py failed on {images} ({extra})")
     return wall, usage.ru_utime + usage.ru_stime
 
 

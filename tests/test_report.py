@@ -163,6 +163,27 @@ def test_the_page_caps_the_clusters_it_shows(tmp_path):
     assert "Clusters x classes" not in text  # no labels, no table
 
 
+def test_each_card_shows_its_nearest_images_then_apart_its_farthest():
+    rng = np.random.default_rng(1)
+    n = 100
+    ids = rng.integers(0, 2, n)
+    dist = rng.random(n)
+    dist[:4] = 0.5  # ties: the smaller row first
+    p = report.Prediction([f"/x/{i}.png" for i in range(n)], [f"clusters/{c}/{i}.png" for i, c in enumerate(ids)],
+                          ids, dist, None, [], {"n_images": n, "k": 2, "mode": "assign", "checkpoint": "c",
+                          "checkpoint_epoch": 1, "clusters_nonempty": 2, "images": "unknown"}, "/x", [b"j"] * n)
+    members = report.members_by_distance(ids, dist)
+    for cid in (0, 1):
+        rows = np.flatnonzero(ids == cid)
+        expect = rows[np.argsort(dist[rows], kind="stable")]
+        assert members[cid].tolist() == expect.tolist()
+        card = report.card_html(p, cid, members[cid], set(), "thumbs")
+        typical, odd = card.split("least typical")
+        shown = [int(t.split(".")[0]) for t in typical.split("thumbs/")[1:]]
+        assert shown == expect[:report.TYPICAL].tolist()
+        assert [int(t.split(".")[0]) for t in odd.split("thumbs/")[1:]] == expect[-report.ATYPICAL:].tolist()
+
+
 def test_the_map_draws_a_subset_above_its_limit(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 8)).astype(np.float32)
