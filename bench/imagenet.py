@@ -265,7 +265,8 @@ def main(argv=None):
     lines, projection = table(run, alone, scale, a.cluster_n, forms)
     name = torch.cuda.get_device_name(0) if gpu else f"{os.cpu_count()} CPU cores"
     print(f"\nDeepCluster at ImageNet scale: {name}, torch {torch.__version__}; {a.n:,} synthetic 500x375 JPEGs "
-          f"(built in {built:.0f} s) at {a.size} px, batch {a.batch}, amp {c['amp']} , compile {c['compile']}")
+          f"(built in {built:.0f} s) at {a.size} px, batch {a.batch}, "
+          f"{str(amp_dtype(c, device) or torch.float32).replace('torch.', '')}, compile {c['compile']}")
     print("\n".join(lines))
     result = {"device": name, "torch": torch.__version__, "n": a.n, "size": a.size, "batch": a.batch, "run": run,
               "network_alone_img_s": {"features": alone[0], "training": alone[1]}, "clustering": scale,
