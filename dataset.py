@@ -134,7 +134,10 @@ def jpeg_tensor(data, side=0):
     data = data if isinstance(data, bytearray) else bytearray(data)  # torch.frombuffer wants a writable buffer
     image = decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB, apply_exif_orientation=True)
     if side and min(image.shape[1:]) > side:
-        width, height = reduced_size((image.shape[2], image.shape[1]), side)
+        height, width = image.shape[1:]
+        scale = draft_scale((width, height), side)  # the size is computed from the draft Pillow would decode, as
+        drafted = (-(-width // scale), -(-height // scale))  # load_image does (libjpeg rounds a scaled side up)
+        width, height = reduced_size(drafted, side)
         image = F2.resize(image, [height, width], antialias=True).contiguous()
     return image
 
