@@ -279,19 +279,28 @@ def start_map(c, dataset, ids, embeddings):
 
 
 def write_page(c, folder, dataset, clusters, result, page):
-    """cfg report: index.html and thumbs/ (report.write_page); then waits for the map. clusters = (ids, distances)."""
+    """map.png when its background job (report.MapJob) succeeds (a failure is one warning line: no map), then, with
+    cfg report, index.html and thumbs/ (report.write_page). clusters = (ids, distances). Returns whether the map
+    was written."""
     (ids, dist), (thumbs, map_job) = clusters, page
+    drawn = False
+    if map_job is not None:
+        try:
+            png, _ = map_job.wait()
+        except Exception as e:  # scikit-learn or matplotlib: the predictions stand without the picture
+            say(f"warning: map.png not written: {type(e).__name__}: {e}")
+        else:
+            with open(os.path.join(folder, "map.png"), "wb") as f:
+                f.write(png)
+            drawn = True
     if c["report"]:
         links = [os.path.join("clusters", str(int(cid)), link_name(i, path))
                  for i, (path, cid) in enumerate(zip(dataset.paths, ids))]
         source = c["test_path"] or f"the val_split held out of {c['dataset_path']}"
         labels = dataset.labels if dataset.has_labels else None
         report.write_page(folder, report.Prediction(dataset.paths, links, ids, dist, labels, dataset.classes, result,
-                                                    source, thumbs or []), "map.png" if map_job else None)
-    if map_job is not None:
-        png, _ = map_job.wait()
-        with open(os.path.join(folder, "map.png"), "wb") as f:
-            f.write(png)
+                                                    source, thumbs or []), "map.png" if drawn else None)
+    return drawn
 
 
 def predict(c, device="cpu", given=None):
@@ -330,7 +339,7 @@ def predict(c, device="cpu", given=None):
         summary += f"  acc {result['acc']:.3f}  nmi {result['nmi']:.3f}  ari {result['ari']:.3f}"
         summary += {"training": " (training images)", "mixed": f" ({seen} of them training images)"}.get(
             result["images"], "")
-    extra = ", index.html" * c["report"] + ", map.png" * (page[1] is not None)
+    extra = ", index.html" * c["report"] + ", map.png" * os.path.exists(os.path.join(pred_dir, "map.png"))
     say(f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/{extra}")
     return result
 

@@ -262,6 +262,8 @@ def embed_2d(x, seed=0):
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
     perplexity = min(MAP_PERPLEXITY, max(1.0, (len(x) - 1) / 3 - 0.01))
+    if np.ptp(x, axis=0).max() == 0:  # all rows equal: the PCA start would divide by 0, and Barnes-Hut crash
+        return np.zeros((len(x), 2), dtype=np.float32), perplexity
     tsne = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=MAP_ITERATIONS, angle=MAP_ANGLE,
                 random_state=seed)
     with threadpool_limits(tsne_threads(), user_api="openmp"):
@@ -455,6 +457,8 @@ def read_run(exp_dir, label=""):
             ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True, mmap=True)
             final, chosen = ckpt.get("clustering_metrics"), ckpt.get("selected")
             selected = int(chosen["epoch"]) if chosen else None
+            if selected is None and (ckpt.get("cfg") or {}).get("select_epoch") == "last":
+                selected = int(ckpt["epoch"])  # the last epoch is the chosen one, as train.py marks it
         except Exception:  # a checkpoint that cannot be read only loses the marks
             pass
     return Curves(rows, final, selected, label)

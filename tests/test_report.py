@@ -220,6 +220,33 @@ def test_the_curves_command_marks_the_chosen_epoch_from_the_checkpoint(trained, 
     assert (tmp_path / "c.png").exists() and (exp / "curves.png").exists()  # train.py drew its own too
 
 
+def test_the_curves_command_marks_the_last_epoch_of_a_select_epoch_last_run(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "last"))
+    assert report.read_run(str(exp)).selected == 2  # as the dotted line of train.py's own curves.png
+
+
+def test_identical_embeddings_get_a_map_instead_of_a_crash():
+    """All rows equal: scikit-learn's PCA start divides by a zero spread and its Barnes-Hut code then dies in
+    native code (a segfault that takes pred.py with it); the map puts every image at one point."""
+    png, drawn = report.map_png(np.ones((5, 8), np.float32), np.zeros(5, dtype=np.int64))
+    assert drawn == 5 and png.startswith(b"\x89PNG")
+
+
+def test_a_failing_map_is_one_warning_and_the_page_goes_without_it(trained, tmp_path, monkeypatch, capsys):
+    tree, exp = trained
+
+    def broken(*args, **kwargs):
+        raise ValueError("t-SNE diverged")
+    monkeypatch.setattr(report, "map_png", broken)
+    out = tmp_path / "out"
+    pred.main("cpu", train_args(tree, exp, "--pred_dir", str(out), "--test_path", tree))
+    page, _ = check_page(out)
+    assert not (out / "map.png").exists() and "map.png" not in page.links
+    printed = capsys.readouterr().out
+    assert "warning: map.png not written: ValueError: t-SNE diverged" in printed and ", map.png" not in printed
+
+
 def test_a_plotting_error_is_one_log_line_and_the_run_goes_on(blob_tree, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts")
