@@ -1,7 +1,8 @@
 """The math of one DeepCluster clustering step, as plain functions, one module per step:
 
     whitening.py     features (N x 4096) -> PCA-whitening to pca_dim -> L2-normalised rows
-    kmeans.py        k-means -> assignment (N,) and centroids; the nearest-centroid rule
+    kmeans.py        k-means -> assignment (N,) and centroids
+    nearest.py       the nearest-centroid rule (after the equal-size offsets): training and pred.py's assign
     equal_size.py    the equal-size pseudo-labels (one offset per cluster, Sinkhorn-Knopp)
     pic.py           power iteration clustering, the reference's alternative to k-means
     pseudo_labels.py the uniform-over-clusters sampler and the head's matching across clusterings
@@ -13,7 +14,8 @@ where the tests compare it with faiss. `device=None` selects the faiss form (see
 """
 from .common import cluster_means, describe, epoch_seed, finite, partition_loss, resolve_device, to_numpy
 from .equal_size import EQUAL_SIZE_CANDIDATES, check_equal_size_fits, equal_size_offsets
-from .kmeans import Kmeans, assign_to_centroids, faiss_device, flat_index, nearest_centroid, run_kmeans
+from .kmeans import Kmeans, run_kmeans
+from .nearest import assign_to_centroids, faiss_device, flat_index, nearest_centroid
 from .pic import PIC, knn_graph, merge_singletons, pic_diffusion, pic_graph, pic_heads, run_pic
 from .pseudo_labels import UnifLabelSampler, match_clusters, uniform_label_indices
 from .whitening import (IMAGES_PER_WHITENED_DIM, WhitenThenCluster, apply_pca, clamp_note, clamp_pca_dim,

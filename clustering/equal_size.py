@@ -1,6 +1,6 @@
 """The equal-size step (cfg equal_size, not in the paper): SeLa's pseudo-labels (Asano et al., ICLR 2020) on
 top of k-means. One offset per cluster makes the nearest-centroid partition (almost) equal in size: image i
-goes to argmin_j ||x_i - c_j||^2 + offsets[j] (kmeans.nearest_centroid, the rule pred.py assigns with too).
+goes to argmin_j ||x_i - c_j||^2 + offsets[j] (nearest.nearest_centroid, the rule pred.py assigns with too).
 
 The offsets come from entropy-regularised optimal transport (Sinkhorn-Knopp): the plan
 P = diag(u) K diag(v), K = exp(-D / T), T = eps * mean(D), D the squared L2 distances to the centroids, scaled
@@ -17,6 +17,7 @@ import torch
 from errors import ConfigError
 
 from .common import rows_per_chunk, to_numpy, to_tensor
+from .nearest import torch_nearest
 
 EQUAL_SIZE_MAX_CELLS = 50_000_000  # n x k cells of the numpy form: three float64 arrays of that size (1.2 GB)
 EQUAL_SIZE_CANDIDATES = 64  # centroids per image in the torch form; with k <= 64 it is the dense plan
@@ -118,7 +119,6 @@ def torch_equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3, c
     and every row's chosen cluster is one of its candidates; until then m doubles (up to k, or to
     torch_budget), so the result is the dense plan's wherever the candidates would change it. mean(D) is exact,
     from the rows' and centroids' moments."""
-    from .kmeans import torch_nearest
     x = xb.float()
     c = to_tensor(centroids, x.device)
     n, k = len(x), len(c)

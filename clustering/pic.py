@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .common import cluster_means, describe, rows_per_chunk, to_numpy, to_tensor
-from .kmeans import flat_index
+from .nearest import flat_index
 from .whitening import WhitenThenCluster
 
 
