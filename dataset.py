@@ -365,8 +365,8 @@ def _check_chunk(paths, side, decoder, room, shm_free):
     An image travels back only when its bytes fit `room` (what the cache had left when the chunk was sent:
     it can only have shrunk since), else it is None; a PIL image as itself (pickled), a tensor as its shape,
     its pixels in `pixels`: one uint8 tensor holding the chunk's tensors in order, in shared memory when it
-    takes at most half of `shm_free` (it then reaches the main process without pickling and a pipe, as
-    DataLoader workers hand over their batches), else a numpy array that travels pickled."""
+    takes at most half of `shm_free` (it then reaches the main process without a copy, as DataLoader
+    workers hand over their batches), else a numpy array that travels pickled."""
     out, tensors = [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -393,15 +393,10 @@ def _check_chunk(paths, side, decoder, room, shm_free):
 
 def _unpack_chunk(results, pixels, keep):
     """(why, image to cache or None) of a chunk's images, in order; keep(image, bytes) decides what is cached.
-    Cached tensors are views of the chunk's pixels when all of them are cached, else copies (so that a few
-    cached images never hold a whole chunk's memory). Shared pixels are copied into the process's own memory
-    first: a shared segment keeps a file descriptor open while anything views it, and a cache of thousands
-    of chunks would run into the limit of open files (1,024 by default)."""
+    Cached tensors are views of the chunk's shared pixels when all of them are cached, else copies (so that
+    a few cached images never hold a whole chunk's memory)."""
     rows, at = [], 0
-    if isinstance(pixels, np.ndarray):
-        pixels = torch.from_numpy(pixels)
-    elif pixels is not None:
-        pixels = pixels.clone()
+    pixels = torch.from_numpy(pixels) if isinstance(pixels, np.ndarray) else pixels
     for img, why, nbytes in results:
         shared = isinstance(img, tuple)
         if shared:
