@@ -407,6 +407,21 @@ def _unpack_chunk(results, pixels, keep):
         yield why, (cached.clone() if shared and cached is not None and not whole else cached)
 
 
+def allow_open_files(n):
+    """Raise this process's soft limit of open files (often 1,024) by n, within the hard limit: the cached
+    pixels of each chunk of the start-up check stay in their shared-memory segment, which holds one file
+    descriptor while the cache views it. Nothing happens where the limit cannot be read or raised."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            want = soft + n + 64
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
+        pass
+
+
 def decode_all(paths, side, decoder, workers, budget=0):
     """(why the file is skipped or None, its decoded image to cache or None) for every path, in the order of
     `paths`, whatever the number of workers: images are cached in that order while their bytes fit `budget`.
@@ -429,6 +444,7 @@ def decode_all(paths, side, decoder, workers, budget=0):
         return
     size = max(16, min(256, len(paths) // (16 * workers)))
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    allow_open_files(len(chunks))
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                                   initializer=_init_check_worker)
     pending, sent, done = collections.deque(), 0, 0

@@ -1,4 +1,5 @@
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -399,6 +400,28 @@ def test_the_parallel_check_keeps_what_the_serial_one_keeps(tmp_path, monkeypatc
         for path, img in ds._cache.items():
             assert type(img) is type(cached[path])
             assert np.array_equal(np.asarray(dataset.as_pil(img)), np.asarray(dataset.as_pil(cached[path])))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc (Linux)")
+def test_a_cache_of_many_chunks_fits_a_low_open_file_limit(tmp_path):
+    """The cached pixels of each chunk keep one file descriptor (their shared memory): with a soft limit just
+    above what is open, the parallel check raises it instead of running out of files and falling back."""
+    import resource
+    for i in range(600):  # 34 chunks of 18 images with 2 workers
+        folder = tmp_path / "t" / f"c{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (i % 256, 0, 0)).save(folder / f"{i:03d}.jpg")
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, limits[1]))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = ClusterDataset(str(tmp_path / "t"), log=lambda m: None, cache_mb=64, check_workers=2)
+        raised = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+    assert not [str(w.message) for w in caught if "main process" in str(w.message)]
+    assert len(ds) == len(ds._cache) == 600 and raised > len(os.listdir("/proc/self/fd"))
 
 
 def dying_check(*args):
