@@ -387,6 +387,7 @@ def curve_points(run, key):
 def draw_panel(ax, runs, key, name):
     from matplotlib.ticker import MaxNLocator
     keys = [("nmi", "NMI"), ("ari", "ARI")] if key == "labels" else [(key, "")]
+    plotted = False
     for n, run in enumerate(runs):
         colour = f"C{n}"
         for (k, what), style in zip(keys, ("-", "--")):
@@ -394,9 +395,10 @@ def draw_panel(ax, runs, key, name):
             if x:
                 label = " ".join(s for s in (run.label, what) if s)
                 ax.plot(x, y, style, color=colour, marker="o", markersize=3, linewidth=1.3, label=label or None)
+                plotted = True
         if run.selected is not None:
             ax.axvline(run.selected, color=colour, linestyle=":", linewidth=1.2)
-    if not ax.lines:
+    if not plotted:  # (the dotted line of the chosen epoch is no data)
         ax.text(0.5, 0.5, "no labels" if key == "labels" else "not yet", ha="center", va="center",
                 transform=ax.transAxes, color="grey")
     elif len(runs) > 1 or key == "labels":

@@ -297,3 +297,17 @@ def test_tensorboard_scalars_follow_the_curves_steps():
     report.log_scalars(w, {"epoch": 3, "loss": 1.5, "nmi": 0.4, "nmi_prev": None, "reclustered": True,
                            "images_per_s": float("nan")})
     assert w.scalars == {"train/loss": (1.5, 4), "clustering/nmi": (0.4, 3)}
+
+
+def test_a_run_without_labels_says_so_on_its_panel_without_a_matplotlib_warning():
+    """The dotted line of the chosen epoch is no data: the labels panel of a flat folder says "no labels" and
+    draws no empty legend (matplotlib warned on every epoch)."""
+    import warnings
+    from matplotlib.figure import Figure
+    rows = [{"epoch": e, "loss": 1.0, "nmi": None, "ari": None, "nmi_prev": 0.5, "reclustered": True}
+            for e in range(3)]
+    ax = Figure().subplots()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report.draw_panel(ax, [report.Curves(rows, None, 2)], "labels", "clustering against the labels")
+    assert [t.get_text() for t in ax.texts] == ["no labels"] and ax.get_legend() is None
