@@ -13,7 +13,6 @@ as a PIL image, as before. `decode_file` makes the choice, `eval_transform` and
 import collections
 import concurrent.futures
 import hashlib
-import io
 import multiprocessing
 import os
 import signal
@@ -336,14 +335,18 @@ def _try_load(path, side, decoder):
         return None, "not a readable image"
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity where the platform tells it, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def check_worker_count(n):
     """Processes that decode the images at start-up (cfg check_workers): n, or with -1 one per core this
     process may use, shared among the processes of a torchrun node (LOCAL_WORLD_SIZE); 0 and 1 both mean
     the main process alone."""
     if n >= 0:
         return n
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1)))
+    return max(1, usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1)))
 
 
 def _init_check_worker():

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dataset import printable, seed_worker
+from dataset import printable, seed_worker, usable_cores
 from errors import UserError
 from models import FEATURE_DIM
 
@@ -64,7 +64,7 @@ def loader_workers(c):
     cached images there, and a worker would only take a core from the network), else half, at most 8."""
     if c["workers"] >= 0:
         return c["workers"]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     return 0 if cores <= 2 else min(8, cores // 2)
 
 

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
 import metrics
-from dataset import printable
+from dataset import printable, usable_cores
 from errors import ConfigError
 
 THUMB_SIDE = 128  # pixels of a thumbnail's longer side (never enlarged)
@@ -249,8 +249,7 @@ def tsne_threads():
     """OpenMP threads of the t-SNE: all cores but one (at least one). Its many short parallel steps wait for every
     thread, and with each core busy they crawl: on 2 cores with another process running, 500 points took 22 s on 2
     threads against 1 s on one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, usable_cores() - 1)
 
 
 def embed_2d(x, seed=0):
