@@ -439,6 +439,14 @@ def plot_curves(runs, out, title=None):
     return out
 
 
+def chosen_epoch(selected, rule, epochs_done):
+    """The network select_epoch chose, in epochs trained: the run's stored choice (checkpoint field `selected`,
+    {rule, epoch, score} or None), or with rule "last" the last epoch done."""
+    if rule == "last":
+        return epochs_done
+    return int(selected["epoch"]) if selected else None
+
+
 def read_run(exp_dir, label=""):
     """Curves of a run folder (or a metrics.jsonl file): its rows, and from its checkpoint, when there is one, the last
     clustering and the chosen epoch. Raises errors.UserError (one line) when there are no rows."""
@@ -456,10 +464,9 @@ def read_run(exp_dir, label=""):
     if os.path.exists(ckpt_file):
         try:
             ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True, mmap=True)
-            final, chosen = ckpt.get("clustering_metrics"), ckpt.get("selected")
-            selected = int(chosen["epoch"]) if chosen else None
-            if selected is None and (ckpt.get("cfg") or {}).get("select_epoch") == "last":
-                selected = int(ckpt["epoch"])  # the last epoch is the chosen one, as train.py marks it
+            final = ckpt.get("clustering_metrics")
+            selected = chosen_epoch(ckpt.get("selected"), (ckpt.get("cfg") or {}).get("select_epoch"),
+                                    int(ckpt["epoch"]))
         except Exception:  # a checkpoint that cannot be read only loses the marks
             pass
     return Curves(rows, final, selected, label)

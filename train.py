@@ -30,8 +30,8 @@ import metrics
 import report
 from cfg import load_cfg, save_cfg
 from checkpoint import (CHECKPOINT, METRICS, SELECTED, append_metrics, hold_lock, keep_as_selected, load_checkpoint,
-                        remove_stale_temporaries, restore_training, save_checkpoint, training_state, truncate_metrics)
-from checkpoint import read_metrics
+                        read_metrics, remove_stale_temporaries, restore_training, save_checkpoint, training_state,
+                        truncate_metrics)
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, file_fingerprint, open_split, train_transform
 from engine import Logger, amp_dtype, average_into, compile_body, compute_features, format_metric, iter_features
@@ -417,9 +417,7 @@ class Run:
         A failure here is one log line: it never ends a run."""
         if not self.main_process:
             return
-        chosen = self.selected["epoch"] if self.selected else None
-        if self.c["select_epoch"] == "last":
-            chosen = row["epoch"] + 1
+        chosen = report.chosen_epoch(self.selected, self.c["select_epoch"], row["epoch"] + 1)
         try:
             if self.tensorboard is not None:
                 report.log_scalars(self.tensorboard, row)
