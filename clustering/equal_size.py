@@ -16,8 +16,8 @@ import torch
 
 from errors import ConfigError
 
-from .common import rows_per_chunk, to_numpy, to_tensor
-from .nearest import torch_nearest
+from .common import to_numpy, to_tensor
+from .nearest import nearest_rows, torch_nearest
 
 EQUAL_SIZE_MAX_CELLS = 50_000_000  # n x k cells of the numpy form: three float64 arrays of that size (1.2 GB)
 EQUAL_SIZE_CANDIDATES = 64  # centroids per image in the torch form; with k <= 64 it is the dense plan
@@ -67,13 +67,7 @@ def numpy_equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
 
 def nearest_candidates(x, c, m):
     """The m nearest centroids of every row, in row chunks: (squared distances (n, m) float64, ids (n, m))."""
-    x2, c2 = (x.double() ** 2).sum(1), (c.double() ** 2).sum(1)
-    dist = torch.empty(len(x), m, dtype=torch.float64, device=x.device)
-    ids = torch.empty(len(x), m, dtype=torch.int64, device=x.device)
-    step = rows_per_chunk(len(c), x.device, itemsize=8)
-    for i in range(0, len(x), step):
-        d = torch.addmm(c2, x[i:i + step].double(), c.double().T, alpha=-2) + x2[i:i + step, None]
-        dist[i:i + step], ids[i:i + step] = d.topk(m, dim=1, largest=False)
+    dist, ids = nearest_rows(x, c, m, torch.float64)
     return dist.clamp(min=0), ids
 
 

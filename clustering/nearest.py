@@ -68,6 +68,21 @@ def torch_nearest(x, centroids, offsets=None):
     return ids, dist
 
 
+def nearest_rows(x, c, m, dtype=torch.float32):
+    """Each row of x's m nearest rows of c by squared L2 distance, computed in `dtype` on x's device in row chunks
+    (no n x len(c) block above the chunk budget): (distances (n, m), ids (n, m) int64), tensors, nearest first.
+    The equal-size step's candidate centroids (float64) and PIC's k-NN graph (c = x) use it."""
+    x, c = x.to(dtype), c.to(dtype)
+    x2, c2 = (x * x).sum(1), (c * c).sum(1)
+    dist = torch.empty(len(x), m, dtype=dtype, device=x.device)
+    ids = torch.empty(len(x), m, dtype=torch.int64, device=x.device)
+    step = rows_per_chunk(len(c), x.device, itemsize=dist.element_size())
+    for i in range(0, len(x), step):
+        d = torch.addmm(c2, x[i:i + step], c.T, alpha=-2) + x2[i:i + step, None]
+        dist[i:i + step], ids[i:i + step] = d.topk(m, dim=1, largest=False)
+    return dist, ids
+
+
 # ---------------------------------------------------------------- either form
 
 def nearest_centroid(xb, centroids, offsets=None, device=None):

@@ -7,10 +7,9 @@ where n x nnn entries are small.
 import time
 
 import numpy as np
-import torch
 
-from .common import cluster_means, describe, rows_per_chunk, to_numpy, to_tensor
-from .nearest import flat_index
+from .common import cluster_means, describe, to_numpy, to_tensor
+from .nearest import flat_index, nearest_rows
 from .whitening import WhitenThenCluster
 
 
@@ -26,13 +25,7 @@ def drop_self(nbrs, dist, nnn):
 
 def torch_neighbours(x, nnn):
     """(ids (n, nnn + 1), squared L2 distances) of every row's nearest rows, on x's device, in row chunks."""
-    x2 = (x * x).sum(1)
-    ids = torch.empty(len(x), nnn + 1, dtype=torch.int64, device=x.device)
-    dist = torch.empty(len(x), nnn + 1, dtype=torch.float32, device=x.device)
-    step = rows_per_chunk(len(x), x.device)
-    for i in range(0, len(x), step):
-        d = torch.addmm(x2, x[i:i + step], x.T, alpha=-2) + x2[i:i + step, None]
-        dist[i:i + step], ids[i:i + step] = d.topk(nnn + 1, dim=1, largest=False)
+    dist, ids = nearest_rows(x, x, nnn + 1)
     return to_numpy(ids).astype(np.int64), to_numpy(dist)
 
 
