@@ -33,9 +33,8 @@ import torch
 
 import cfg
 from cfg import SCRIPT_KEYS
-from dataset import printable
 from engine import memory_format
-from errors import BusyError, CheckpointError
+from errors import BusyError, CheckpointError, printable
 from models import build_model
 from models.pretrained import unwrapped_names
 

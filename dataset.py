@@ -4,201 +4,33 @@ Layout: ROOT/<class>/<image>; the folder names are labels for reporting only and
 never used for training. A flat folder of images (no class folders) works too; then
 there are no labels. Every image is converted to RGB.
 
-Decoding: a JPEG of about the network's size is decoded by torchvision's decode_jpeg into a
-uint8 tensor and transformed as a tensor (torchvision.transforms.v2); every other file (other
-formats, photos many times larger than decode_side, CMYK) is decoded by Pillow and transformed
-as a PIL image, as before. `decode_file` makes the choice, `eval_transform` and
-`train_transform` take either kind.
+Images are decoded by decoding.py: a uint8 tensor for a JPEG that decode_jpeg decoded,
+transformed as a tensor (torchvision.transforms.v2), else an RGB PIL image transformed as
+before; `eval_transform` and `train_transform` take either kind.
 """
-import collections
-import concurrent.futures
 import hashlib
-import multiprocessing
 import os
-import signal
 import warnings
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
-from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F2
 from tqdm import tqdm
 
-from errors import DataError
+from decoding import check_worker_count, decode_all, decode_file
+from errors import DataError, printable
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 PRED_MANIFEST = ".pred_manifest.json"  # the mark of a folder written by pred.py: never scanned for images
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-JPEG_MAGIC = b"\xff\xd8\xff"
-HEADER_BYTES = 65536  # read to find a JPEG's frame header (an EXIF segment is at most 64 KB); beyond: Pillow's path
-# Pillow's draft mode decodes a JPEG at 1/2, 1/4 or 1/8 scale (DCT scaling); from 1/4 on it is faster than
-# decode_jpeg at full scale plus a resize, below it slower (measured per size: docs/performance.md)
-DRAFT_MIN_SCALE = 4
-PARALLEL_CHECK_MIN = 256  # fewer images are checked in the main process: starting workers would cost more
 
 
 def is_image_file(name):
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
-
-
-def to_rgb(img):
-    """Any PIL mode (L, P, RGBA, CMYK, I;16, I, F, LA ...) to 8-bit RGB."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16/32-bit single channel: rescale the full range to 0..255
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(arr.astype(np.uint8), mode="L")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    return img.convert("RGB")
-
-
-class ImageTooLarge(ValueError):
-    """Above Pillow's decompression-bomb limit and not a JPEG that can be decoded at a reduced scale."""
-
-
-def open_image(path):
-    """Image.open, with files above Pillow's decompression-bomb limit opened lazily (header only) too;
-    returns (image, megapixels when above the limit else None)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(path), None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            img = Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
-        return img, img.width * img.height / 1e6
-
-
-def _draft_request(size, side):
-    """The (width, height) asked of Pillow's draft mode for an image of `size` reduced to a short side of
-    `side`: one pixel more than the reduced size, so that the draft stays at least as large."""
-    scale = side / min(size)
-    return int(size[0] * scale) + 1, int(size[1] * scale) + 1
-
-
-def draft_scale(size, side):
-    """The factor (1, 2, 4 or 8) by which Pillow's draft mode decodes a JPEG of `size` (width, height) that is
-    reduced to a short side of `side` pixels, as JpegImagePlugin.draft computes it; 1 when side is 0 or not
-    below the short side."""
-    if not side or side >= min(size):
-        return 1
-    wanted = _draft_request(size, side)
-    scale = min(size[0] // wanted[0], size[1] // wanted[1])
-    return next(s for s in (8, 4, 2, 1) if scale >= s)
-
-
-def reduced_size(size, side):
-    """(width, height) of an image of `size` (width, height) with its short side reduced to `side` pixels."""
-    scale = side / min(size)
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-
-
-def load_image(path, side=0):
-    """The image decoded by Pillow as an RGB PIL image, upright (EXIF orientation applied), its short side
-    reduced to `side` pixels when it is larger (side 0: full size). A JPEG is decoded at a reduced scale
-    directly (Pillow's draft mode), so a 12-megapixel photo costs a fraction of a full decode.
-    Raises ImageTooLarge above Pillow's decompression-bomb limit (unless a JPEG reduced), OSError or
-    PIL.UnidentifiedImageError for a file that does not decode."""
-    img, megapixels = open_image(path)
-    with img:
-        if megapixels and not (side and img.format == "JPEG"):
-            raise ImageTooLarge(f"{megapixels:.3g} megapixels, above Pillow's decompression-bomb limit "
-                                f"({Image.MAX_IMAGE_PIXELS / 1e6:.0f}); only JPEGs that large are decoded (reduced)")
-        if side and img.format == "JPEG" and side < min(img.size):
-            img.draft(img.mode, _draft_request(img.size, side))  # stays >= the request
-        img.load()
-        rgb = to_rgb(ImageOps.exif_transpose(img))
-    if megapixels:
-        warnings.warn(f"'{printable(path)}' has {megapixels:.3g} megapixels: decoded at a reduced scale")
-    if side and min(rgb.size) > side:
-        rgb = rgb.resize(reduced_size(rgb.size, side), Image.BILINEAR, reducing_gap=2.0)
-    return rgb
-
-
-def jpeg_tensor(data, side=0):
-    """A JPEG's bytes decoded by torchvision's decode_jpeg (libjpeg-turbo): a uint8 tensor of shape
-    3 x H x W, RGB (grayscale and CMYK converted), upright (EXIF orientation applied), its short side
-    reduced to `side` pixels with an antialiased bilinear resize when it is larger (side 0: full size).
-    Raises RuntimeError for data that decode_jpeg cannot decode (truncated, corrupt, not a JPEG)."""
-    data = data if isinstance(data, bytearray) else bytearray(data)  # torch.frombuffer wants a writable buffer
-    image = decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    if side and min(image.shape[1:]) > side:
-        height, width = image.shape[1:]
-        scale = draft_scale((width, height), side)  # the size is computed from the draft Pillow would decode, as
-        drafted = (-(-width // scale), -(-height // scale))  # load_image does (libjpeg rounds a scaled side up)
-        width, height = reduced_size(drafted, side)
-        image = F2.resize(image, [height, width], antialias=True).contiguous()
-    return image
-
-
-def jpeg_header(data):
-    """(width, height, colour components) from the frame header (SOF marker) of a JPEG's bytes, or None when
-    the markers before it cannot be followed. Pillow's header parse costs about as much as decoding a
-    64 x 64 JPEG; this reads the few bytes the choice of decoder needs."""
-    i = 2
-    while i + 10 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # a fill byte
-            i += 1
-        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0-15; C4, C8, CC are not frames
-            width, height = int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
-            return (width, height, data[i + 9]) if width and height else None
-        else:
-            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
-
-
-def decode_file(path, side=0, decoder="auto"):
-    """The image at `path`, RGB, upright (EXIF orientation applied), its short side reduced to `side`
-    pixels when it is larger (side 0: full size), as one of two kinds:
-
-    - a uint8 tensor 3 x H x W (jpeg_tensor) for a grayscale or colour (3-component) JPEG that Pillow's draft
-      mode would decode at more than 1/DRAFT_MIN_SCALE of its size, when decoder is "auto";
-    - an RGB PIL image (load_image) for every other file: other formats, CMYK JPEGs, photos at least
-      DRAFT_MIN_SCALE times larger than `side` (Pillow's reduced decode is faster there), files above
-      Pillow's decompression-bomb limit, a JPEG that decode_jpeg refuses, and every file with decoder "pil".
-
-    Raises what load_image raises for a file that does not decode."""
-    if decoder == "pil":
-        return load_image(path, side)
-    with open(path, "rb") as f:
-        data = bytearray(f.read(HEADER_BYTES))
-        header = jpeg_header(data) if data.startswith(JPEG_MAGIC) else None
-        if header is None or header[2] not in (1, 3) or draft_scale(header[:2], side) >= DRAFT_MIN_SCALE:
-            header = None
-        elif Image.MAX_IMAGE_PIXELS and header[0] * header[1] > Image.MAX_IMAGE_PIXELS:
-            header = None  # Pillow's decompression-bomb rules
-        else:
-            data += f.read()
-    if header is None:
-        return load_image(path, side)
-    try:
-        return jpeg_tensor(data, side)
-    except RuntimeError:  # what libjpeg-turbo refuses through torchvision, Pillow decodes or rejects
-        return load_image(path, side)
-
-
-def as_pil(img):
-    """A decoded image (PIL image or uint8 3 x H x W tensor, as ClusterDataset.load returns it) as a PIL image."""
-    return transforms.functional.to_pil_image(img) if isinstance(img, torch.Tensor) else img
-
-
-def image_nbytes(img):
-    """Bytes of pixel data a decoded image holds in the cache: a tensor's elements, or a PIL image's
-    width x height x bands."""
-    if isinstance(img, torch.Tensor):
-        return img.numel() * img.element_size()
-    return img.width * img.height * len(img.getbands())
 
 
 def _identity(path):
@@ -313,162 +145,6 @@ def classes_with_images(samples, classes):
         return samples, classes
     new = {old: i for i, old in enumerate(used)}
     return [(path, new.get(label, label)) for path, label in samples], [classes[old] for old in used]
-
-
-def printable(text):
-    """A path or message as valid UTF-8 text: bytes of a file name that are not UTF-8 (which Python
-    holds as surrogate escapes) become \\xNN, so that logs, CSV files and terminals never fail on them."""
-    text = str(text)
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that no file name produced
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _try_load(path, side, decoder):
-    """(image, None), or (None, why the file is skipped)."""
-    try:
-        return decode_file(path, side, decoder), None
-    except ImageTooLarge as e:
-        return None, str(e)
-    except Exception:  # any decoder failure means "skip this file"
-        return None, "not a readable image"
-
-
-def usable_cores():
-    """The CPU cores this process may run on (its affinity where the platform tells it, else all of them)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def check_worker_count(n):
-    """Processes that decode the images at start-up (cfg check_workers): n, or with -1 one per core this
-    process may use, shared among the processes of a torchrun node (LOCAL_WORLD_SIZE); 0 and 1 both mean
-    the main process alone."""
-    if n >= 0:
-        return n
-    return max(1, usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1)))
-
-
-def _init_check_worker():
-    torch.set_num_threads(1)  # one process per core already
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which stops the pool
-
-
-def _shared_memory_free():
-    """Bytes free in /dev/shm, where torch puts the shared memory that workers hand over (0 when there is none)."""
-    try:
-        st = os.statvfs("/dev/shm")
-    except OSError:
-        return 0
-    return st.f_bavail * st.f_frsize
-
-
-def _check_chunk(paths, side, decoder, room, shm_free):
-    """In a check worker: ([(image, why or None, bytes)] for `paths`, pixels, [(warning text, category)]).
-    An image travels back only when its bytes fit `room` (what the cache had left when the chunk was sent:
-    it can only have shrunk since), else it is None; a PIL image as itself (pickled), a tensor as its shape,
-    its pixels in `pixels`: one uint8 tensor holding the chunk's tensors in order, in shared memory when it
-    takes at most half of `shm_free` (it then reaches the main process without a copy, as DataLoader
-    workers hand over their batches), else a numpy array that travels pickled."""
-    out, tensors = [], []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for path in paths:
-            img, why = _try_load(path, side, decoder)
-            nbytes = 0 if img is None else image_nbytes(img)
-            if img is not None and nbytes > room:
-                img = None
-            elif isinstance(img, torch.Tensor):
-                tensors.append(img.flatten())
-                img = tuple(img.shape)
-            out.append((img, why, nbytes))
-    pixels = None
-    if tensors:
-        total = sum(t.numel() for t in tensors)
-        if total <= shm_free // 2:
-            pixels = tensors[0].new(tensors[0]._typed_storage()._new_shared(total, device="cpu")).resize_(total)
-            torch.cat(tensors, out=pixels)
-        else:  # a small /dev/shm (as in a default Docker container) is left to DataLoader's batches
-            pixels = torch.cat(tensors).numpy()
-    return out, pixels, [(str(w.message), w.category) for w in caught]
-
-
-def _unpack_chunk(results, pixels, keep):
-    """(why, image to cache or None) of a chunk's images, in order; keep(image, bytes) decides what is cached.
-    Cached tensors are views of the chunk's shared pixels when all of them are cached, else copies (so that
-    a few cached images never hold a whole chunk's memory)."""
-    rows, at = [], 0
-    pixels = torch.from_numpy(pixels) if isinstance(pixels, np.ndarray) else pixels
-    for img, why, nbytes in results:
-        shared = isinstance(img, tuple)
-        if shared:
-            img, at = pixels[at:at + nbytes].view(img), at + nbytes
-        rows.append((why, keep(img, nbytes), shared))
-    whole = all(cached is not None for _, cached, shared in rows if shared)
-    for why, cached, shared in rows:
-        yield why, (cached.clone() if shared and cached is not None and not whole else cached)
-
-
-def allow_open_files(n):
-    """Raise this process's soft limit of open files (often 1,024) by n, within the hard limit: the cached
-    pixels of each chunk of the start-up check stay in their shared-memory segment, which holds one file
-    descriptor while the cache views it. Nothing happens where the limit cannot be read or raised."""
-    try:
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY:
-            want = soft + n + 64
-            resource.setrlimit(resource.RLIMIT_NOFILE,
-                               (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
-    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
-        pass
-
-
-def decode_all(paths, side, decoder, workers, budget=0):
-    """(why the file is skipped or None, its decoded image to cache or None) for every path, in the order of
-    `paths`, whatever the number of workers: images are cached in that order while their bytes fit `budget`.
-
-    With workers > 1 and at least PARALLEL_CHECK_MIN paths the files are decoded in chunks by that many
-    forked processes (a few chunks in flight). An image travels back only when it fits what the budget had
-    left when its chunk was sent, so that a full cache costs no transfer; warnings of the workers are
-    raised again here."""
-    room = [budget]
-
-    def keep(img, nbytes):
-        if img is None or nbytes > room[0]:
-            return None
-        room[0] -= nbytes
-        return img
-    if workers <= 1 or len(paths) < PARALLEL_CHECK_MIN or "fork" not in multiprocessing.get_all_start_methods():
-        for path in paths:
-            img, why = _try_load(path, side, decoder)
-            yield why, keep(img, 0 if img is None else image_nbytes(img))
-        return
-    size = max(16, min(256, len(paths) // (16 * workers)))
-    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
-    allow_open_files(len(chunks))
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                                  initializer=_init_check_worker)
-    pending, sent, done = collections.deque(), 0, 0
-    try:
-        while done < len(chunks):
-            while sent < len(chunks) and len(pending) < 2 * workers:
-                pending.append(pool.submit(_check_chunk, chunks[sent], side, decoder, room[0],
-                                           _shared_memory_free()))
-                sent += 1
-            try:
-                results, pixels, caught = pending.popleft().result()
-            except concurrent.futures.process.BrokenProcessPool:  # a worker was killed: go on here
-                warnings.warn("a process checking images ended abruptly; checking the rest in the main process")
-                yield from decode_all(paths[done * size:], side, decoder, 1, room[0])
-                return
-            done += 1
-            for message, category in caught:
-                warnings.warn(message, category)
-            yield from _unpack_chunk(results, pixels, keep)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ClusterDataset(Dataset):

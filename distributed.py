@@ -16,6 +16,11 @@ import torch.distributed as dist
 from errors import ConfigError
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity where the platform tells it, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def setup(device_type):
     """(rank, world_size, local_rank); starts the process group when torchrun asked for several processes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

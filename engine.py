@@ -15,8 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dataset import printable, seed_worker, usable_cores
-from errors import UserError
+from dataset import seed_worker
+from distributed import usable_cores
+from errors import UserError, printable
 from models import FEATURE_DIM
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

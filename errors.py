@@ -4,6 +4,8 @@ on stderr ("<kind> error: <what and how to fix it>"), no traceback.
 
 They derive from SystemExit, so an entry script needs no handler of its own: Python prints the
 line once and exits with status 1. Code that calls main() (tests, notebooks) can catch them.
+
+`printable` makes a path safe to put in any message (file names that are not UTF-8).
 """
 
 
@@ -43,3 +45,13 @@ class TrainingError(UserError, kind="training"):
 
 class BusyError(UserError, kind="busy"):
     """A folder that another run holds (see checkpoint.hold_lock)."""
+
+
+def printable(text):
+    """A path or message as valid UTF-8 text: bytes of a file name that are not UTF-8 (which Python
+    holds as surrogate escapes) become \\xNN, so that logs, CSV files and terminals never fail on them."""
+    text = str(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

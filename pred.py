@@ -35,9 +35,10 @@ import report
 from cfg import load_cfg
 from checkpoint import checkpoint_path, clustering_network, hold_lock, load_model, run_settings, stored_clustering
 from dataset import PRED_MANIFEST as MANIFEST
-from dataset import as_pil, eval_transform, open_split, printable, training_images_among
+from dataset import eval_transform, open_split, training_images_among
+from decoding import as_pil
 from engine import amp_dtype, compute_features, make_loader
-from errors import PredError
+from errors import PredError, printable
 
 STAGING_MARK = ".pred_staging"  # in a staging folder until it is complete
 NAME_MAX = 255  # bytes in one file name on common file systems

@@ -23,8 +23,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
 import metrics
-from dataset import printable, usable_cores
-from errors import ConfigError
+from distributed import usable_cores
+from errors import ConfigError, printable
 
 THUMB_SIDE = 128  # pixels of a thumbnail's longer side (never enlarged)
 THUMB_QUALITY = 80  # JPEG quality of the thumbnails

@@ -28,8 +28,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dataset import (DRAFT_MIN_SCALE, ClusterDataset, check_worker_count, decode_file, draft_scale,  # noqa: E402
-                     eval_transform, jpeg_tensor, load_image, scan_tree, train_transform)
+from dataset import ClusterDataset, eval_transform, scan_tree, train_transform  # noqa: E402
+from decoding import (DRAFT_MIN_SCALE, check_worker_count, decode_file, draft_scale, jpeg_tensor,  # noqa: E402
+                      load_image)
 
 CROSSOVER_SIZES = ((500, 375), (1000, 750), (2000, 1500), (4000, 3000))
 CROSSOVER_SIDES = (128, 256)

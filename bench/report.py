@@ -30,7 +30,8 @@ import clustering  # noqa: E402
 import report  # noqa: E402
 from cfg import load_cfg  # noqa: E402
 from checkpoint import load_model, run_settings, stored_clustering  # noqa: E402
-from dataset import eval_transform, load_image, open_split  # noqa: E402
+from dataset import eval_transform, open_split  # noqa: E402
+from decoding import load_image  # noqa: E402
 from engine import compute_features, make_loader  # noqa: E402
 from errors import UserError  # noqa: E402
 from models import build_model  # noqa: E402

@@ -158,7 +158,7 @@ def photo(path, size=(1600, 1200), orientation=None, seed=0):
 
 
 def test_photos_are_decoded_upright_and_reduced(tmp_path):
-    from dataset import load_image
+    from decoding import load_image
     path = photo(tmp_path / "p.jpg", orientation=6)  # stored landscape, shown portrait
     full = load_image(str(path))
     assert full.size == (1200, 1600)  # EXIF orientation applied
@@ -169,7 +169,7 @@ def test_photos_are_decoded_upright_and_reduced(tmp_path):
 def test_reduced_decoding_keeps_what_the_transforms_see(tmp_path):
     """At decode_side = 4 x input_size a centre crop and a small random crop (8% of the area, the
     RandomResizedCrop minimum) come out as from the full-size photo, within JPEG and resampling noise."""
-    from dataset import load_image
+    from decoding import load_image
     path = photo(tmp_path / "p.jpg", size=(2400, 1800), seed=1)
     full, small = load_image(str(path)), load_image(str(path), side=4 * 64)
     for box in ((0.0, 0.0, 1.0, 1.0), (0.3, 0.4, 0.58, 0.68)):  # relative crops: whole image, 8% of the area
@@ -238,7 +238,7 @@ def jpeg(path, size=(160, 120), seed=0, **save):
 def test_decode_jpeg_gives_pillows_pixels(tmp_path, side):
     """The tensor path and Pillow see the same JPEG alike: the same pixels at full size (one libjpeg-turbo),
     within resampling noise when reduced, and the same tensors, within that noise, after either transform."""
-    from dataset import decode_file, load_image
+    from decoding import decode_file, load_image
     path = jpeg(tmp_path / "p.jpg")
     tensor, pil = decode_file(path, side), load_image(path, side)
     assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.uint8
@@ -257,7 +257,7 @@ def test_decode_jpeg_gives_pillows_pixels(tmp_path, side):
 def test_both_decoders_reduce_to_the_same_size(tmp_path, size, side, orientation):
     """Where Pillow decodes at 1/2 scale (draft), its reduced size is computed from the draft's rounded-up size
     (500 x 375 at 128: 250 x 188 -> 170 x 128, not 171 x 128); decode_jpeg's path gives that size too."""
-    from dataset import decode_file, draft_scale, load_image
+    from decoding import decode_file, draft_scale, load_image
     assert draft_scale(size, side) == 2
     path = jpeg(tmp_path / "p.jpg", size=size, exif=_exif(orientation))
     tensor, pil = decode_file(path, side), load_image(path, side)
@@ -270,7 +270,8 @@ def test_both_decoders_reduce_to_the_same_size(tmp_path, size, side, orientation
 
 
 def test_train_transform_on_tensors_gives_normalised_crops(tmp_path):
-    from dataset import IMAGENET_MEAN, IMAGENET_STD, decode_file
+    from dataset import IMAGENET_MEAN, IMAGENET_STD
+    from decoding import decode_file
     flat = torch.full((3, 50, 70), 128, dtype=torch.uint8)
     out = train_transform(32, 0.3)(flat)
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
@@ -281,7 +282,7 @@ def test_train_transform_on_tensors_gives_normalised_crops(tmp_path):
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_rotated_jpeg_is_upright_on_the_tensor_path(tmp_path, orientation):
-    from dataset import decode_file, load_image
+    from decoding import decode_file, load_image
     path = jpeg(tmp_path / "r.jpg", exif=_exif(orientation))
     tensor, pil = decode_file(path), load_image(path)  # Pillow's exif_transpose is the reference
     assert isinstance(tensor, torch.Tensor)
@@ -296,7 +297,7 @@ def _exif(orientation):
 
 
 def test_grayscale_progressive_and_cmyk_jpegs(tmp_path):
-    from dataset import decode_file, load_image
+    from decoding import decode_file, load_image
     gray, progressive = jpeg(tmp_path / "g.jpg", mode="L"), jpeg(tmp_path / "p.jpg", progressive=True)
     for path in (gray, progressive):
         tensor = decode_file(path)
@@ -307,19 +308,19 @@ def test_grayscale_progressive_and_cmyk_jpegs(tmp_path):
 
 
 def test_a_jpeg_that_decode_jpeg_refuses_falls_back_to_pillow(tmp_path, monkeypatch):
-    import dataset
+    import decoding
 
     def refuse(*args, **kwargs):
         raise RuntimeError("Unsupported color conversion request")
-    monkeypatch.setattr(dataset, "decode_jpeg", refuse)
-    img = dataset.decode_file(jpeg(tmp_path / "p.jpg"), 100)
+    monkeypatch.setattr(decoding, "decode_jpeg", refuse)
+    img = decoding.decode_file(jpeg(tmp_path / "p.jpg"), 100)
     assert isinstance(img, Image.Image) and img.size == (133, 100)
 
 
 def test_the_large_photo_rule(tmp_path):
     """Pillow's reduced decode for a JPEG whose draft would be 1/4 of it or less, decode_jpeg below;
     jpeg_decoder "pil" takes Pillow for every file."""
-    from dataset import DRAFT_MIN_SCALE, decode_file, draft_scale
+    from decoding import DRAFT_MIN_SCALE, decode_file, draft_scale
     path = jpeg(tmp_path / "p.jpg", size=(520, 400))
     assert DRAFT_MIN_SCALE == 4
     assert draft_scale((520, 400), 99) == 4 and draft_scale((520, 400), 100) == 2
@@ -332,7 +333,7 @@ def test_the_large_photo_rule(tmp_path):
 
 
 def test_jpeg_header_reads_what_pillow_reads(tmp_path):
-    from dataset import jpeg_header
+    from decoding import jpeg_header
     paths = [jpeg(tmp_path / "a.jpg", comment=b"a comment before the frame"), jpeg(tmp_path / "g.jpg", mode="L"),
              jpeg(tmp_path / "c.jpg", mode="CMYK"), jpeg(tmp_path / "p.jpg", progressive=True),
              jpeg(tmp_path / "e.jpg", size=(50, 70), exif=_exif(6))]
@@ -345,7 +346,7 @@ def test_jpeg_header_reads_what_pillow_reads(tmp_path):
 def test_a_jpeg_above_the_decompression_bomb_limit_takes_pillows_path(tmp_path, monkeypatch):
     from PIL import Image as PILImage
 
-    from dataset import decode_file
+    from decoding import decode_file
     path = jpeg(tmp_path / "big.jpg", size=(200, 150))
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 5000)
     with pytest.warns(UserWarning, match="decoded at a reduced scale"):
@@ -380,10 +381,10 @@ def mixed_tree(root):
 
 @pytest.mark.parametrize("shared_memory", [True, False])  # False: a /dev/shm too small, pixels travel pickled
 def test_the_parallel_check_keeps_what_the_serial_one_keeps(tmp_path, monkeypatch, shared_memory):
-    import dataset
-    monkeypatch.setattr(dataset, "PARALLEL_CHECK_MIN", 0)
+    import decoding
+    monkeypatch.setattr(decoding, "PARALLEL_CHECK_MIN", 0)
     if not shared_memory:
-        monkeypatch.setattr(dataset, "_shared_memory_free", lambda: 0)
+        monkeypatch.setattr(decoding, "_shared_memory_free", lambda: 0)
     tree = mixed_tree(tmp_path / "tree")
     runs = {}
     for workers in (0, 2, 3):
@@ -391,7 +392,7 @@ def test_the_parallel_check_keeps_what_the_serial_one_keeps(tmp_path, monkeypatc
         ds = ClusterDataset(tree, log=messages.append, cache_mb=0.05, decode_side=64, check_workers=workers)
         runs[workers] = ds, messages
     (serial, serial_messages), cached = runs[0], runs[0][0]._cache
-    assert 0 < len(cached) < len(serial) and sum(dataset.image_nbytes(v) for v in cached.values()) <= 0.05 * 2**20
+    assert 0 < len(cached) < len(serial) and sum(decoding.image_nbytes(v) for v in cached.values()) <= 0.05 * 2**20
     for workers in (2, 3):
         ds, messages = runs[workers]
         assert ds.paths == serial.paths and ds.labels.tolist() == serial.labels.tolist()
@@ -399,7 +400,7 @@ def test_the_parallel_check_keeps_what_the_serial_one_keeps(tmp_path, monkeypatc
         assert list(ds._cache) == list(cached)  # the same images cached, in the same order
         for path, img in ds._cache.items():
             assert type(img) is type(cached[path])
-            assert np.array_equal(np.asarray(dataset.as_pil(img)), np.asarray(dataset.as_pil(cached[path])))
+            assert np.array_equal(np.asarray(decoding.as_pil(img)), np.asarray(decoding.as_pil(cached[path])))
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc (Linux)")
@@ -429,20 +430,20 @@ def dying_check(*args):
 
 
 def test_a_check_worker_that_dies_leaves_the_rest_to_the_main_process(tmp_path, monkeypatch):
-    import dataset
-    monkeypatch.setattr(dataset, "PARALLEL_CHECK_MIN", 0)
+    import decoding
+    monkeypatch.setattr(decoding, "PARALLEL_CHECK_MIN", 0)
     tree = mixed_tree(tmp_path / "tree")
     serial = ClusterDataset(tree, log=lambda m: None, cache_mb=1, check_workers=0)
-    monkeypatch.setattr(dataset, "_check_chunk", dying_check)
+    monkeypatch.setattr(decoding, "_check_chunk", dying_check)
     with pytest.warns(UserWarning, match="ended abruptly; checking the rest in the main process"):
         ds = ClusterDataset(tree, log=lambda m: None, cache_mb=1, check_workers=2)
     assert ds.paths == serial.paths and ds.skipped == serial.skipped and list(ds._cache) == list(serial._cache)
 
 
 def test_warnings_of_the_check_workers_reach_the_caller(tmp_path, monkeypatch):
-    import dataset
+    import decoding
     from PIL import Image as PILImage
-    monkeypatch.setattr(dataset, "PARALLEL_CHECK_MIN", 0)
+    monkeypatch.setattr(decoding, "PARALLEL_CHECK_MIN", 0)
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 5000)  # the forked workers see it too
     tree = tmp_path / "t" / "c"
     tree.mkdir(parents=True)
@@ -454,7 +455,7 @@ def test_warnings_of_the_check_workers_reach_the_caller(tmp_path, monkeypatch):
 
 def test_cached_tensors_count_their_bytes_and_thumbnails_take_them(tmp_path):
     import pred
-    from dataset import as_pil, image_nbytes
+    from decoding import as_pil, image_nbytes
     folder = tmp_path / "t" / "c"
     folder.mkdir(parents=True)
     for i in range(3):

@@ -16,7 +16,8 @@ import checkpoint
 import pred
 import train
 from conftest import make_blob_tree, train_args
-from dataset import ClusterDataset, printable
+from dataset import ClusterDataset
+from errors import printable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

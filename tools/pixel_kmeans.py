@@ -17,7 +17,8 @@ from sklearn.cluster import KMeans
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import metrics  # noqa: E402
-from dataset import ClusterDataset, as_pil  # noqa: E402
+from dataset import ClusterDataset  # noqa: E402
+from decoding import as_pil  # noqa: E402
 from errors import UserError  # noqa: E402
 
 
