@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 import torch
 
-from .common import cluster_sums, describe, partition_loss, to_numpy, to_tensor
+from .common import cluster_sums, describe, is_tensor, partition_loss, to_numpy, to_tensor
 from .equal_size import equal_size_offsets
 from .nearest import flat_index, nearest_centroid, torch_nearest
 from .whitening import WhitenThenCluster
@@ -21,10 +21,50 @@ SPLIT_EPS = 1.0 / 1024  # faiss' symmetric perturbation of a centroid copied int
 
 # ---------------------------------------------------------------- faiss
 
+def distinct_start(x, k, seed):
+    """The rows k-means starts from on a set with repeated rows (many copies of one image: bursts, re-downloads),
+    or None when all rows differ (then each form draws its own start, faiss' as the reference does).
+
+    A start drawn from all rows puts several centroids on the copies of one image and none near some distinct
+    images, and an empty cluster is re-split from the largest cluster (faiss' rule), whose identical rows cannot
+    be divided: distinct images end up together while clusters stay empty. Here the start is min(k, D) of the
+    D distinct rows in a seeded random order, then (when D < k) copies, so that every distinct row has its own
+    cluster whenever k allows it. Rows count as equal when their projections on one random float64 direction
+    are equal (distinct float32 rows that collide there are practically impossible).
+    x: (n, d) numpy array or tensor; returns (k,) int64 row indices (numpy), the same for both forms."""
+    n, d = x.shape
+    direction = np.random.default_rng(0x5EED).standard_normal(d)
+    if is_tensor(x):
+        keys = to_numpy(x.double() @ torch.from_numpy(direction).to(x.device))
+    else:
+        keys = np.asarray(x, dtype=np.float64) @ direction
+    _, first = np.unique(keys, return_index=True)
+    if len(first) == n:
+        return None
+    rng = np.random.default_rng(seed)
+    repeats = np.setdiff1d(np.arange(n), first)
+    return np.concatenate([rng.permutation(first), rng.permutation(repeats)])[:k].astype(np.int64)
+
+
 def faiss_kmeans(x, k, niter=20, seed=0, nredo=1):
-    """faiss k-means, as the reference: no subsampling, flat L2 index for the assignment.
-    Returns (assignment (n,) int64, centroids (k, d) float32, loss); see run_kmeans."""
+    """faiss k-means, as the reference: no subsampling, flat L2 index for the assignment; on a set with repeated
+    rows each start is distinct_start's. Returns (assignment (n,) int64, centroids (k, d) float32, loss); see
+    run_kmeans."""
     x = np.ascontiguousarray(to_numpy(x, np.float32))
+    if distinct_start(x, k, seed) is None:
+        return faiss_kmeans_run(x, k, niter, seed, nredo)
+    best = None
+    for redo in range(nredo):  # faiss would restart every redo from the same given rows: one run per start
+        start = distinct_start(x, k, seed + 1 + redo * 15486557)
+        run = faiss_kmeans_run(x, k, niter, seed, 1, start)
+        if best is None or run[2] < best[2]:
+            best = run
+    return best
+
+
+def faiss_kmeans_run(x, k, niter, seed, nredo, start=None):
+    """faiss.Clustering on x (float32, contiguous), from the rows `start` (indices) when given, else from faiss'
+    own random rows; the loss is faiss' last objective (nredo 1) or the sum of squared distances."""
     n, d = x.shape
     clus = faiss.Clustering(d, k)
     clus.seed = int(seed)
@@ -33,6 +73,8 @@ def faiss_kmeans(x, k, niter=20, seed=0, nredo=1):
     clus.max_points_per_centroid = 10_000_000  # faiss would otherwise train on 256 points per centroid
     clus.min_points_per_centroid = 1  # only silences faiss' "please provide more points" warning
     clus.verbose = False
+    if start is not None:
+        faiss.copy_array_to_vector(np.ascontiguousarray(x[start]).ravel(), clus.centroids)  # faiss' initial centroids
     index = flat_index(d)
     clus.train(x, index)
     dist, nearest = index.search(x, 1)
@@ -68,11 +110,15 @@ def split_empty(centroids, counts, gen):
 
 
 def torch_kmeans_run(x, k, niter, seed):
-    """One k-means run as faiss does it: k distinct random rows as the start, then niter rounds of (assign,
+    """One k-means run as faiss does it: k random rows as the start (distinct_start's on a set with repeated
+    rows, as the faiss form), then niter rounds of (assign,
     objective, means, split the empty clusters). Returns (centroids (k, d) tensor, objective of the last
     assignment: the sum of squared distances before the last update, as faiss' iteration_stats)."""
     gen = torch.Generator().manual_seed(int(seed))
-    start = torch.randperm(len(x), generator=gen)[:k].to(x.device)
+    start = torch.randperm(len(x), generator=gen)[:k].to(x.device)  # faiss' start (see the module's docs)
+    distinct = distinct_start(x, k, seed)
+    if distinct is not None:
+        start = torch.from_numpy(distinct).to(x.device)
     centroids = x[start].clone()
     objective = float("nan")
     for _ in range(niter):
@@ -107,7 +153,8 @@ def torch_kmeans(x, k, niter=20, seed=0, nredo=1):
 def run_kmeans(x, k, niter=20, seed=0, nredo=1, device=None):
     """k-means of the rows of x: faiss (device None) or torch on `device`. No subsampling; empty clusters are
     re-split from a large one; nredo > 1 runs that many random starts and keeps the lowest loss (the
-    reference runs one).
+    reference runs one). On a set with repeated rows both forms start from distinct rows (distinct_start),
+    so that each distinct row gets its own cluster when k is at least the number of distinct rows.
     Returns (assignment (n,) int64, centroids (k, d) float32, loss): the loss is the objective at the last
     iteration (nredo 1) or the sum of squared distances to the kept centroids (nredo > 1).
     Raises ValueError when k > n."""

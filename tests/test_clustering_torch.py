@@ -11,7 +11,7 @@ import distributed
 import metrics
 import pred
 import train
-from clustering.kmeans import split_empty
+from clustering.kmeans import distinct_start, split_empty
 from conftest import make_blob_tree, train_args
 
 CPU = torch.device("cpu")
@@ -105,6 +105,33 @@ def test_crowded_points_leave_no_cluster_empty():
         for device in (None, CPU):
             ids, centroids, _ = clustering.run_kmeans(x, 6, niter=20, seed=seed, device=device)
             assert len(np.unique(ids)) == 6 and np.isfinite(centroids).all(), (seed, device)
+
+
+@pytest.mark.parametrize("device", [None, CPU], ids=["faiss", "torch"])
+@pytest.mark.parametrize("k", [6, 9, 12])
+def test_many_copies_of_one_image_leave_each_distinct_image_its_own_cluster(real_features, device, k):
+    """Burst photos: 200 copies of one image beside 5 distinct ones, whitened, and k at least the 6 distinct
+    pictures: every distinct picture is alone in its cluster and the loss is ~0, in both forms and every start
+    (from all rows, the start put several centroids on the copies and faiss' re-split of the largest cluster
+    cannot divide identical rows: distinct images shared clusters while others stayed empty)."""
+    feats, _ = real_features
+    x = np.concatenate([np.repeat(feats[:1], 200, 0), feats[[10, 100, 150, 200, 290]]])
+    for seed in (0, 1, 2):
+        km = clustering.Kmeans(k, pca_dim=4, device=device)
+        ids = km.cluster(x, seed=seed)
+        distinct = ids[199:]
+        assert len(set(distinct.tolist())) == 6 and len(set(ids[:200].tolist())) == 1, (seed, ids[195:])
+        assert km.loss < 1e-3 * len(x)
+
+
+def test_repeated_rows_give_both_forms_the_same_start():
+    x = np.concatenate([np.repeat(blobs()[0][:3], 50, 0), blobs()[0][:40]])
+    start = distinct_start(x, 30, seed=7)
+    assert start is not None and len(set(map(tuple, x[start]))) == 30  # 30 of the 40 distinct rows
+    assert np.array_equal(start, distinct_start(torch.from_numpy(x), 30, seed=7))
+    assert distinct_start(blobs()[0], 30, seed=7) is None  # no repeats: each form's own start
+    small = distinct_start(x[:160], 10, seed=0)  # 3 distinct rows, k = 10
+    assert len(set(map(tuple, x[small[:3]]))) == 3
 
 
 def test_whitening_in_float32_tensors_matches_the_float64_reference(real_features):
