@@ -11,9 +11,12 @@ images can be cached.
 """
 import collections
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -34,11 +37,42 @@ DRAFT_MIN_SCALE = 4
 PARALLEL_CHECK_MIN = 256  # fewer images are checked in the main process: starting workers would cost more
 
 
-def to_rgb(img):
-    """Any PIL mode (L, P, RGBA, CMYK, I;16, I, F, LA ...) to 8-bit RGB."""
+class FileWarning(UserWarning):
+    """A warning about one image file (`path`), raised once per file and `kind` in a process and the processes it
+    forks after (see warn_file), so that a damaged file is named once, not on every decode of every epoch."""
+
+    def __init__(self, path, kind, text):
+        super().__init__(f"'{printable(path)}' {text}")
+        self.path, self.kind, self.text = path, kind, text
+
+    def __reduce__(self):  # from a check worker to the main process
+        return FileWarning, (self.path, self.kind, self.text)
+
+
+_warned = set()  # (path, kind) of the file warnings raised; DataLoader workers fork with it
+
+
+def warn_file(path, kind, text):
+    """One FileWarning "'<path>' <text>" unless this process already raised one of that kind for that file."""
+    if (path, kind) not in _warned:
+        _warned.add((path, kind))
+        warnings.warn(FileWarning(path, kind, text), stacklevel=2)
+
+
+def to_rgb(img, path=None):
+    """Any PIL mode (L, P, RGBA, CMYK, I;16, I, F, LA ...) to 8-bit RGB.
+
+    16/32-bit and float single-channel images are rescaled from their range to 0..255. Pixels that are not
+    finite (NaN or +-inf: nodata in scientific and satellite TIFFs) are missing values: the range is that of the
+    finite pixels and the others take its minimum (0), with one warning naming `path` (warn_file)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16/32-bit single channel: rescale the full range to 0..255
         arr = np.asarray(img, dtype=np.float64)
+        ok = np.isfinite(arr)
+        if not ok.all():
+            missing = arr.size - int(ok.sum())
+            warn_file(path or "image", "nonfinite", f"has {missing} of {arr.size} pixels NaN or infinite: "
+                      "treated as missing (set to the minimum of the others)")
+            arr = np.where(ok, arr, arr[ok].min() if ok.any() else 0.0)
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
         img = Image.fromarray(arr.astype(np.uint8), mode="L")
@@ -105,9 +139,9 @@ def load_image(path, side=0):
         if side and img.format == "JPEG" and side < min(img.size):
             img.draft(img.mode, _draft_request(img.size, side))  # stays >= the request
         img.load()
-        rgb = to_rgb(ImageOps.exif_transpose(img))
+        rgb = to_rgb(ImageOps.exif_transpose(img), path)
     if megapixels:
-        warnings.warn(f"'{printable(path)}' has {megapixels:.3g} megapixels: decoded at a reduced scale")
+        warn_file(path, "megapixels", f"has {megapixels:.3g} megapixels: decoded at a reduced scale")
     if side and min(rgb.size) > side:
         rgb = rgb.resize(reduced_size(rgb.size, side), Image.BILINEAR, reducing_gap=2.0)
     return rgb
@@ -171,9 +205,50 @@ def decode_file(path, side=0, decoder="auto"):
     if header is None:
         return load_image(path, side)
     try:
-        return jpeg_tensor(data, side)
+        with libjpeg_messages() as messages:
+            image = jpeg_tensor(data, side)
     except RuntimeError:  # what libjpeg-turbo refuses through torchvision, Pillow decodes or rejects
         return load_image(path, side)
+    if messages:
+        warn_file(path, "libjpeg", f"is damaged but decodes (libjpeg: {'; '.join(messages)})")
+    return image
+
+
+class _StderrCapture:
+    """The file that fd 2 points to while libjpeg_messages is active: one temporary file per process, reused."""
+    file = None
+    pid = None
+
+
+@contextlib.contextmanager
+def libjpeg_messages():
+    """Collects what libjpeg writes to the process's stderr (fd 2) inside the block: its warnings ("Corrupt JPEG
+    data: 3 extraneous bytes before marker 0xd9", "Premature end of JPEG file") carry no file name, and
+    torchvision's decode_jpeg prints them on every decode. Yields a list, filled when the block ends with the
+    lines written (stripped). The block holds only one decode: Python's own buffered stderr is flushed before."""
+    messages = []
+    if _StderrCapture.pid != os.getpid():
+        _StderrCapture.file, _StderrCapture.pid = tempfile.TemporaryFile(), os.getpid()
+    capture = _StderrCapture.file
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no fd 2 here: nothing to collect
+        yield messages
+        return
+    os.dup2(capture.fileno(), 2)
+    try:
+        yield messages
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        size = os.lseek(capture.fileno(), 0, os.SEEK_END)
+        if size:
+            os.lseek(capture.fileno(), 0, os.SEEK_SET)
+            text = os.read(capture.fileno(), size).decode("utf-8", "replace")
+            capture.truncate(0)
+            os.lseek(capture.fileno(), 0, os.SEEK_SET)
+            messages.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
 def as_pil(img):
@@ -223,7 +298,7 @@ def _shared_memory_free():
 
 
 def _check_chunk(paths, side, decoder, room, shm_free):
-    """In a check worker: ([(image, why or None, bytes)] for `paths`, pixels, [(warning text, category)]).
+    """In a check worker: ([(image, why or None, bytes)] for `paths`, pixels, [(warning, category)]).
     An image travels back only when its bytes fit `room` (what the cache had left when the chunk was sent:
     it can only have shrunk since), else it is None; a PIL image as itself (pickled), a tensor as its shape,
     its pixels in `pixels`: one uint8 tensor holding the chunk's tensors in order, in shared memory when it
@@ -250,7 +325,7 @@ def _check_chunk(paths, side, decoder, room, shm_free):
             torch.cat(tensors, out=pixels)
         else:  # a small /dev/shm (as in a default Docker container) is left to DataLoader's batches
             pixels = torch.cat(tensors).numpy()
-    return out, pixels, [(str(w.message), w.category) for w in caught]
+    return out, pixels, [(w.message, w.category) for w in caught]
 
 
 def _unpack_chunk(results, pixels, keep):
@@ -323,7 +398,9 @@ def decode_all(paths, side, decoder, workers, budget=0):
                 yield from decode_all(paths[done * size:], side, decoder, 1, room[0])
                 return
             done += 1
-            for message, category in caught:
+            for message, category in caught:  # a FileWarning is marked as raised here too (warn_file)
+                if isinstance(message, FileWarning):
+                    _warned.add((message.path, message.kind))
                 warnings.warn(message, category)
             yield from _unpack_chunk(results, pixels, keep)
     finally:
