@@ -3,13 +3,14 @@
 Freezes the trained network (eval mode, BN frozen), takes the output of conv block
 `probe_layer`, average-pools it to at most `probe_dims` values, and trains one linear layer
 with SGD on the labelled training images; reports top-1 on the test images. A k-NN
-classifier (cosine, k = 20) on the fc7 features is a second, cheaper number. With
-`--baseline true` the same is measured for a randomly initialised network of the same arch.
+classifier (cosine, k = 20, or every training image when fewer) on the fc7 features is a second,
+cheaper number. With `--baseline true` the same is measured for a randomly initialised network
+of the same arch.
 Writes exp_dir/linear_probe.json.
 
 Deviation from the reference probe, for speed on a CPU: the frozen features are computed
 once per image (centre crop, no augmentation) and cached, and standardised with the
-training set's mean and std before the linear layer.
+training set's mean and std (the std floored, see standardise) before the linear layer.
 """
 if __name__ == "__main__":
     import cfg
@@ -20,6 +21,7 @@ import os
 
 import numpy as np
 import torch
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from cfg import load_cfg
@@ -61,11 +63,21 @@ class BlockProbe(nn.Module):
         return torch.flatten(self.pool(self._convs(x)), 1)
 
 
+def standardise(x_train, x_test):
+    """(x_train, x_test) as float32 z-scores: minus the training rows' mean (scikit-learn's StandardScaler), divided
+    by each dimension's standard deviation over the training rows, floored at the root mean square of those
+    deviations over all dimensions. On a few labelled images many dimensions are constant or fire on one image
+    (a ReLU): divided by their own ~0 deviation, a test row's small value there became |z| ~ 1e4 and drowned the
+    rest; with the floor no |z| exceeds |x - mean| / (the features' typical deviation)."""
+    scaler = StandardScaler().fit(x_train.astype(np.float64))
+    scale = np.maximum(np.sqrt(scaler.var_), np.sqrt(scaler.var_.mean()) or 1.0)
+    return tuple(((x.astype(np.float64) - scaler.mean_) / scale).astype(np.float32) for x in (x_train, x_test))
+
+
 def train_linear(x_train, y_train, x_test, y_test, n_classes, c, seed):
-    """SGD (momentum 0.9) on standardised frozen features; returns (final train acc, best test acc)."""
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    xtr = torch.from_numpy((x_train - mean) / std)
-    xte = torch.from_numpy((x_test - mean) / std)
+    """SGD (momentum 0.9) on standardised frozen features (standardise); x_* (n, d) float32, y_* (n,) int64.
+    Returns (final train acc, best test acc), fractions in [0, 1]."""
+    xtr, xte = (torch.from_numpy(x) for x in standardise(x_train, x_test))
     ytr, yte = torch.from_numpy(y_train), torch.from_numpy(y_test)
     gen = torch.Generator().manual_seed(seed)
     linear = nn.Linear(xtr.shape[1], n_classes)
@@ -86,11 +98,16 @@ def train_linear(x_train, y_train, x_test, y_test, n_classes, c, seed):
     return train_acc, best_test
 
 
+def knn_k(n_train, k=KNN_K):
+    """The k the k-NN really uses: KNN_K, or every training image when there are fewer."""
+    return min(k, n_train)
+
+
 def knn_accuracy(f_train, y_train, f_test, y_test, n_classes, k=KNN_K):
-    """Cosine k-NN with similarity-weighted votes on L2-normalised features."""
+    """Cosine k-NN (k = knn_k(len(f_train), k)) with similarity-weighted votes on L2-normalised features."""
     a = torch.nn.functional.normalize(torch.from_numpy(f_train), dim=1)
     b = torch.nn.functional.normalize(torch.from_numpy(f_test), dim=1)
-    k = min(k, len(a))
+    k = knn_k(len(a), k)
     sim, nn_idx = (b @ a.T).topk(k, dim=1)
     votes = torch.zeros(len(b), n_classes)
     votes.scatter_add_(1, torch.from_numpy(y_train)[nn_idx], sim.clamp(min=0) + 1e-6)
@@ -141,7 +158,7 @@ def probe_split(c, train_set, test_set):
 def summary_lines(result):
     """One line per probed network: linear top-1 (and train), fc7 k-NN."""
     return [f"{name:>8}: block {result['layer']} ({r['dims']} dims) linear top-1 test {r['test_acc']:.3f} "
-            f"(train {r['train_acc']:.3f}), fc7 {KNN_K}-NN {r['knn_acc']:.3f}"
+            f"(train {r['train_acc']:.3f}), fc7 {result['knn_k']}-NN {r['knn_acc']:.3f}"
             for name, r in result.items() if name in ("trained", "random")]
 
 
@@ -160,7 +177,7 @@ def evaluate(c, device="cpu", given=None):
         raise DataError(f"training classes {train_set.classes} differ from test classes {test_set.classes}")
     train_set, test_set, split = probe_split(c, train_set, test_set)
     result = {"layer": c["probe_layer"], "epochs": c["probe_epochs"], "n_train": len(train_set),
-              "n_test": len(test_set), **split, "checkpoint_epoch": int(ckpt["epoch"]), "knn_k": KNN_K}
+              "n_test": len(test_set), **split, "checkpoint_epoch": int(ckpt["epoch"]), "knn_k": knn_k(len(train_set))}
     result["trained"] = probe_network(model, train_set, test_set, c, device)
     if c["baseline"]:
         torch.manual_seed(c["seed"])
