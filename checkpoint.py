@@ -116,9 +116,39 @@ def training_state(epochs_done, c, model, body_optimizer, scheduler, clusterer, 
     }
 
 
-def restore_training(ckpt, model, body_optimizer, scheduler, clusterer, ema_model=None):
+# What a checkpoint of an earlier layout may lack (keys added to the layout since), and what a resume does
+# without it; the keys of REQUIRED cannot be done without.
+EARLIER_LAYOUT = {
+    "cfg": "the run's settings are this command's",
+    "optimizer": "the body's SGD restarts without its momentum",
+    "scheduler": "the learning-rate schedule restarts at this epoch",
+    "rng": "the random generators are reseeded from seed and epoch",
+    "cluster_offsets": "no equal-size offsets (all 0)",
+    "clustering_state_dict": "the clustering is taken as the saved weights'",
+    "data_fingerprint": "the image list is checked by its count only",
+    "classes": "the class names are this tree's",
+    "metrics": "no metrics row of the last epoch",
+    "clustering_metrics": "the clustering's metrics are recomputed from the stored assignment",
+    "selected": "no epoch chosen so far: select_epoch starts choosing now",
+    "ema_state_dict": "the weight average starts from the weights",
+}
+
+
+def earlier_layout(ckpt):
+    """The keys of EARLIER_LAYOUT that ckpt lacks, in the layout's order; each is then set to None, which
+    restore_training and train.py read as missing (None is also the value train.py writes for the keys that
+    a run may not have: scheduler, selected, ema_state_dict ...)."""
+    missing = [key for key in EARLIER_LAYOUT if key not in ckpt]
+    for key in missing:
+        ckpt[key] = None
+    return missing
+
+
+def restore_training(ckpt, model, body_optimizer, scheduler, clusterer, ema_model=None, seed=0):
     """Put a training_state back: weights (with the head they had), optimizer, schedule, RNG, clustering, and
-    the averaged weights (which start from the weights when the checkpoint has none)."""
+    the averaged weights (which start from the weights when the checkpoint has none). What a checkpoint of an
+    earlier layout lacks (None: see earlier_layout) is left as built: a fresh optimizer and schedule, and RNGs
+    seeded from (seed, epoch)."""
     state = ckpt["state_dict"]
     if "top_layer.weight" in state:
         model.add_head(state["top_layer.weight"].shape[0])
@@ -126,10 +156,21 @@ def restore_training(ckpt, model, body_optimizer, scheduler, clusterer, ema_mode
     if ema_model is not None:
         body = {k: v for k, v in state.items() if not k.startswith("top_layer.")}
         ema_model.load_state_dict(ckpt.get("ema_state_dict") or body)  # the average is never DDP-wrapped
-    body_optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("optimizer") is not None:
+        try:
+            body_optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:  # another optimizer, or parameter groups of another layout
+            raise CheckpointError(f"the body optimizer's state in the checkpoint does not fit this run's "
+                                  f"{type(body_optimizer).__name__} ({e}); {RESUME_ADVICE}") from None
     if scheduler is not None and ckpt.get("scheduler"):
         scheduler.load_state_dict(ckpt["scheduler"])
-    set_rng_state(ckpt["rng"])
+    if ckpt.get("rng") is not None:
+        set_rng_state(ckpt["rng"])
+    else:
+        reseed = int(np.random.SeedSequence([seed, int(ckpt["epoch"])]).generate_state(1)[0])
+        torch.manual_seed(reseed)
+        np.random.seed(reseed)
+        random.seed(reseed)
     clusterer.assignment, clusterer.pca, clusterer.centroids, clusterer.offsets = stored_clustering(ckpt)
     clusterer.k = int(clusterer.centroids.shape[0])
 
@@ -204,6 +245,8 @@ def load_checkpoint(path, c, keys=TRAINING_KEYS, advice=RESUME_ADVICE, fix=RESUM
                               f"written by train.py; {fix}") from None
     check_layout(ckpt, path, fix)
     ckpt["state_dict"] = unwrapped_names(ckpt["state_dict"])  # saved from a DDP-wrapped model: "module." prefixes
+    if "num_classes" not in ckpt and isinstance(ckpt["centroids"], torch.Tensor):  # an earlier layout: its k
+        ckpt["num_classes"] = int(ckpt["centroids"].shape[0])
     for key in keys:
         if ckpt.get(key) != c[key]:
             raise CheckpointError(f"'{path}' was trained with {key}={ckpt.get(key)!r}, not {key}={c[key]!r}; "

@@ -29,9 +29,9 @@ import distributed
 import metrics
 import report
 from cfg import load_cfg, save_cfg
-from checkpoint import (CHECKPOINT, METRICS, SELECTED, append_metrics, hold_lock, keep_as_selected, load_checkpoint,
-                        read_metrics, remove_stale_temporaries, restore_training, save_checkpoint, training_state,
-                        truncate_metrics)
+from checkpoint import (CHECKPOINT, EARLIER_LAYOUT, METRICS, SELECTED, append_metrics, earlier_layout, hold_lock,
+                        keep_as_selected, load_checkpoint, read_metrics, remove_stale_temporaries, restore_training,
+                        save_checkpoint, training_state, truncate_metrics)
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, file_fingerprint, open_split, train_transform
 from engine import Logger, amp_dtype, average_into, compile_body, compute_features, format_metric, iter_features
@@ -149,6 +149,10 @@ class Run:
             self.log(f"--resume false: starting over, {self.ckpt_path} and {METRICS} will be replaced")
             return None
         ckpt = load_checkpoint(self.ckpt_path, self.c)
+        missing = earlier_layout(ckpt)
+        if missing:
+            self.log(f"'{self.ckpt_path}' was written by an earlier train.py and lacks "
+                     + "; ".join(f"{key} ({EARLIER_LAYOUT[key]})" for key in missing))
         trained_on = (ckpt.get("cfg") or {}).get("dataset_path", "?")
         if int(ckpt["assignment"].numel()) != self.n:
             raise CheckpointError(f"'{self.ckpt_path}' was trained on {ckpt['assignment'].numel()} images (of "
@@ -189,8 +193,8 @@ class Run:
         c = self.c
         if self.ckpt is not None:
             restore_training(self.ckpt, self.model, self.body_optimizer, self.scheduler, self.clusterer,
-                             self.ema_model)
-            self.clustering_row = self.ckpt["clustering_metrics"]
+                             self.ema_model, c["seed"])
+            self.clustering_row = self.ckpt["clustering_metrics"] or self.stored_clustering_metrics()
             self.start_epoch = int(self.ckpt["epoch"])
             self.keep_clustering_weights(self.ckpt.get("clustering_state_dict") or self.ckpt.get("ema_state_dict")
                                          or self.ckpt["state_dict"])
@@ -282,6 +286,12 @@ class Run:
     def feature_net(self):
         """The network whose features are clustered: the weight average when cfg ema is on, else the network."""
         return self.ema_model if self.ema_model is not None else self.model
+
+    def stored_clustering_metrics(self):
+        """The clustering half of a metrics row for the checkpoint's clustering, when an earlier layout did not
+        store it: the label scores from the stored assignment; its k-means loss, nmi_prev and times are unknown."""
+        row = self.clustering_metrics(None, 0.0, 0.0)
+        return {**row, "kmeans_loss": None, "time_features_s": 0.0, "time_clustering_s": 0.0}
 
     def clustering_metrics(self, previous, t0, t1):
         assignment, labels = self.clusterer.assignment, self.dataset.labels

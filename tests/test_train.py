@@ -327,3 +327,44 @@ def test_a_small_set_of_two_kinds_is_not_clustered_at_chance(tmp_path):
         assert ckpt["pca_A"].shape[0] == 2 and "clamped to 2" in (exp / "train.log").read_text()
         scores.append(ckpt["clustering_metrics"]["nmi"])
     assert np.mean(scores) > 0.6 and max(scores) == pytest.approx(1.0)  # measured: 0.19, 1.0, 1.0
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """A 1-epoch run whose checkpoint the earlier-layout tests strip of keys."""
+    base = tmp_path_factory.mktemp("one_epoch")
+    tree = make_blob_tree(base / "tree")
+    run(tree, base / "exp", "--num_epoch", "1")
+    return tree, base / "exp"
+
+
+@pytest.mark.parametrize("keys", [[key] for key in checkpoint.EARLIER_LAYOUT] + [["num_classes"],
+                                  list(checkpoint.EARLIER_LAYOUT) + ["num_classes"]])
+def test_a_checkpoint_of_an_earlier_layout_resumes_and_says_what_it_lacks(one_epoch, tmp_path, keys):
+    """A checkpoint written before a key joined the layout resumes (one log line naming what it lacks and what the
+    resume does instead); it was a KeyError traceback. One key missing: the resume's set-up (a finished run);
+    all of them: a resumed epoch of training, written back in today's layout."""
+    tree, source = one_epoch
+    exp = tmp_path / "exp"
+    shutil.copytree(source, exp)
+    path = exp / "checkpoint.pth.tar"
+    ckpt = torch.load(path, weights_only=True)
+    for key in keys:
+        del ckpt[key]
+    torch.save(ckpt, path)
+    every = len(keys) > 1
+    run(tree, exp, "--num_epoch", "2" if every else "1")
+    log = (exp / "train.log").read_text()
+    for key in set(keys) & set(checkpoint.EARLIER_LAYOUT):
+        assert f"{key} ({checkpoint.EARLIER_LAYOUT[key]})" in log
+    assert ("was written by an earlier train.py" in log) == (keys != ["num_classes"])
+    if not every:
+        assert "already finished 1 epochs" in log
+        return
+    rows = read_metrics(exp)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    resumed = torch.load(path, weights_only=True)
+    assert resumed["epoch"] == 2 and set(checkpoint.EARLIER_LAYOUT) <= set(resumed)  # written in today's layout
+    # clustering_metrics recomputed from the stored assignment: the label scores of the clustering epoch 1 trained on
+    stored = torch.load(source / "checkpoint.pth.tar", weights_only=True)["clustering_metrics"]
+    assert rows[1]["nmi"] == pytest.approx(stored["nmi"]) and rows[1]["kmeans_loss"] is None
