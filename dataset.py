@@ -20,6 +20,7 @@ from torchvision import transforms
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+import cfg
 from decoding import check_worker_count, decode_all, decode_file
 from errors import DataError, printable
 
@@ -104,20 +105,25 @@ class _Scan:
         return True
 
 
-def scan_tree(root, exclude=(), log=None):
-    """Sorted (path, class_index) pairs and class names of ROOT/<class>/<image> or a flat folder.
+def scan_tree(root, exclude=(), log=None, what="dataset path"):
+    """Sorted (path, class_index) pairs and class names of ROOT/<class>/<image>, a flat folder, or one image file
+    (then [(root, -1)] and no classes).
 
     Hidden files and folders and files without an image extension are skipped; every real file
-    is listed once however many links lead to it (see _Scan); `log` gets one line per skip.
+    is listed once however many links lead to it (see _Scan); `log` gets one line per skip. `what` names the
+    setting root came from in the DataError of a path that does not exist or is neither a folder nor an image.
     """
     if not os.path.exists(root):
-        raise DataError(f"dataset path '{printable(root)}' does not exist")
+        raise DataError(f"{what} '{printable(root)}' does not exist")
     if not os.path.isdir(root):
-        raise DataError(f"dataset path '{printable(root)}' is not a folder")
+        if not is_image_file(os.path.basename(root)):
+            raise DataError(f"{what} '{printable(root)}' is neither a folder nor an image file (extensions: "
+                            f"{', '.join(IMG_EXTENSIONS)})")
+        return [(root, -1)], []
     scan = _Scan(exclude)
     top = {scan.enter(root, set())} - {None}
     if not top:
-        raise DataError(f"dataset path '{printable(root)}' is {scan.notes[-1].split(' skipped: ')[-1]}")
+        raise DataError(f"{what} '{printable(root)}' is {scan.notes[-1].split(' skipped: ')[-1]}")
     entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
     class_dirs = [e for e in entries if os.path.isdir(os.path.join(root, e))]
     flat_files = [e for e in entries if is_image_file(e) and os.path.isfile(os.path.join(root, e))]
@@ -162,11 +168,11 @@ class ClusterDataset(Dataset):
     """
 
     def __init__(self, root, transform=None, check_images=True, log=print, cache_mb=0, verbose=False, exclude=(),
-                 decode_side=0, jpeg_decoder="auto", check_workers=-1):
+                 decode_side=0, jpeg_decoder="auto", check_workers=-1, what="dataset path"):
         self.transform = transform
         self.decode_side = decode_side
         self.jpeg_decoder = jpeg_decoder
-        samples, self.classes = scan_tree(root, exclude, log)
+        samples, self.classes = scan_tree(root, exclude, log, what)
         if not samples:
             raise DataError(f"no images found under '{printable(root)}' (extensions: {', '.join(IMG_EXTENSIONS)})")
         self.skipped = []
@@ -293,6 +299,16 @@ def decode_side(c):
     return c["decode_side"] or 4 * c["input_size"]
 
 
+def _setting(c, key, name):
+    """How a missing path is named in its error: the setting, and for a relative default path that does not exist
+    from here, that the defaults are relative to the repository root."""
+    path = c[key]
+    if path == cfg.DEFAULTS[key] and not os.path.isabs(path) and not os.path.exists(path):
+        raise DataError(f"{name} '{printable(path)}' (the default) does not exist in '{printable(os.getcwd())}': the "
+                        f"default paths are relative to the repository root; run from there or set --{key}")
+    return name
+
+
 def open_split(c, part, transform=None, log=print):
     """The images of one part of the configured data: "train" or "test".
 
@@ -305,8 +321,9 @@ def open_split(c, part, transform=None, log=print):
                "decode_side": decode_side(c), "jpeg_decoder": c["jpeg_decoder"],
                "check_workers": c["check_workers"]}
     if c["test_path"] and part == "test":
-        return ClusterDataset(c["test_path"], transform, **options)
-    full = ClusterDataset(c["dataset_path"], transform, **options)
+        return ClusterDataset(c["test_path"], transform, what=_setting(c, "test_path", "test_path (--images)"),
+                              **options)
+    full = ClusterDataset(c["dataset_path"], transform, what=_setting(c, "dataset_path", "dataset_path"), **options)
     if c["test_path"] or c["val_split"] == 0:
         if part == "test":
             raise DataError("no test images: set test_path, or leave it empty and set val_split > 0")

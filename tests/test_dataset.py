@@ -105,10 +105,26 @@ def test_unusable_trees_stop_with_one_line(tmp_path, setup, expected):
     assert expected in msg and "\n" not in msg
 
 
-def test_a_file_is_not_a_tree(tmp_path):
-    (tmp_path / "f.png").write_bytes(b"")
-    with pytest.raises(SystemExit, match="not a folder"):
-        scan_tree(str(tmp_path / "f.png"))
+def test_one_image_file_is_a_set_of_one_image_and_another_file_is_named_with_its_setting(tmp_path):
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "f.png")
+    assert scan_tree(str(tmp_path / "f.png")) == ([(str(tmp_path / "f.png"), -1)], [])
+    ds = ClusterDataset(str(tmp_path / "f.png"), log=lambda m: None)
+    assert ds.paths == [str(tmp_path / "f.png")] and not ds.has_labels
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(SystemExit, match="^data error: test_path .--images. '.*notes.txt' is neither a folder nor an image"):
+        ClusterDataset(str(tmp_path / "notes.txt"), what="test_path (--images)")
+
+
+def test_a_relative_default_path_missing_from_here_says_the_defaults_are_relative_to_the_repository(tmp_path,
+                                                                                                   monkeypatch):
+    import cfg
+    from dataset import open_split
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        open_split(dict(cfg.DEFAULTS, pred_dir=""), "train")
+    assert "relative to the repository root" in str(e.value.code) and "--dataset_path" in str(e.value.code)
+    with pytest.raises(SystemExit, match="^data error: dataset_path 'elsewhere' does not exist$"):  # not the default: no hint
+        open_split(dict(cfg.DEFAULTS, pred_dir="", dataset_path="elsewhere"), "train")
 
 
 def test_transforms_give_the_configured_size():
