@@ -103,6 +103,12 @@ def test_gpu_check_script_cpu_safe_parts():
         env = {**os.environ, "PYTHON": sys.executable}
         r = subprocess.run(["bash", script], capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 3 and "CUDA is not available" in r.stderr
+    # a python without the packages (-S: no site-packages), as on an offline GPU machine: one line naming what is
+    # missing and how to provide it (a wheel installed with --target and PYTHONPATH); pip is never tried
+    bare = {**os.environ, "PYTHON": f"{sys.executable} -S"}
+    r = subprocess.run(["bash", script], capture_output=True, text=True, env=bare, timeout=60)
+    assert r.returncode == 1 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "faiss-cpu" in r.stderr and "--target" in r.stderr and "PYTHONPATH" in r.stderr
 
 
 @pytest.mark.parametrize("head", ["match", "centroids"])

@@ -17,9 +17,21 @@ case "${1:-}" in
   *) echo "gpu_check: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 PY=${PYTHON:-python3}
-if ! $PY -c "import torch, faiss, sklearn, tqdm" 2>/dev/null; then
-  echo "gpu_check: installing requirements.txt"
-  $PY -m pip install -q -r requirements.txt || exit 1
+# What is importable is checked first: an offline GPU machine cannot pip install, and a package that is missing
+# is named with how to provide it, before any work.
+missing=$($PY - <<'PYEOF'
+import importlib.util
+names = {"torch": "torch", "torchvision": "torchvision", "faiss": "faiss-cpu", "sklearn": "scikit-learn",
+         "scipy": "scipy", "tqdm": "tqdm", "PIL": "pillow", "matplotlib": "matplotlib", "numpy": "numpy"}
+print(" ".join(pip for module, pip in names.items() if importlib.util.find_spec(module) is None))
+PYEOF
+) || { echo "gpu_check: '$PY' does not run (set PYTHON to a python3 with torch)" >&2; exit 1; }
+if [ -n "$missing" ]; then
+  echo "gpu_check: missing packages: $missing; with a network: $PY -m pip install -r requirements.txt; offline: on a" \
+       "machine with one, pip download --no-deps --only-binary=:all: --python-version $($PY -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')" \
+       "-d wheels <package>==<version of requirements.txt>, copy wheels/ here, then" \
+       "$PY -m pip install --no-index --no-deps --target /tmp/site wheels/*.whl && export PYTHONPATH=/tmp/site" >&2
+  exit 1
 fi
 if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_check: CUDA is not available on this machine; nothing to check (train.py and pred.py run on the CPU)" >&2
