@@ -18,11 +18,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 import cfg
 from decoding import check_worker_count, decode_all, decode_file
 from errors import DataError, printable
+from progress import Bar
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 PRED_MANIFEST = ".pred_manifest.json"  # the mark of a folder written by pred.py: never scanned for images
@@ -191,8 +191,7 @@ class ClusterDataset(Dataset):
         images fill the cache in the order of the samples while they fit `budget` bytes."""
         kept = []
         results = decode_all([p for p, _ in samples], self.decode_side, self.jpeg_decoder, workers, budget)
-        bar = tqdm(zip(samples, results), total=len(samples), desc="checking images", leave=False,
-                   disable=not verbose or None)
+        bar = Bar(zip(samples, results), "checking images", verbose, total=len(samples))
         for (path, label), (why, img) in bar:
             if why is not None:
                 self.skipped.append(path)

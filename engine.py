@@ -19,6 +19,7 @@ from dataset import seed_worker
 from distributed import usable_cores
 from errors import UserError, printable
 from models import FEATURE_DIM
+from progress import Bar
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -80,7 +81,7 @@ def iter_features(loader, model, device, verbose=True, dtype=None):
     eval mode, no autograd."""
     model.eval()
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for images, index in tqdm(loader, desc="features", leave=False, disable=not verbose or None):
+        for images, index in Bar(loader, "features", verbose):
             out = model(to_device(images, device))
             yield index.numpy(), out.float()
 
@@ -139,7 +140,7 @@ def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbo
     criterion = nn.CrossEntropyLoss()
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     losses = AverageMeter()
-    bar = tqdm(loader, desc="train", leave=False, disable=not verbose or None)
+    bar = Bar(loader, "train", verbose)
     for batch, (images, target) in enumerate(bar, 1):
         images, target = to_device(images, device), target.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -168,23 +169,45 @@ def weights_finite(model):
 
 
 class Logger:
-    """Prints a line (without breaking progress bars) and appends it to exp_dir/train.log."""
+    """Prints a line (without breaking progress bars) and appends it to exp_dir/train.log.
 
-    def __init__(self, exp_dir, verbose=True, main_process=True):
+    With hold=True the lines wait in memory until open() (which creates exp_dir): a start that fails its checks
+    leaves no folder behind. quiet(msg) writes a line to train.log only."""
+
+    def __init__(self, exp_dir, verbose=True, main_process=True, hold=False):
         self.main_process = main_process
-        if main_process:
-            os.makedirs(exp_dir, exist_ok=True)
         self.path = os.path.join(exp_dir, "train.log")
         self.verbose = verbose
+        self.pending = []  # stamped lines not yet in train.log (hold=True, before open())
+        if not hold:
+            self.open()
 
-    def __call__(self, msg):
+    def open(self):
+        """Create exp_dir and write the lines held so far; from now on every line goes to train.log at once."""
+        if self.main_process:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self._append(self.pending)
+        self.pending = None
+
+    def _append(self, lines):
+        if lines:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.writelines(line + "\n" for line in lines)
+
+    def quiet(self, msg):
+        """msg into train.log (or the held lines) only, not on the terminal."""
         if not self.main_process:  # under torchrun only rank 0 speaks
             return
-        msg = printable(msg)  # file names that are not UTF-8 are logged as \xNN escapes
-        if self.verbose:
-            tqdm.write(msg)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {printable(msg)}"  # names that are not UTF-8 as \xNN escapes
+        if self.pending is not None:
+            self.pending.append(line)
+        else:
+            self._append([line])
+
+    def __call__(self, msg):
+        if self.main_process and self.verbose:
+            tqdm.write(printable(msg))
+        self.quiet(msg)
 
 
 def format_metric(value):
