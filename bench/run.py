@@ -173,7 +173,7 @@ def bench_clustering(n, c):
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import normalize
     x, labels = synthetic_features(n)
-    k, niter, dim = 100, c["kmeans_niter"], c["pca_dim"]
+    k, niter, dim = 100, c["kmeans_niter"], clustering.clamp_pca_dim(c["pca_dim"], n, x.shape[1])
     t0 = time.perf_counter()
     xb, _ = clustering.preprocess_features(x, dim)
     t1 = time.perf_counter()
@@ -191,7 +191,7 @@ def bench_clustering(n, c):
 
 def bench_pca(n, c):
     x, _ = synthetic_features(n, seed=1)
-    dim = c["pca_dim"]
+    dim = clustering.clamp_pca_dim(c["pca_dim"], n, x.shape[1])
     t0 = time.perf_counter()
     p_faiss = clustering.fit_pca_whitening(x, dim, method="faiss")
     t_faiss = time.perf_counter() - t0

@@ -17,6 +17,29 @@ from .nearest import flat_index, nearest_centroid, torch_nearest
 from .whitening import WhitenThenCluster
 
 SPLIT_EPS = 1.0 / 1024  # faiss' symmetric perturbation of a centroid copied into an empty cluster
+IMAGES_PER_AUTO_CLUSTER = 10  # num_classes 0: one cluster per this many images (tools/k_rule.py) ...
+AUTO_K_MAX = 10  # ... at most this many clusters
+MIN_IMAGES_PER_CLUSTER = 5  # below this many images per cluster on average train.py warns (tools/k_rule.py)
+
+
+def auto_k(n):
+    """k for n images when the user gives none (cfg num_classes 0): n // IMAGES_PER_AUTO_CLUSTER, at least 2 and
+    at most AUTO_K_MAX (and n). Measured on small Fashion-MNIST sets of 3 and 10 kinds (tools/k_rule.py, the
+    README's "Cluster your own photos"): a cluster of one or two images teaches the network nothing, and larger k
+    on a small set left most images in such clusters."""
+    return max(1, min(n, max(2, min(AUTO_K_MAX, n // IMAGES_PER_AUTO_CLUSTER))))
+
+
+def k_note(k, n, given):
+    """The log line of train.py's k: how the automatic k was chosen (given False), or a warning when k leaves
+    fewer than MIN_IMAGES_PER_CLUSTER images per cluster on average; None when there is nothing to say."""
+    if not given:
+        return (f"num_classes 0 (automatic): k = {k} for {n} images (one cluster per {IMAGES_PER_AUTO_CLUSTER} "
+                f"images, 2 to {AUTO_K_MAX}); set --num_classes to choose it")
+    if n < MIN_IMAGES_PER_CLUSTER * k:
+        return (f"warning: k = {k} leaves {n / k:.1f} images per cluster on average ({n} images): clusters of one "
+                f"or two images teach the network little; --num_classes 0 chooses k = {auto_k(n)} for this folder")
+    return None
 
 
 # ---------------------------------------------------------------- faiss
@@ -183,7 +206,8 @@ class Kmeans(WhitenThenCluster):
         self.pca = pca
         self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed, self.nredo, self.device)
         if log is not None:
-            log(f"k-means {time.time() - t0:.1f} s (k={self.k}, loss {self.loss:.4f}, {describe(self.device)})")
+            log(f"k-means with k = {self.k}: {time.time() - t0:.1f} s ({describe(self.device)}), k-means loss "
+                f"{self.loss:.4f}")
         self.offsets = np.zeros(self.k, dtype=np.float32)
         if self.equal_size:
             t0, before = time.time(), np.bincount(self.assignment, minlength=self.k)
@@ -192,6 +216,6 @@ class Kmeans(WhitenThenCluster):
             self.loss = partition_loss(xb, self.assignment, self.centroids)  # the partition's k-means objective
             after = np.bincount(self.assignment, minlength=self.k)
             if log is not None:
-                log(f"equal-size partition {time.time() - t0:.1f} s ({iterations} Sinkhorn iterations): cluster sizes "
-                    f"{before.min()}-{before.max()} -> {after.min()}-{after.max()}, loss {self.loss:.4f}")
+                log(f"clusters made equal in size: {time.time() - t0:.1f} s, sizes {before.min()}-{before.max()} "
+                    f"-> {after.min()}-{after.max()} images, k-means loss {self.loss:.4f} ({iterations} iterations)")
         return self.assignment

@@ -14,7 +14,9 @@ import torch
 
 from .common import finite, is_tensor, to_numpy, to_tensor
 
-IMAGES_PER_WHITENED_DIM = 8  # measured: k-means on fewer images per dimension loses the classes (docs/algorithm.md)
+AUTO_PCA_DIM = 16  # pca_dim 0 on a large set: chosen on a validation split of Fashion-MNIST (docs/results.md)
+IMAGES_PER_WHITENED_DIM = 8  # pca_dim 0 on a small set: one dimension per this many images ... (tools/whitening_dims.py)
+AUTO_PCA_DIM_MIN = 2  # ... and at least this many
 
 
 def faiss_pca(x, dim):
@@ -124,28 +126,42 @@ def apply_pca(x, pca):
     return l2_normalize(y)
 
 
-def max_whitened_dim(n):
-    """The most PCA-whitened dimensions that n points keep informative: n // 8, at least 2, at most n - 2.
+def auto_pca_dim(n):
+    """The whitening dimension of pca_dim 0 for n images: AUTO_PCA_DIM, and on a small set one dimension per
+    IMAGES_PER_WHITENED_DIM images (at least AUTO_PCA_DIM_MIN), always below n - 1.
 
     Whitening n centred points to n - 1 dimensions makes them the vertices of a regular simplex (every pair
-    equally far apart), and well before that the whitened distances are mostly noise: on class-balanced
-    subsets of 10-500 Fashion-MNIST images (random-network features and raw pixels), k-means' NMI peaked
-    between n / 10 and n / 5 dimensions and fell to chance towards n - 1 (docs/algorithm.md)."""
-    return max(1, min(n - 2, max(2, n // IMAGES_PER_WHITENED_DIM)))
+    equally far apart), and well before that the whitened distances are mostly noise: on class-balanced sets of
+    8-200 real images (Fashion-MNIST; random and trained fc7 features and raw pixels) k-means found the classes
+    best with a few whitened dimensions per set and fell to chance towards n - 1 (tools/whitening_dims.py,
+    docs/algorithm.md)."""
+    return max(1, min(AUTO_PCA_DIM, n - 2, max(AUTO_PCA_DIM_MIN, n // IMAGES_PER_WHITENED_DIM)))
 
 
 def clamp_pca_dim(pca_dim, n, d):
-    """The whitening dimension for n samples of dimension d: pca_dim, at most max_whitened_dim(n) and d."""
-    return max(1, min(pca_dim, max_whitened_dim(n), d))
+    """The whitening dimension for n samples of dimension d: auto_pca_dim(n) for pca_dim 0, else pca_dim kept
+    below n - 1 (the regular simplex, see auto_pca_dim); never above d, never below 1."""
+    dim = auto_pca_dim(n) if pca_dim == 0 else min(pca_dim, n - 2)
+    return max(1, min(dim, d))
 
 
 def clamp_note(pca_dim, n, d):
-    """The log line of a clamped whitening dimension (train.py and pred.py say it once), or None."""
+    """The log line about the whitening dimension of n samples of dimension d (train.py and pred.py say it once),
+    or None when there is nothing to say: the automatic dimension of a small set, an explicit pca_dim clamped,
+    or an explicit pca_dim kept although a small set keeps fewer dimensions informative."""
     dim = clamp_pca_dim(pca_dim, n, d)
-    if dim == pca_dim:
-        return None
-    return (f"pca_dim {pca_dim} clamped to {dim}: {n} images of dimension {d} keep at most {max_whitened_dim(n)} "
-            f"whitened dimensions informative (about one per {IMAGES_PER_WHITENED_DIM} images)")
+    if pca_dim == 0:
+        return None if dim == AUTO_PCA_DIM else (
+            f"pca_dim 0 (automatic): {dim} whitened dimensions for {n} images (one per {IMAGES_PER_WHITENED_DIM} "
+            f"images, {min(AUTO_PCA_DIM_MIN, n - 2)} to {AUTO_PCA_DIM}, below the number of images - 1)")
+    if dim < pca_dim:
+        return (f"pca_dim {pca_dim} clamped to {dim}: {n} images of dimension {d} (whitened to n - 1 dimensions, "
+                f"every pair of images is equally far apart)")
+    small_set_dim = max(AUTO_PCA_DIM_MIN, n // IMAGES_PER_WHITENED_DIM)
+    if pca_dim > small_set_dim:
+        return (f"pca_dim {pca_dim} kept as set; on {n} images whitened distances beyond about {small_set_dim} "
+                f"dimensions were mostly noise in our measurements (pca_dim 0 chooses {auto_pca_dim(n)})")
+    return None
 
 
 def preprocess_features(x, pca_dim=256, log=None, method="torch", seed=0):
@@ -227,5 +243,5 @@ class WhitenThenCluster:
         t0 = time.time()
         xb, pca = preprocess_features(features, self.pca_dim, log=log, method=self.pca_method, seed=seed)
         if log is not None:
-            log(f"pca {time.time() - t0:.1f} s")
+            log(f"PCA-whitening: {time.time() - t0:.1f} s")
         return self.cluster_whitened(xb, pca, seed, log)

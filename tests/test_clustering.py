@@ -86,22 +86,37 @@ def test_zero_rows_do_not_become_nan():
 
 def test_fewer_samples_than_dimensions_are_clamped():
     x = np.random.default_rng(0).normal(size=(40, 100)).astype(np.float32)
-    xb, pca = preprocess_features(x, 256)
-    assert xb.shape == (40, 5) and np.isfinite(xb).all()  # 40 // 8
-    assert pca["A"].shape == (5, 100)
-    assert "clamped to 5" in clustering.clamp_note(256, 40, 100) and clustering.clamp_note(5, 40, 100) is None
+    xb, pca = preprocess_features(x, 256)  # an explicit dimension is kept below n - 1
+    assert xb.shape == (40, 38) and np.isfinite(xb).all() and pca["A"].shape == (38, 100)
+    assert "clamped to 38" in clustering.clamp_note(256, 40, 100)
+    xb, _ = preprocess_features(x, 0)  # automatic: one dimension per 8 points
+    assert xb.shape == (40, 5) and "pca_dim 0 (automatic): 5 whitened dimensions for 40 images" in \
+        clustering.clamp_note(0, 40, 100)
+    assert clustering.clamp_note(16, 4000, 100) is None and clustering.clamp_note(0, 4000, 100) is None
 
 
-@pytest.mark.parametrize("n, cap", [(2, 1), (3, 1), (4, 2), (16, 2), (24, 3), (100, 12), (500, 62)])
-def test_whitening_keeps_far_fewer_dimensions_than_points(n, cap):
-    """Never n - 1 (a regular simplex: all distances equal) and about one dimension per 8 points."""
-    assert clustering.max_whitened_dim(n) == cap
-    assert clustering.clamp_pca_dim(256, n, 4096) == cap and clustering.clamp_pca_dim(256, n, 1) == 1
+@pytest.mark.parametrize("n, auto", [(2, 1), (3, 1), (4, 2), (16, 2), (24, 3), (100, 12), (500, 16)])
+def test_the_automatic_whitening_keeps_far_fewer_dimensions_than_points(n, auto):
+    """Never n - 1 (a regular simplex: all distances equal): about one dimension per 8 points, at most 16."""
+    assert clustering.auto_pca_dim(n) == auto
+    assert clustering.clamp_pca_dim(0, n, 4096) == auto and clustering.clamp_pca_dim(0, n, 1) == 1
+
+
+@pytest.mark.parametrize("pca_dim, n, dim, note", [(4, 16, 4, "pca_dim 4 kept as set; on 16 images"),
+                                                   (8, 16, 8, "pca_dim 8 kept as set"),
+                                                   (15, 16, 14, "pca_dim 15 clamped to 14"),
+                                                   (2, 16, 2, None), (256, 100000, 256, None)])
+def test_an_explicit_whitening_dimension_stands_below_n_minus_one(pca_dim, n, dim, note):
+    """--pca_dim 4 on 16 images is kept (it was clamped to the automatic 2), with a log line saying what the
+    automatic choice would be; only n - 1 and more (the regular simplex) are clamped."""
+    assert clustering.clamp_pca_dim(pca_dim, n, 4096) == dim
+    got = clustering.clamp_note(pca_dim, n, 4096)
+    assert (got is None) if note is None else got.startswith(note)
 
 
 def test_whitening_small_sets_keeps_two_separated_groups_apart():
     """16 points of two well separated kinds, 100 dims: whitened to n - 1 = 15 dims every pair of points is equally
-    far apart and k-means is at chance; at the cap it finds the two kinds."""
+    far apart and k-means is at chance; at the automatic dimension it finds the two kinds."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 100)).astype(np.float32)
     x[:8, :10] += 6.0
@@ -110,7 +125,7 @@ def test_whitening_small_sets_keeps_two_separated_groups_apart():
     xs = clustering.apply_pca(x, simplex)
     d = ((xs[:, None] - xs[None]) ** 2).sum(2)[~np.eye(16, dtype=bool)]
     assert d.std() < 1e-3 * d.mean()  # the regular simplex
-    xb, _ = preprocess_features(x, 15)
+    xb, _ = preprocess_features(x, 0)
     ids, _, _ = run_kmeans(xb, 2, niter=20, seed=0, nredo=5)
     assert xb.shape == (16, 2) and metrics.nmi(labels, ids) == pytest.approx(1.0)
 
@@ -221,7 +236,7 @@ def test_kmeans_equal_size_assignment_is_the_nearest_centroid_after_the_offsets(
     assert not (nearest_centroid(x, km.centroids)[0] == assignment).all()  # without the offsets it would not be
     means = np.stack([x[assignment == c].mean(0) for c in range(2)])
     assert km.loss == pytest.approx(((x - means[assignment]) ** 2).sum(), rel=1e-4)  # the partition's k-means loss
-    assert any("equal-size partition" in line and "10-90 -> 50-50" in line for line in lines)
+    assert any("clusters made equal in size" in line and "10-90 -> 50-50 images" in line for line in lines)
 
 
 def test_nearest_centroid_with_offsets_against_brute_force():
