@@ -39,8 +39,8 @@ DEFAULTS = {
     # --- clustering ---
     "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
     "clustering_device": "auto",  # where PCA-whitening, k-means, equal_size and PIC's k-NN graph run: "auto" (torch on the GPU the network runs on; faiss on a CPU), "cpu" (faiss on the CPU, the reference's path) or "torch" (torch on the network's device, a CPU included)
-    "num_classes": 10,  # k of k-means: number of clusters = outputs of the classifier head
-    "pca_dim": 16,  # PCA-whitening dimension before k-means (clamped to what the data allows); the paper: 256 (for k = 10000)
+    "num_classes": 0,  # k of k-means: number of clusters = outputs of the classifier head; 0 = automatic: one per 20 images, 2 to 10 (10 on the shipped sample)
+    "pca_dim": 0,  # PCA-whitening dimension before k-means; 0 = automatic: 16, fewer on a small set (the rule in the README); N > 0 is kept below the number of images - 1. The paper: 256 (for k = 10000)
     "pca_method": "torch",  # "torch" (covariance or Gram matrix + eigh; a randomised subspace iteration above 2048 dims; many times faster) or "faiss" (PCAMatrix, the reference)
     "pca_fit_samples": 0,  # 0 = fit the PCA on all features (reference); N > 0 = fit on N images and stream the rest (memory)
     "kmeans_niter": 20,  # k-means iterations per clustering
@@ -66,7 +66,7 @@ DEFAULTS = {
     "ema": 0.0,  # exponential moving average of the weights, updated every step with this decay (e.g. 0.99), used for the feature pass, the clustering and the saved network; 0 = off (the paper)
     "head": "match",  # classifier of each epoch: "new" (fresh random Linear, paper), "match" (keep the trained rows, matched to the new clusters by overlap) or "centroids" (DeepCluster-v2: cosine to the clustering's centroids, fixed)
     "head_temperature": 0.1,  # "centroids": logits are cosines / this temperature
-    "select_epoch": "nmi_prev",  # which epoch pred.py / eval_linear.py use, chosen without labels: "nmi_prev" (the clustering that agrees most with the one before it), "kmeans_loss" (the tightest clustering) or "last"
+    "select_epoch": "last",  # which epoch pred.py / eval_linear.py use: "last", or one chosen without labels: "nmi_prev" (the clustering that agrees most with the one before it) or "kmeans_loss" (the tightest clustering)
     "rrc_scale_min": 0.3,  # smallest crop area of the training RandomResizedCrop (the paper: torchvision's default 0.08)
     # --- prediction ---
     "ckpt_path": "",  # checkpoint to predict with; "" = the run's selected epoch (exp_dir/selected.pth.tar) when train.py kept one, else exp_dir/checkpoint.pth.tar
@@ -113,7 +113,7 @@ CHOICES = {
 }
 # smallest allowed value of numeric keys
 MINIMUM = {
-    "input_size": 32, "workers": -1, "decode_side": 0, "num_classes": 2, "pca_dim": 1, "kmeans_niter": 1,
+    "input_size": 32, "workers": -1, "decode_side": 0, "num_classes": 0, "pca_dim": 0, "kmeans_niter": 1,
     "kmeans_nredo": 1,
     "check_workers": -1,
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
@@ -189,6 +189,8 @@ def validate(c):
             raise ConfigError(f"'{key}' must be <= {high}, got {c[key]}")
     if c["arch"] == "alexnet" and c["input_size"] < 64:
         raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
+    if c["num_classes"] == 1:
+        raise ConfigError("'num_classes' must be 0 (automatic) or >= 2, got 1")
     for key in ("val_split", "ema"):
         if c[key] >= 1:
             raise ConfigError(f"'{key}' must be < 1, got {c[key]}")

@@ -210,6 +210,24 @@ def keep_as_selected(path, selected_path):
         os.remove(tmp)
 
 
+RESUME_ONLY = ("optimizer", "scheduler", "rng")  # what only a resume reads: left out of selected.pth.tar
+
+
+def keep_selected_apart(path, selected_path):
+    """Before the checkpoint at path is replaced: when selected_path is a link to it (the chosen epoch was the
+    last one so far), selected_path becomes a copy of that checkpoint read back from disk (the state dicts held in
+    memory share storage with the live network, which has trained on since) without RESUME_ONLY, which pred.py
+    and eval_linear.py never read: about half the file (the body optimizer's momentum is one more copy of the
+    weights). Written atomically like save_checkpoint."""
+    try:
+        linked = os.path.samefile(path, selected_path)
+    except OSError:  # one of them is not there
+        return
+    if linked:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        save_checkpoint(selected_path, {key: value for key, value in state.items() if key not in RESUME_ONLY})
+
+
 def remove_stale_temporaries(path):
     """Delete the temporary files of saves that a kill interrupted (call with the folder's lock held)."""
     stale = glob.glob(glob.escape(path) + ".tmp.*")
@@ -282,7 +300,9 @@ def run_settings(c, given, script):
 
 def selected_checkpoint(exp_dir, last, load):
     """(path, checkpoint) of the epoch the run's select_epoch rule chose when that is not its last epoch
-    and train.py kept it; else the last checkpoint's."""
+    and train.py kept it; else the last checkpoint's. The checkpoint gets (in memory) `epochs_trained`: the
+    epochs of the run's last checkpoint."""
+    last["epochs_trained"] = int(last["epoch"])
     chosen, last_path = last.get("selected"), os.path.join(exp_dir, CHECKPOINT)
     if not chosen or int(chosen["epoch"]) == int(last["epoch"]):
         return last_path, last
@@ -295,6 +315,7 @@ def selected_checkpoint(exp_dir, last, load):
     print(printable(f"using the network after epoch {chosen['epoch']} of {int(last['epoch'])}, chosen without "
                     f"labels by select_epoch {chosen['rule']} ({chosen['rule']} {chosen['score']:.4f}); "
                     f"--ckpt_path {last_path} takes the last epoch"))
+    ckpt["epochs_trained"] = int(last["epoch"])
     return path, ckpt
 
 

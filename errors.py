@@ -5,7 +5,8 @@ on stderr ("<kind> error: <what and how to fix it>"), no traceback.
 They derive from SystemExit, so an entry script needs no handler of its own: Python prints the
 line once and exits with status 1. Code that calls main() (tests, notebooks) can catch them.
 
-`printable` makes a path safe to put in any message (file names that are not UTF-8).
+`printable` makes a path safe to put in any message (file names that are not UTF-8); `counted` says "1 epoch",
+"2 epochs".
 """
 
 
@@ -55,3 +56,8 @@ def printable(text):
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a lone surrogate that no file name produced
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def counted(n, noun):
+    """ "1 image", "0 images", "2 images": n and the noun, plural unless n is 1 (nouns whose plural adds an s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

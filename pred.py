@@ -38,7 +38,7 @@ from dataset import PRED_MANIFEST as MANIFEST
 from dataset import eval_transform, open_split, training_images_among
 from decoding import as_pil
 from engine import amp_dtype, compute_features, make_loader
-from errors import PredError, printable
+from errors import PredError, counted, printable
 
 STAGING_MARK = ".pred_staging"  # in a staging folder until it is complete
 NAME_MAX = 255  # bytes in one file name on common file systems
@@ -188,7 +188,11 @@ def link_name(index, path):
     return os.fsdecode(prefix + name)
 
 
-def write_cluster_folders(dataset, ids, out_dir, copy):
+def write_cluster_folders(dataset, ids, out_dir, copy, final_dir):
+    """clusters/<id>/<index>_<name> under out_dir: copies, or symlinks relative to where they will finally lie
+    (final_dir, the clusters/ folder of pred_dir; out_dir is its twin in the staging folder, at the same depth),
+    so that the links stay valid when the images and pred_dir move together (cp -r, tar, rsync)."""
+    final_real = os.path.realpath(final_dir)
     for i, (path, cid) in enumerate(zip(dataset.paths, ids)):
         folder = os.path.join(out_dir, str(int(cid)))
         os.makedirs(folder, exist_ok=True)
@@ -196,7 +200,7 @@ def write_cluster_folders(dataset, ids, out_dir, copy):
         if copy:
             shutil.copy2(path, target)
         else:
-            os.symlink(os.path.abspath(path), target)
+            os.symlink(os.path.relpath(os.path.realpath(path), os.path.join(final_real, str(int(cid)))), target)
 
 
 def write_predictions(path, dataset, ids, dist):
@@ -220,7 +224,8 @@ def cluster_images(c, dataset, features, ckpt, device=None):
         xb = clustering.apply_pca(x, pca)
         ids, dist = clustering.nearest_centroid(xb, centroids, offsets, device)  # the training rule, offsets included
         return ids, dist, len(centroids), clustering.to_numpy(xb)
-    k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"])
+    k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"]
+                        or clustering.auto_k(len(dataset)))  # a run of PIC has no k of its own
     if len(dataset) < 2:
         raise PredError(f"recluster needs at least 2 images to cluster, got {len(dataset)}; use --pred_mode assign "
                         "to put single images into the training clusters")
@@ -255,7 +260,8 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
     sizes = np.bincount(ids, minlength=k)
     order = [int(x) for x in np.argsort(-sizes, kind="stable") if sizes[x] > 0]
     result = {"n_images": len(dataset), "k": k, "mode": c["pred_mode"], "checkpoint": printable(checkpoint_path(c)),
-              "checkpoint_epoch": int(ckpt["epoch"]), "images": image_split(seen, len(dataset)),
+              "checkpoint_epoch": int(ckpt["epoch"]), "epochs_trained": int(ckpt.get("epochs_trained", ckpt["epoch"])),
+              "images": image_split(seen, len(dataset)),
               "n_training_images": seen, "clusters_nonempty": len(order),
               "cluster_sizes": {str(i): int(sizes[i]) for i in order}}
     if dataset.has_labels:
@@ -263,7 +269,8 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
         result["n_classes"] = len(dataset.classes)
     with open(os.path.join(folder, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
-    write_cluster_folders(dataset, ids, os.path.join(folder, "clusters"), c["copy_images"])
+    write_cluster_folders(dataset, ids, os.path.join(folder, "clusters"), c["copy_images"],
+                          os.path.join(c["pred_dir"], "clusters"))
     write_grids(dataset, ids, order, os.path.join(folder, "grids"))
     write_page(c, folder, dataset, (ids, dist), result, page)
     write_manifest(folder)
@@ -312,11 +319,13 @@ def predict(c, device="cpu", given=None):
     model = load_model(c, device, ckpt, assign_network(c, ckpt))
     dataset = open_split(c, "test", eval_transform(c["input_size"]), log=say)
     source = c["test_path"] or f"the val_split held out of {c['dataset_path']}"
-    say(f"{len(dataset)} images of '{source}', network of '{checkpoint_path(c)}' after {int(ckpt['epoch'])} epochs")
+    epoch, of = int(ckpt["epoch"]), int(ckpt.get("epochs_trained", ckpt["epoch"]))
+    say(f"{counted(len(dataset), 'image')} of '{source}', the network after epoch {epoch} of {of} "
+        f"('{checkpoint_path(c)}')")
     seen = training_images_among(dataset.paths, c)
     if seen:
         say(f"note: {seen} of these {len(dataset)} images are training images of the run (its clustering was fitted "
-            "on them): the label metrics are not test scores")
+            "on them)" + (": the label metrics are not test scores" if dataset.has_labels else ""))
     pred_dir = c["pred_dir"]
     with hold_lock(beside(pred_dir, "lock"), pred_dir, "pred_dir"):
         check_pred_dir(pred_dir)
@@ -335,7 +344,8 @@ def predict(c, device="cpu", given=None):
         page = getattr(batches, "thumbs", None), start_map(c, dataset, ids, embeddings)
         result = write_outputs(c, staging, dataset, (ids, dist, k), (features, embeddings), ckpt, seen, page)
         swap_in(staging, pred_dir)
-    summary = f"{len(dataset)} images -> {result['clusters_nonempty']} clusters ({c['pred_mode']}, k = {k})"
+    summary = (f"{counted(len(dataset), 'image')} -> {counted(result['clusters_nonempty'], 'cluster')} "
+               f"({c['pred_mode']}, k = {k})")
     if dataset.has_labels:
         summary += f"  acc {result['acc']:.3f}  nmi {result['nmi']:.3f}  ari {result['ari']:.3f}"
         summary += {"training": " (training images)", "mixed": f" ({seen} of them training images)"}.get(

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
 import metrics
+from clustering import MIN_IMAGES_PER_CLUSTER
 from distributed import usable_cores
 from errors import ConfigError, printable
 
@@ -134,17 +135,38 @@ th{background:#f4f4f4}.info td,.info th{text-align:left}.note{color:#555}
 img.map{width:560px;max-width:100%}"""
 
 
+def network_text(r):
+    """Which network a prediction used (metrics.json r): the epoch of how many, and how to get the last one."""
+    epoch, of = r["checkpoint_epoch"], r.get("epochs_trained", r["checkpoint_epoch"])
+    if epoch == of:
+        return f"the network after epoch {epoch} of {of}, the last"
+    last = os.path.join(os.path.dirname(r["checkpoint"]), "checkpoint.pth.tar")
+    return (f"the network after epoch {epoch} of {of}, chosen by select_epoch without labels; pred.py --ckpt_path "
+            f"{last} uses the last")
+
+
+def purity_note(n_images, n_clusters):
+    """What the purity of a page's header means: the share of images in their cluster's majority class, which is 1
+    for clusters of one image; said plainly when the clusters average fewer than MIN_IMAGES_PER_CLUSTER images."""
+    if n_images < MIN_IMAGES_PER_CLUSTER * n_clusters:
+        return (f"(the share of images in their cluster's majority class; with {n_images} images in {n_clusters} "
+                "clusters it is near 1 whatever the clustering: judge by NMI and ACC)")
+    return "(the share of images in their cluster's majority class)"
+
+
 def info_html(p):
     r = p.result
-    split = {"held_out": "held out: none of them trained on", "training": "the run's training images (label "
-             "metrics are training-set scores)", "mixed": f"{r.get('n_training_images')} of them are training "
-             "images of the run", "unknown": "unknown (the training tree is gone)"}.get(r.get("images"), "")
+    scored = " (label metrics are training-set scores)" if "nmi" in r else ""  # a folder without labels has none
+    split = {"held_out": "held out: none of them trained on", "training": f"the run's training images{scored}",
+             "mixed": f"{r.get('n_training_images')} of them are training images of the run",
+             "unknown": "unknown (the training tree is gone)"}.get(r.get("images"), "")
     rows = [("images", f"{r['n_images']} of {p.source}"), ("which images", split),
-            ("checkpoint", f"{r['checkpoint']} (network after epoch {r['checkpoint_epoch']})"),
+            ("checkpoint", f"{r['checkpoint']} ({network_text(r)})"),
             ("mode", f"{r['mode']}, k = {r['k']}, {r['clusters_nonempty']} clusters not empty")]
     if "nmi" in r:
         purity = r["purity"] if "purity" in r else metrics.purity(p.labels, p.ids)
-        scores = f"NMI {r['nmi']:.3f} &middot; ACC {r['acc']:.3f} &middot; ARI {r['ari']:.3f} &middot; purity {purity:.3f}"
+        scores = (f"NMI {r['nmi']:.3f} &middot; ACC {r['acc']:.3f} &middot; ARI {r['ari']:.3f} &middot; purity "
+                  f"{purity:.3f} {text(purity_note(r['n_images'], r['clusters_nonempty']))}")
         rows.append(("against the labels", scores))
     body = "".join(f"<tr><th>{text(a)}</th><td>{b if a == 'against the labels' else text(b)}</td></tr>"
                    for a, b in rows)
@@ -474,15 +496,20 @@ def read_run(exp_dir, label=""):
 
 # ---------------------------------------------------------------- TensorBoard
 
-def open_tensorboard(log_dir):
-    """A torch.utils.tensorboard SummaryWriter on log_dir; errors.ConfigError (one line) when the tensorboard
-    package is not installed."""
+def tensorboard_writer():
+    """torch.utils.tensorboard's SummaryWriter class; errors.ConfigError (one line) when the tensorboard package is
+    not installed. Asked before any work, so that a missing package stops a run before it writes anything."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ConfigError("tensorboard true needs the tensorboard package, which is not installed: "
                           "pip install tensorboard, or --tensorboard false") from None
-    return SummaryWriter(log_dir)
+    return SummaryWriter
+
+
+def open_tensorboard(log_dir):
+    """A SummaryWriter on log_dir (which it creates); errors.ConfigError as tensorboard_writer."""
+    return tensorboard_writer()(log_dir)
 
 
 def log_scalars(writer, row):

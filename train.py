@@ -29,14 +29,15 @@ import distributed
 import metrics
 import report
 from cfg import load_cfg, save_cfg
-from checkpoint import (CHECKPOINT, EARLIER_LAYOUT, METRICS, SELECTED, append_metrics, earlier_layout, hold_lock,
-                        keep_as_selected, load_checkpoint, read_metrics, remove_stale_temporaries, restore_training,
-                        save_checkpoint, training_state, truncate_metrics)
+from checkpoint import (CHECKPOINT, EARLIER_LAYOUT, METRICS, MODEL_KEYS, SELECTED, TRAINING_KEYS, append_metrics,
+                        earlier_layout, hold_lock, keep_as_selected, keep_selected_apart, load_checkpoint,
+                        read_metrics, remove_stale_temporaries, restore_training, save_checkpoint, training_state,
+                        truncate_metrics)
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, file_fingerprint, open_split, train_transform
 from engine import Logger, amp_dtype, average_into, compile_body, compute_features, format_metric, iter_features
 from engine import make_loader, memory_format, train_one_epoch, weights_finite
-from errors import CheckpointError, ConfigError, DataError, TrainingError
+from errors import BusyError, CheckpointError, ConfigError, DataError, TrainingError, UserError, counted
 from models import FEATURE_DIM, build_model
 from models.pretrained import load_pretrained, read_state_dict
 
@@ -92,7 +93,7 @@ class Run:
         self.main_process = self.rank == 0
         self.comm_device = self.device if self.device.type == "cuda" else torch.device("cpu")  # NCCL: GPU, gloo: CPU
         self.clustering_device = clustering.resolve_device(c["clustering_device"], self.device)  # None: faiss
-        self.log = Logger(c["exp_dir"], c["verbose"], self.main_process)
+        self.log = Logger(c["exp_dir"], c["verbose"], self.main_process, hold=True)  # no folder before claim_folder
         self.verbose = c["verbose"] and self.main_process
         self.dtype = amp_dtype(c, self.device)
         self.ckpt_path = os.path.join(c["exp_dir"], CHECKPOINT)
@@ -101,20 +102,31 @@ class Run:
         check_processes(c, self.device, self.world)
         self.tensorboard = None
         if c["tensorboard"] and self.main_process:  # one line when the package is missing, before any work
-            self.tensorboard = report.open_tensorboard(os.path.join(c["exp_dir"], "tensorboard"))
-        if self.main_process:
-            for tmp in remove_stale_temporaries(self.ckpt_path) + remove_stale_temporaries(self.selected_path):
-                self.log(f"removed '{tmp}', left by a save that was interrupted")
+            report.tensorboard_writer()
         torch.manual_seed(c["seed"])
         np.random.seed(c["seed"])
         random.seed(c["seed"])
         self.open_data()
         self.ckpt = self.previous_checkpoint()
-        if self.main_process:
-            save_cfg(c, c["exp_dir"])
+        self.choose_k()
         self.build_network()
         self.start_epoch, self.clustering_row, self.selected = 0, None, None
         self.clustering_weights = None  # reassign > 1: the weights that made the current clustering
+
+    def claim_folder(self):
+        """With exp_dir held by this run (exp_dir_lock), after every check passed: only now is anything written
+        (the folder, the lines logged so far, config.json, TensorBoard's folder)."""
+        if not self.main_process:
+            return
+        self.log.open()
+        if self.ckpt_stat != checkpoint_stat(self.ckpt_path):
+            raise BusyError(f"'{self.ckpt_path}' changed while this run was starting (another run wrote it); run the "
+                            "same command again")
+        for tmp in remove_stale_temporaries(self.ckpt_path) + remove_stale_temporaries(self.selected_path):
+            self.log(f"removed '{tmp}', left by a save that was interrupted")
+        save_cfg(self.c, self.c["exp_dir"])
+        if self.c["tensorboard"]:
+            self.tensorboard = report.open_tensorboard(os.path.join(self.c["exp_dir"], "tensorboard"))
 
     # ------------------------------------------------------------ set-up
 
@@ -125,14 +137,10 @@ class Run:
         self.n = n = len(self.dataset)
         self.fingerprint = file_fingerprint(self.dataset.paths, c["dataset_path"])
         held_out = "" if c["test_path"] or not c["val_split"] else f" (val_split {c['val_split']} held out)"
-        where = f"{n} images in '{c['dataset_path']}'" + (f" left after val_split {c['val_split']} was held out"
-                                                          if held_out else "")
-        if c["clustering"] == "pic" and n < 2:
-            raise DataError(f"PIC needs at least 2 images to cluster; there are {where}")
-        if c["clustering"] == "kmeans" and c["num_classes"] > n:
-            raise DataError(f"num_classes (k) = {c['num_classes']} is larger than the {where}")
-        if c["equal_size"] and c["clustering"] == "kmeans":
-            clustering.check_equal_size_fits(n, c["num_classes"], self.clustering_device)
+        self.where = f"{counted(n, 'image')} in '{c['dataset_path']}'" + (
+            f" left after val_split {c['val_split']} was held out" if held_out else "")
+        if n < 2:  # k-means' k is at least 2 and PIC needs two: before this check, 1 image was a PCA traceback
+            raise DataError(f"training clusters the images: it needs at least 2, there is {self.where}")
         note = clustering.clamp_note(c["pca_dim"], min(n, c["pca_fit_samples"] or n), FEATURE_DIM)
         if note:
             self.log(note)
@@ -141,14 +149,34 @@ class Run:
         skipped = f", {len(self.dataset.skipped)} unreadable files skipped" if self.dataset.skipped else ""
         self.log(f"data: {n} images in '{c['dataset_path']}'{held_out}, {labels}{skipped}")
 
+    def choose_k(self):
+        """k-means' k: num_classes, or with num_classes 0 the resumed run's k or clustering.auto_k of the images
+        (written back into the config, so that config.json and the checkpoint keep the number)."""
+        c = self.c
+        if c["clustering"] != "kmeans":
+            return
+        given = c["num_classes"] > 0
+        if not given:
+            c["num_classes"] = int(self.ckpt["num_classes"]) if self.ckpt is not None else clustering.auto_k(self.n)
+        if c["num_classes"] > self.n:
+            raise DataError(f"num_classes (k) = {c['num_classes']}{'' if given else ' (automatic)'} is larger than the "
+                            f"{self.where}")
+        if c["equal_size"]:
+            clustering.check_equal_size_fits(self.n, c["num_classes"], self.clustering_device)
+        note = clustering.k_note(c["num_classes"], self.n, given or self.ckpt is not None)
+        if note:
+            self.log(note)
+
     def previous_checkpoint(self):
         """The checkpoint to resume from, checked against the config and the data; None to start anew."""
+        self.ckpt_stat = checkpoint_stat(self.ckpt_path)  # claim_folder checks that nobody wrote it since
         if not os.path.exists(self.ckpt_path):
             return None
         if not self.c["resume"]:
             self.log(f"--resume false: starting over, {self.ckpt_path} and {METRICS} will be replaced")
             return None
-        ckpt = load_checkpoint(self.ckpt_path, self.c)
+        keys = TRAINING_KEYS if self.c["num_classes"] else MODEL_KEYS  # num_classes 0: the run's own k (choose_k)
+        ckpt = load_checkpoint(self.ckpt_path, self.c, keys)
         missing = earlier_layout(ckpt)
         if missing:
             self.log(f"'{self.ckpt_path}' was written by an earlier train.py and lacks "
@@ -202,10 +230,11 @@ class Run:
                 truncate_metrics(self.metrics_path, self.start_epoch)
             self.resume_selection()
             if self.start_epoch >= c["num_epoch"]:
-                self.log(f"{self.ckpt_path} has already finished {self.start_epoch} epochs (num_epoch = "
+                self.log(f"{self.ckpt_path} has already finished {counted(self.start_epoch, 'epoch')} (num_epoch = "
                          f"{c['num_epoch']}); raise --num_epoch to continue or pass --resume false to start over")
                 return False
-            self.log(f"resuming from {self.ckpt_path}: {self.start_epoch} epochs done, continuing to {c['num_epoch']}")
+            self.log(f"resuming from {self.ckpt_path}: {counted(self.start_epoch, 'epoch')} done, continuing to "
+                     f"{c['num_epoch']}")
         elif self.main_process:
             for stale in (self.metrics_path, self.selected_path):
                 if os.path.exists(stale):
@@ -360,7 +389,7 @@ class Run:
     def diverged(self, epoch, what):
         lr = self.body_optimizer.param_groups[0]["lr"]
         raise TrainingError(f"epoch {epoch + 1} diverged: {what} (lr {lr:g}); the last good checkpoint "
-                            f"({epoch} epochs done) stays in '{self.c['exp_dir']}'; start again with a lower --lr "
+                            f"({counted(epoch, 'epoch')} done) stays in '{self.c['exp_dir']}'; start again with a lower --lr "
                             "and --resume false (or another exp_dir)")
 
     # ------------------------------------------------------------ step 9: log, recluster, save
@@ -414,6 +443,8 @@ class Run:
         if self.main_process:
             chosen = self.choose(epochs_done)
             earlier = None if self.clustering_row["reclustered"] else self.clustering_weights
+            if not chosen and self.ckpt is not None:  # the chosen checkpoint is about to be replaced: keep it apart
+                keep_selected_apart(self.ckpt_path, self.selected_path)
             self.ckpt = training_state(epochs_done, self.c, self.model, self.body_optimizer, self.scheduler,
                                        self.clusterer, self.dataset.classes, row, self.clustering_row, self.selected,
                                        self.ema_model, earlier, self.fingerprint)
@@ -444,14 +475,38 @@ def exp_dir_lock(c):
     return hold_lock(os.path.join(c["exp_dir"], ".train.lock"), c["exp_dir"], "exp_dir")
 
 
+def checkpoint_stat(path):
+    """(size, modification time in ns) of the file at path, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def train(c, device="cpu"):
-    """The DeepCluster loop, with exp_dir held for this run; returns the last checkpoint's contents (on rank 0)."""
-    with exp_dir_lock(c):
-        return train_epochs(c, device)
-
-
-def train_epochs(c, device):
+    """The DeepCluster loop: every check first (data, settings, checkpoint, starting weights), then exp_dir is held
+    for this run and written; returns the last checkpoint's contents (on rank 0)."""
     run = Run(c, device)
+    with exp_dir_lock(c):
+        run.claim_folder()
+        try:
+            return train_epochs(run)
+        except KeyboardInterrupt:
+            run.log.quiet(interrupted_line(c))  # main() prints it; train.log keeps every line
+            raise
+        except UserError as e:  # the one line the run ends with (a diverged loss, a full disk ...)
+            run.log.quiet(str(e.code))
+            raise
+
+
+def interrupted_line(c):
+    return (f"interrupted: run the same command again to resume from the last completed epoch (checkpoint in "
+            f"{c['exp_dir']})")
+
+
+def train_epochs(run):
+    c = run.c
     if not run.resume_or_start():
         return run.ckpt
     for epoch in range(run.start_epoch, c["num_epoch"]):
@@ -466,7 +521,7 @@ def train_epochs(c, device):
         run.show(row)                                      # curves.png (and TensorBoard) of the epochs so far
     clus = run.clustering_row
     if c["num_epoch"] > run.start_epoch and clus["reclustered"]:
-        run.log(f"clustering of the network after {c['num_epoch']} epochs: nmi {format_metric(clus['nmi'])}  "
+        run.log(f"clustering of the network after {counted(c['num_epoch'], 'epoch')}: nmi {format_metric(clus['nmi'])}  "
                 f"ari {format_metric(clus['ari'])}  nmi_prev {format_metric(clus['nmi_prev'])}")
     if run.selected and run.selected["epoch"] != c["num_epoch"]:
         run.log(f"select_epoch {c['select_epoch']} chose the network after epoch {run.selected['epoch']}: "
@@ -479,8 +534,7 @@ def main(device="cpu", argv=None):
     try:
         return train(c, device)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to resume from the last completed epoch "
-              f"(checkpoint in {c['exp_dir']})", file=sys.stderr)
+        print(f"\n{interrupted_line(c)}", file=sys.stderr)
         raise SystemExit(130) from None
     finally:
         distributed.cleanup()

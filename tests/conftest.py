@@ -65,10 +65,11 @@ def train_args(tree, exp_dir, *extra):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A 2-epoch run on a tiny tree (3 classes of 8 images); its checkpoint serves a module's tests."""
+    """A 2-epoch run on a tiny tree (3 classes of 8 images) whose select_epoch (nmi_prev) chooses an epoch; its
+    checkpoint serves a module's tests."""
     base = tmp_path_factory.mktemp("trained")
     tree = make_blob_tree(base / "tree", classes=3, per_class=8)
     exp = base / "exp"
     import train
-    train.main("cpu", train_args(tree, exp, "--num_epoch", "2"))
+    train.main("cpu", train_args(tree, exp, "--num_epoch", "2", "--select_epoch", "nmi_prev"))
     return tree, exp

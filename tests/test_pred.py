@@ -61,7 +61,7 @@ def test_pred_end_to_end_on_the_shipped_sample(trained, tmp_path):
     w, h = read_png(out / "grids" / "overview.png")
     assert h > w / 12 * len(ids) * 0.9  # one row per cluster
     link = out / "clusters" / str(ids[0]) / os.listdir(out / "clusters" / str(ids[0]))[0]
-    assert os.path.islink(link) and os.path.exists(os.readlink(link))
+    assert os.path.islink(link) and not os.path.isabs(os.readlink(link)) and os.path.isfile(link)
     # a second run replaces its own files
     pred.main("cpu", args + ["--copy_images", "true"])
     link = out / "clusters" / str(ids[0]) / os.listdir(out / "clusters" / str(ids[0]))[0]
@@ -274,3 +274,23 @@ def test_probe_run_by_default_on_its_own_folder_holds_out(tmp_path):
     train.main("cpu", train_args(tree, exp, "--num_epoch", "0", "--num_classes", "2"))
     result = eval_linear.main("cpu", ["--exp_dir", str(exp), "--probe_epochs", "2", "--verbose", "false"])
     assert result["n_test"] == 2 and result["n_train"] == 18 and result["n_test_trained_on"] == 2
+
+
+def test_cluster_links_are_relative_and_survive_moving_images_and_predictions_together(trained, tmp_path):
+    """clusters/ holds relative links: a copy of the images and pred_dir together (cp -r, tar, rsync) keeps them
+    working, where absolute links pointed back at the old place; a dereferencing copy (cp -rL, tar -h, zip) of
+    pred_dir alone carries the images themselves."""
+    import tarfile
+    project = tmp_path / "project"
+    shutil.copytree(trained[0], project / "images")
+    pred.main("cpu", pred_args(trained, project / "pred", "--test_path", str(project / "images")))
+    moved = tmp_path / "elsewhere"
+    shutil.move(project, moved)  # the same tree and predictions under another path
+    links = [os.path.join(d, f) for d, _, files in os.walk(moved / "pred" / "clusters") for f in files]
+    assert len(links) == 24 and all(os.path.islink(x) and not os.path.isabs(os.readlink(x)) for x in links)
+    assert all(os.path.isfile(x) for x in links)
+    with tarfile.open(tmp_path / "pred_h.tar", "w", dereference=True) as tar:  # tar -h: the images themselves
+        tar.add(moved / "pred", arcname="pred")
+    with tarfile.open(tmp_path / "pred_h.tar") as tar:
+        members = [m for m in tar.getmembers() if "/clusters/" in m.name and not m.isdir()]
+        assert len(members) == 24 and all(m.isfile() and m.size > 0 for m in members)

@@ -34,11 +34,32 @@ def test_the_chosen_epoch_is_the_best_score_and_its_checkpoint_is_kept(blob_tree
     assert kept["epoch"] == last["selected"]["epoch"] == kept["selected"]["epoch"]  # saved when it was chosen
 
 
+def test_the_chosen_checkpoint_is_kept_without_what_only_a_resume_reads(tmp_path):
+    """selected.pth.tar links to the checkpoint while its epoch is the last; when a later epoch replaces the
+    checkpoint it becomes a copy without the optimizer, schedule and RNG states (half the size: the momentum is
+    a second copy of the weights), which pred.py and eval_linear.py never read."""
+    path, selected = str(tmp_path / "checkpoint.pth.tar"), str(tmp_path / "selected.pth.tar")
+    weights = {"w": torch.zeros(1000, 100)}
+    momentum = {"state": {0: {"momentum_buffer": torch.zeros(1000, 100)}}}
+    state = {"epoch": 3, "state_dict": weights, "optimizer": momentum, "scheduler": None,
+             "rng": {"torch": torch.zeros(5000, dtype=torch.uint8)}, "assignment": torch.zeros(4)}
+    checkpoint.save_checkpoint(path, state)
+    checkpoint.keep_as_selected(path, selected)
+    weights["w"] += 1  # the live network trains on: the copy is what was saved, not what is in memory now
+    checkpoint.keep_selected_apart(path, selected)
+    kept = torch.load(selected, weights_only=True)
+    assert not os.path.samefile(path, selected) and os.path.getsize(selected) < 0.6 * os.path.getsize(path)
+    assert set(kept) == {"epoch", "state_dict", "assignment"} and torch.equal(kept["state_dict"]["w"], torch.zeros(1000, 100))
+    os.utime(selected, ns=(1, 1))
+    checkpoint.keep_selected_apart(path, selected)  # no longer a link: left alone
+    assert os.stat(selected).st_mtime_ns == 1
+
+
 def test_rule_last_keeps_nothing_and_a_new_run_drops_an_old_choice(blob_tree, tmp_path):
     exp = tmp_path / "exp"
-    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2"))
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "nmi_prev"))
     assert (exp / "selected.pth.tar").exists()
-    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "last", "--resume", "false"))
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--resume", "false"))  # the default: last
     assert not (exp / "selected.pth.tar").exists()
     assert torch.load(exp / "checkpoint.pth.tar", weights_only=True)["selected"] is None
 
@@ -80,11 +101,11 @@ def test_a_chosen_checkpoint_that_does_not_match_falls_back_to_the_last(trained,
 
 def test_kill_between_checkpoint_and_link_is_mended_on_resume(blob_tree, tmp_path):
     exp = tmp_path / "exp"
-    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1"))
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1", "--select_epoch", "nmi_prev"))
     ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
     assert ckpt["selected"]["epoch"] == 1  # the only trained epoch is chosen
     os.remove(exp / "selected.pth.tar")  # as if killed before the link
-    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2"))
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "nmi_prev"))
     last = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
     kept = torch.load(exp / "selected.pth.tar", weights_only=True)
     assert kept["epoch"] == last["selected"]["epoch"]

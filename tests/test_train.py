@@ -41,8 +41,8 @@ def test_two_epochs_write_metrics_config_and_a_safe_checkpoint(blob_tree, tmp_pa
     ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["arch"] == "vgg16" and ckpt["num_classes"] == 3
     assert ckpt["assignment"].shape == (18,) and ckpt["assignment"].dtype == torch.int64
-    # pca_dim 8 is capped at 2 for 18 images (max(2, 18 // 8))
-    assert ckpt["pca_A"].shape == (2, 4096) and ckpt["pca_b"].shape == (2,) and ckpt["centroids"].shape == (3, 2)
+    # an explicit pca_dim 8 stands on 18 images (only n - 1 and more are clamped)
+    assert ckpt["pca_A"].shape == (8, 4096) and ckpt["pca_b"].shape == (8,) and ckpt["centroids"].shape == (3, 8)
     assert ckpt["cluster_offsets"].shape == (3,) and ckpt["data_fingerprint"] and ckpt["clustering_state_dict"] is None
     # the checkpoint ends with the next epoch's clustering, which removed the old head
     assert not any(k.startswith("top_layer") for k in ckpt["state_dict"])
@@ -75,9 +75,10 @@ def test_flat_folder_has_null_label_metrics(tmp_path):
 
 @pytest.mark.parametrize("head", ["new", "match", "centroids"])
 def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path, head):
-    run(blob_tree, tmp_path / "full", "--num_epoch", "3", "--head", head)
-    run(blob_tree, tmp_path / "split", "--num_epoch", "1", "--head", head)
-    run(blob_tree, tmp_path / "split", "--num_epoch", "3", "--head", head)  # raising num_epoch continues the run
+    rule = ("--select_epoch", "nmi_prev")  # the choice of an epoch is resumed too
+    run(blob_tree, tmp_path / "full", "--num_epoch", "3", "--head", head, *rule)
+    run(blob_tree, tmp_path / "split", "--num_epoch", "1", "--head", head, *rule)
+    run(blob_tree, tmp_path / "split", "--num_epoch", "3", "--head", head, *rule)  # raising num_epoch continues it
     full, split = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "split")
     assert [r["epoch"] for r in split] == [0, 1, 2]
     for a, b in zip(full, split):
@@ -95,7 +96,7 @@ def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path, head):
     sb = torch.load(tmp_path / "split" / "checkpoint.pth.tar", weights_only=True)["selected"]
     assert sa["epoch"] == sb["epoch"] and sa["score"] == pytest.approx(sb["score"], rel=1e-6)
     log = (tmp_path / "split" / "train.log").read_text()
-    assert "resuming" in log and "1 epochs done" in log
+    assert "resuming" in log and "1 epoch done" in log
 
 
 def test_zero_epochs_checkpoints_the_random_network(blob_tree, tmp_path):
@@ -115,7 +116,7 @@ def test_finished_run_is_not_trained_again(blob_tree, tmp_path):
     run(blob_tree, exp, "--num_epoch", "1")
     assert (exp / "checkpoint.pth.tar").stat().st_mtime_ns == before
     assert len(read_metrics(exp)) == 1
-    assert "already finished 1 epochs" in (exp / "train.log").read_text()
+    assert "already finished 1 epoch" in (exp / "train.log").read_text()
 
 
 def test_resume_false_starts_over(blob_tree, tmp_path):
@@ -141,6 +142,15 @@ def test_k_larger_than_the_data_stops_before_work(blob_tree, tmp_path):
         run(blob_tree, tmp_path / "exp", "--num_classes", "19")
     assert "num_classes" in str(e.value.code) and "18 images" in str(e.value.code)
     assert not (tmp_path / "exp" / "checkpoint.pth.tar").exists()
+
+
+@pytest.mark.parametrize("rule", [[], ["--clustering", "pic"]])
+def test_a_single_training_image_is_one_line_for_both_clusterings(tmp_path, rule):
+    """One image: the automatic k (at most n) and PIC cannot cluster it; it was a PCA traceback for k-means."""
+    tree = make_blob_tree(tmp_path / "t", classes=1, per_class=1)
+    with pytest.raises(SystemExit) as e:
+        run(tree, tmp_path / "exp", *rule)
+    assert "at least 2, there is 1 image in" in str(e.value.code) and not (tmp_path / "exp").exists()
 
 
 def test_optimizers_schedulers_and_reassign(blob_tree, tmp_path):
@@ -180,7 +190,7 @@ def test_kill_minus_nine_then_rerun_continues(blob_tree, tmp_path):
     assert 0 <= done < 4
     r = subprocess.run(cmd + ["--verbose", "true"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert f"resuming from {exp / 'checkpoint.pth.tar'}: {done} epochs done" in r.stdout
+    assert f"resuming from {exp / 'checkpoint.pth.tar'}: {done} epoch{'' if done == 1 else 's'} done" in r.stdout
     assert [row["epoch"] for row in read_metrics(exp)] == [0, 1, 2, 3]
 
 
@@ -197,6 +207,27 @@ def test_ctrl_c_says_how_to_resume(blob_tree, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "run the same command again to resume" in err and "Traceback" not in err
+    assert "interrupted: run the same command again to resume" in (exp / "train.log").read_text()  # every line
+
+
+@pytest.mark.parametrize("bad", ["dataset", "k", "init", "resume"])
+def test_a_start_that_fails_its_checks_leaves_no_folder_behind(blob_tree, tmp_path, bad):
+    """A missing dataset, k above the images, starting weights that do not fit: one line, and exp_dir is not
+    created (it held a .train.lock and a train.log). A resume refused on an existing folder adds nothing to it."""
+    exp = tmp_path / "exp"
+    args = {"dataset": ["--dataset_path", str(tmp_path / "nope")], "k": ["--num_classes", "500"],
+            "init": ["--init", str(tmp_path / "weights.pth")], "resume": ["--input_size", "64"]}[bad]
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "weights.pth")
+    if bad == "resume":
+        run(blob_tree, exp, "--num_epoch", "0")
+        before = sorted(os.listdir(exp)), (exp / "train.log").read_text()
+    with pytest.raises(SystemExit) as e:
+        run(blob_tree, exp, *args)
+    assert "\n" not in str(e.value.code)
+    if bad == "resume":
+        assert (sorted(os.listdir(exp)), (exp / "train.log").read_text()) == before
+    else:
+        assert not exp.exists()
 
 
 def test_cache_and_streaming_do_not_change_the_default_result(blob_tree, tmp_path):
@@ -310,7 +341,7 @@ def test_pic_does_not_need_more_images_than_num_classes(blob_tree, tmp_path):
 
 def test_a_small_set_of_two_kinds_is_not_clustered_at_chance(tmp_path):
     """16 images of the shipped sample, 8 bags and 8 trousers, random networks with the default pca_dim: the
-    whitening is capped well below n - 1 (where every pair of images is equally far apart and k-means is at
+    automatic whitening keeps 2 dimensions, well below n - 1 (where every pair of images is equally far apart and k-means is at
     chance: NMI 0.01-0.05), so that the whitened distances still tell the two kinds apart."""
     sample = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
     tree = tmp_path / "two_kinds"
@@ -324,7 +355,8 @@ def test_a_small_set_of_two_kinds_is_not_clustered_at_chance(tmp_path):
         train.main("cpu", ["--dataset_path", str(tree), "--exp_dir", str(exp), "--num_classes", "2", "--num_epoch",
                            "0", "--seed", str(seed), "--workers", "0", "--verbose", "false"])
         ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
-        assert ckpt["pca_A"].shape[0] == 2 and "clamped to 2" in (exp / "train.log").read_text()
+        assert ckpt["pca_A"].shape[0] == 2
+        assert "pca_dim 0 (automatic): 2 whitened dimensions for 16 images" in (exp / "train.log").read_text()
         scores.append(ckpt["clustering_metrics"]["nmi"])
     assert np.mean(scores) > 0.6 and max(scores) == pytest.approx(1.0)  # measured: 0.19, 1.0, 1.0
 
@@ -359,7 +391,7 @@ def test_a_checkpoint_of_an_earlier_layout_resumes_and_says_what_it_lacks(one_ep
         assert f"{key} ({checkpoint.EARLIER_LAYOUT[key]})" in log
     assert ("was written by an earlier train.py" in log) == (keys != ["num_classes"])
     if not every:
-        assert "already finished 1 epochs" in log
+        assert "already finished 1 epoch" in log
         return
     rows = read_metrics(exp)
     assert [r["epoch"] for r in rows] == [0, 1]

@@ -64,7 +64,45 @@ def trees(base):
     open(t["latin1"], "wb").write('{"dataset_path": "donn\u00e9es"}'.encode("latin-1"))
     t["alexnet"] = os.path.join(base, "deepcluster_alexnet.pth.tar")
     torch.save({"epoch": 500, "arch": "alexnet", "state_dict": deepcluster_alexnet_state()}, t["alexnet"])
+    t.update(awkward_images(base))
     return t
+
+
+def awkward_images(base):
+    """Trees of the kinds public bug reports describe: copies of one picture, float TIFFs with nodata pixels, a
+    damaged JPEG that still decodes, and one image file on its own."""
+    t = {"copies": images(os.path.join(base, "copies"), 3, seed=7)}
+    rng = np.random.default_rng(8)
+    burst = rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)
+    for i in range(12):
+        Image.fromarray(burst).save(os.path.join(t["copies"], f"burst_{i:02d}.png"))
+    t["nodata"] = os.path.join(base, "nodata")
+    os.makedirs(t["nodata"])
+    for i in range(6):
+        arr = rng.normal(size=(36, 36)).astype(np.float32) * (i + 1)
+        arr[:4, :4] = np.nan
+        arr[-1, -1] = np.inf
+        Image.fromarray(arr, mode="F").save(os.path.join(t["nodata"], f"band_{i}.tif"))
+    t["damaged"] = images(os.path.join(base, "damaged"), 5, seed=9)
+    jpeg = os.path.join(t["damaged"], "cut.jpg")
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(jpeg, quality=90)
+    data = open(jpeg, "rb").read()
+    open(jpeg, "wb").write(data[:-2] + b"\x00\x00\x00" + data[-2:])  # bytes before the end marker: libjpeg warns
+    t["one_file"] = os.path.join(images(os.path.join(base, "single"), 1), "000.png")
+    return t
+
+
+def strip_layout(ok_exp, old_exp):
+    """A copy of the run ok_exp whose checkpoint lacks the keys added to the layout since the first version."""
+    import shutil
+    shutil.rmtree(old_exp, ignore_errors=True)
+    shutil.copytree(ok_exp, old_exp)
+    path = os.path.join(old_exp, "checkpoint.pth.tar")
+    ckpt = torch.load(path, weights_only=True)
+    for key in ("cfg", "optimizer", "rng", "cluster_offsets", "data_fingerprint", "clustering_metrics", "selected",
+                "ema_state_dict", "clustering_state_dict", "metrics", "classes"):
+        ckpt.pop(key, None)
+    torch.save(ckpt, path)
 
 
 def deepcluster_alexnet_state():
@@ -145,6 +183,23 @@ def resume_and_data_cases(t, exp, run):
         ("train.py", "--init DeepCluster's AlexNet file at input_size 64", [*run, "--exp_dir", exp + "10",
                                                                             "--arch", "alexnet", "--input_size", "64",
                                                                             "--init", t["alexnet"], "--num_epoch", "0"]),
+        ("train.py", "12 copies of one picture and 3 others, k = 5 (faiss k-means)",
+         [*run, "--exp_dir", exp + "11", "--dataset_path", t["copies"], "--num_classes", "5", "--num_epoch", "0"]),
+        ("train.py", "float TIFFs with NaN and inf pixels (nodata)", [*run, "--exp_dir", exp + "12", "--dataset_path",
+                                                                      t["nodata"], "--num_classes", "2",
+                                                                      "--num_epoch", "0"]),
+        ("train.py", "a damaged JPEG that still decodes", [*run, "--exp_dir", exp + "13", "--dataset_path",
+                                                           t["damaged"], "--num_classes", "2", "--num_epoch", "1"]),
+        ("train.py", "num_classes 0 (automatic) on 6 images", [*run, "--exp_dir", exp + "14", "--dataset_path",
+                                                               t["one_class"], "--num_classes", "0",
+                                                               "--num_epoch", "0"]),
+        ("train.py", "pca_dim 4 on 18 images (kept, with a log line)", [*run, "--exp_dir", exp + "15", "--pca_dim",
+                                                                       "4", "--num_epoch", "0"]),
+        ("train.py", "resume a checkpoint of an earlier layout (cfg, optimizer, rng, clustering_metrics ... missing)",
+         [*run, "--exp_dir", exp + "_old", "--num_epoch", "2"], lambda: strip_layout(run[run.index("--exp_dir") + 1],
+                                                                                      exp + "_old")),
+        ("train.py", "the default paths, run from outside the repository root", ["--verbose", "false"], None,
+         t["base"]),
     ]
 
 
@@ -166,13 +221,16 @@ def pred_cases(t, exp, ok_exp, pred):
         ("pred.py", "a checkpoint that is a bare state_dict", [*pred, "--ckpt_path", t["state_dict"]]),
         ("pred.py", "test_path a flat folder", [*pred, "--test_path", t["flat"]]),
         ("pred.py", "recluster a folder of one image", [*pred, "--test_path", t["one"], "--pred_mode", "recluster"]),
+        ("pred.py", "--images one image file, only --exp_dir", ["--exp_dir", ok_exp, "--images", t["one_file"],
+                                                               "--pred_dir", os.path.join(t["base"], "pred_one")]),
+        ("pred.py", "--images a text file", ["--exp_dir", ok_exp, "--images", t["file"]]),
     ]
 
 
-def outcome(script, args, timeout=300):
+def outcome(script, args, cwd=ROOT, timeout=300):
     try:
-        r = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
-                           timeout=timeout, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        r = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, capture_output=True,
+                           text=True, timeout=timeout, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     except subprocess.TimeoutExpired:
         return f"TIMEOUT after {timeout} s"
     if "Traceback" in r.stderr:
@@ -190,8 +248,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as base:
         t = trees(base)
         rows = ["| script | case | outcome |", "|---|---|---|"]
-        for script, case, args in cases(t):
-            text = outcome(script, args).replace(base, "<tmp>").replace("|", "\\|")
+        for script, case, args, *how in cases(t):
+            prepare, cwd = (how[0] if how else None), (how[1] if len(how) > 1 else ROOT)  # a step before, a folder
+            if prepare is not None:
+                prepare()
+            text = outcome(script, args, cwd).replace(base, "<tmp>").replace("|", "\\|")
             rows.append(f"| `{script}` | {case} | {text} |")
             print(rows[-1], flush=True)
     if a.out:
