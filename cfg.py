@@ -72,12 +72,16 @@ DEFAULTS = {
     "ckpt_path": "",  # checkpoint to predict with; "" = the run's selected epoch (exp_dir/selected.pth.tar) when train.py kept one, else exp_dir/checkpoint.pth.tar
     "pred_dir": "",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/; "" = exp_dir/pred
     "pred_mode": "assign",  # "assign": nearest centroid of the last training clustering; "recluster": fresh k-means
-    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else num_classes
+    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else num_classes; "auto" = chosen without labels over pred_k_range
     "copy_images": False,  # clusters/<id>/ holds copies instead of symlinks
     "save_features": False,  # also write features.npy (4096-d fc7, float16) and embeddings.npy (whitened), row-aligned with predictions.csv
     "report": True,  # also write index.html: a page of the clusters (largest first) with thumbnails (thumbs/), the cluster x class table and the scores
     "map": True,  # also write map.png: a t-SNE map of the embeddings, one colour per cluster and one marker per class
     "map_points": 3000,  # map: t-SNE of at most this many images (a random subset above); its time grows with this number
+    "pred_k_range": [2, 50],  # pred_k "auto": the smallest and the largest k tried (the largest capped at n_images / 5); the k whose k-means partition has the highest silhouette is kept
+    "duplicate_threshold": 0.23,  # near-duplicates: pairs of images whose pixel signatures are at most this far apart (squared L2, 0-4), and (above 20 images) at most a quarter of an image's usual distance to its 10th nearest image; 0 = no duplicate search
+    "similar_to": [],  # images (files or folders; several after one flag) whose similar_k nearest predicted images go to similar.csv and the page
+    "similar_k": 10,  # similar_to: neighbours listed per query image
     # --- probe ---
     "probe_layer": 4,  # conv block whose output is probed (VGG16: 1-5, AlexNet: 1-5 convs)
     "probe_dims": 8192,  # the block's output is average-pooled to at most this many values
@@ -111,6 +115,10 @@ CHOICES = {
     "lr_scheduler": ("none", "step", "plateau"),
     "select_epoch": ("nmi_prev", "kmeans_loss", "last"),
 }
+# numeric keys that also take one of these words
+WORDS = {"pred_k": ("auto",)}
+# list-valued keys and the type of their items: on the command line every value after the flag up to the next --flag
+LISTS = {"pred_k_range": int, "similar_to": str}
 # smallest allowed value of numeric keys
 MINIMUM = {
     "input_size": 32, "workers": -1, "decode_side": 0, "num_classes": 0, "pca_dim": 0, "kmeans_niter": 1,
@@ -121,11 +129,12 @@ MINIMUM = {
     "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0, "map_points": 3,
     "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1, "probe_lr": 0.0, "probe_weight_decay": 0.0,
     "ema": 0.0, "equal_size_eps": 1e-3, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
+    "duplicate_threshold": 0.0, "similar_k": 1,
 }
 # largest allowed value (inclusive) of numeric keys; val_split must stay below 1
 MAXIMUM = {"input_size": 1024, "workers": 256, "rrc_scale_min": 1.0, "momentum": 1.0, "lr_gamma": 1.0,
            "check_workers": 256,
-           "pic_alpha": 1.0}
+           "pic_alpha": 1.0, "duplicate_threshold": 4.0}
 # paths that must not be empty, and the folders each script writes into
 NON_EMPTY = ("dataset_path", "exp_dir")
 OUTPUTS = {"train": ("exp_dir",), "pred": ("pred_dir",), "eval_linear": ("exp_dir",)}
@@ -146,8 +155,16 @@ def _check_key(key, defaults, preferred=()):
 
 
 def _parse_flag(key, text, default):
-    """Turn the string given after --key into the type of the default."""
-    kind = type(default)
+    """Turn the string given after --key into the type of the default; a key of LISTS gets the list of strings
+    given after its flag, each turned into the type of its items."""
+    if key in LISTS:
+        return [_parse_text(key, item, LISTS[key], "s") for item in text]
+    return _parse_text(key, text, type(default))
+
+
+def _parse_text(key, text, kind, plural=""):
+    if text.lower() in WORDS.get(key, ()):
+        return text.lower()
     if kind is bool:
         if text.lower() in TRUE_WORDS:
             return True
@@ -158,13 +175,26 @@ def _parse_flag(key, text, default):
         try:
             return kind(text)
         except ValueError:
-            raise ConfigError(f"'{key}' takes {'an integer' if kind is int else 'a number'}, got '{text}'") from None
+            what = ("integer" if kind is int else "number") + plural
+            what = what if plural else f"{'an' if kind is int else 'a'} {what}"
+            words = "".join(f" or {w}" for w in WORDS.get(key, ()))
+            raise ConfigError(f"'{key}' takes {what}{words}, got '{text}'") from None
     return text
 
 
 def _check_json_value(key, value, default):
-    """Values from a --config file must already have the default's type (ints are fine for floats)."""
-    kind = type(default)
+    """Values from a --config file must already have the default's type (ints are fine for floats); a key of LISTS
+    takes a JSON list of items of its type, a key of WORDS also its words."""
+    if key in LISTS:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list, got {type(value).__name__} {value!r}")
+        return [_check_type(key, item, LISTS[key]) for item in value]
+    if isinstance(value, str) and value in WORDS.get(key, ()):
+        return value
+    return _check_type(key, value, type(default))
+
+
+def _check_type(key, value, kind):
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
@@ -182,7 +212,7 @@ def validate(c):
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"'{key}' must be a finite number, got {value}")
     for key, low in MINIMUM.items():
-        if c[key] < low:
+        if c[key] not in WORDS.get(key, ()) and c[key] < low:
             raise ConfigError(f"'{key}' must be >= {low}, got {c[key]}")
     for key, high in MAXIMUM.items():
         if c[key] > high:
@@ -191,6 +221,9 @@ def validate(c):
         raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
     if c["num_classes"] == 1:
         raise ConfigError("'num_classes' must be 0 (automatic) or >= 2, got 1")
+    low, high = (c["pred_k_range"] + [0, 0])[:2]
+    if len(c["pred_k_range"]) != 2 or not 2 <= low <= high:
+        raise ConfigError(f"'pred_k_range' takes two integers low high with 2 <= low <= high, got {c['pred_k_range']}")
     for key in ("val_split", "ema"):
         if c[key] >= 1:
             raise ConfigError(f"'{key}' must be < 1, got {c[key]}")
@@ -222,14 +255,16 @@ def check_outputs(c, script):
 # The keys each entry script reads (train.py reads every key of its groups); --help shows only these.
 SCRIPT_KEYS = {
     "train": [k for k in DEFAULTS if k not in ("ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
-                                                "save_features", "report", "map", "map_points", "probe_layer",
+                                                "save_features", "report", "map", "map_points", "pred_k_range",
+                                                "duplicate_threshold", "similar_to", "similar_k", "probe_layer",
                                                 "probe_dims", "probe_epochs", "probe_lr", "probe_weight_decay",
                                                 "baseline")],
     "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
              "jpeg_decoder", "check_workers",
              "input_size", "num_classes", "clustering_device", "pca_dim", "pca_method", "kmeans_niter",
              "kmeans_nredo", "batch_size", "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
-             "save_features", "report", "map", "map_points", "exp_dir", "workers", "amp", "seed", "verbose"],
+             "save_features", "report", "map", "map_points", "pred_k_range", "duplicate_threshold", "similar_to",
+             "similar_k", "exp_dir", "workers", "amp", "seed", "verbose"],
     "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch",
                     "jpeg_decoder", "check_workers",
                     "sobel", "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs",
@@ -269,9 +304,12 @@ def help_text(script="train", width=None):
     comments, groups = _source_notes()
     keys = SCRIPT_KEYS[script]
     lines = [f"usage: python {script}.py [--config FILE.json] [--KEY VALUE ...]", ""]
+    lists = [k for k in LISTS if k in keys]
+    lists = (f" A list-valued key ({', '.join(lists)}) takes every value after its flag up to the next --KEY "
+             f"(--{lists[-1]} a b c), and a JSON list in a --config file.") if lists else ""
     lines += textwrap.wrap("Every key's default is in cfg.py; a --config file (a JSON object) overrides the "
                            "defaults and --KEY VALUE (or --KEY=VALUE) flags override both. Booleans take "
-                           "true/false.", width - 1)
+                           "true/false." + lists, width - 1)
     indent = 2 + 2 + 18 + 1 + 12 + 1  # "  --" key default
     for group in dict.fromkeys(groups.values()):
         members = [k for k in keys if groups[k] == group]
@@ -296,29 +334,39 @@ def answer_help(script, argv=None):
         raise SystemExit(0)
 
 
+def split_flags(argv):
+    """(key, text) pairs of --key value and --key=value; a key of LISTS takes every argument after its flag up to
+    the next one that starts with "--" (text is then the list of them, at least one)."""
+    pairs, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"expected --key value, got '{arg}'")
+        key, eq, text = arg[2:].partition("=")
+        key, i = ALIASES.get(key, key), i + 1
+        if key in LISTS:
+            values = [text] if eq else []
+            while i < len(argv) and not argv[i].startswith("--"):
+                values, i = values + [argv[i]], i + 1
+            text = values
+        elif not eq:
+            if i >= len(argv):
+                raise ConfigError(f"'{arg}' needs a value")
+            text, i = argv[i], i + 1
+        if key in LISTS and not text:
+            raise ConfigError(f"'{arg}' needs at least one value")
+        pairs.append((key, text))
+    return pairs
+
+
 def load_cfg(argv=None, defaults=None, script="train", given=None):
     """Defaults < --config FILE < --key value. Returns a new validated dict; `given`, a set, receives
     the keys that the config file or the flags set (pred.py and eval_linear.py take the rest from the run)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     defaults = DEFAULTS if defaults is None else defaults
     answer_help(script, argv)
-    # split argv into (key, text) pairs; accept --key value and --key=value
-    pairs, i = [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or len(arg) == 2:
-            raise ConfigError(f"expected --key value, got '{arg}'")
-        if "=" in arg:
-            key, text = arg[2:].split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(argv):
-                raise ConfigError(f"'{arg}' needs a value")
-            key, text = arg[2:], argv[i + 1]
-            i += 2
-        pairs.append((ALIASES.get(key, key), text))
-
-    out, given = dict(defaults), set() if given is None else given
+    pairs = split_flags(argv)
+    out, given = {k: list(v) if isinstance(v, list) else v for k, v in defaults.items()}, set() if given is None else given
     for key, text in pairs:
         if key == "config":
             from_file = read_config_file(text, defaults)

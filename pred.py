@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import time
 
 import numpy as np
 import torch
@@ -30,15 +31,16 @@ from torchvision import transforms
 from torchvision.utils import make_grid, save_image
 
 import clustering
+import collection
 import metrics
 import report
 from cfg import load_cfg
 from checkpoint import checkpoint_path, clustering_network, hold_lock, load_model, run_settings, stored_clustering
 from dataset import PRED_MANIFEST as MANIFEST
-from dataset import eval_transform, open_split, training_images_among
+from dataset import ClusterDataset, decode_side, eval_transform, file_identities, open_split, training_images_among
 from decoding import as_pil
 from engine import amp_dtype, compute_features, make_loader
-from errors import PredError, counted, printable
+from errors import DataError, PredError, counted, printable
 
 STAGING_MARK = ".pred_staging"  # in a staging folder until it is complete
 NAME_MAX = 255  # bytes in one file name on common file systems
@@ -203,32 +205,34 @@ def write_cluster_folders(dataset, ids, out_dir, copy, final_dir):
             os.symlink(os.path.relpath(os.path.realpath(path), os.path.join(final_real, str(int(cid)))), target)
 
 
-def write_predictions(path, dataset, ids, dist):
+def write_predictions(path, dataset, ids, dist, outlier):
     """predictions.csv: valid UTF-8, one row per image; name bytes that are not UTF-8 appear as \\xNN."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["path", "cluster", "label", "distance"])
-        for file, cid, label, d in zip(dataset.paths, ids, dataset.labels, dist):
+        w.writerow(["path", "cluster", "label", "distance", "outlier_score"])
+        for file, cid, label, d, o in zip(dataset.paths, ids, dataset.labels, dist, outlier):
             w.writerow([printable(file), int(cid), printable(dataset.classes[label]) if dataset.has_labels else "",
-                        f"{float(d):.6f}"])
+                        f"{float(d):.6f}", f"{float(o):.6f}"])
 
 
 # ---------------------------------------------------------------- main
 
 def cluster_images(c, dataset, features, ckpt, device=None):
-    """(cluster ids, squared distances to their centroids, k, the whitened embeddings) in pred_mode, numpy arrays;
-    device: where the whitening and the clustering run (clustering.resolve_device; None: faiss on the CPU)."""
+    """(cluster ids, squared distances to their centroids, k, the whitened embeddings, metrics.json's k_selection
+    (pred_k auto) or None) in pred_mode, numpy arrays; device: where the whitening and the clustering run
+    (clustering.resolve_device; None: faiss on the CPU)."""
     x = features if device is None else torch.from_numpy(features).to(device)
     if c["pred_mode"] == "assign":
         _, pca, centroids, offsets = stored_clustering(ckpt)
         xb = clustering.apply_pca(x, pca)
         ids, dist = clustering.nearest_centroid(xb, centroids, offsets, device)  # the training rule, offsets included
-        return ids, dist, len(centroids), clustering.to_numpy(xb)
-    k = c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"]
-                        or clustering.auto_k(len(dataset)))  # a run of PIC has no k of its own
-    if len(dataset) < 2:
-        raise PredError(f"recluster needs at least 2 images to cluster, got {len(dataset)}; use --pred_mode assign "
-                        "to put single images into the training clusters")
+        return ids, dist, len(centroids), clustering.to_numpy(xb), None
+    auto = c["pred_k"] == "auto"
+    k = 0 if auto else c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"]
+                                       or clustering.auto_k(len(dataset)))  # a run of PIC has no k of its own
+    if len(dataset) < 2 + auto:
+        raise PredError(f"recluster{' with pred_k auto' * auto} needs at least {2 + auto} images to cluster, got "
+                        f"{len(dataset)}; use --pred_mode assign to put single images into the training clusters")
     if k > len(dataset):
         raise PredError(f"pred_k = {k} is larger than the {len(dataset)} images to cluster")
     seed = clustering.epoch_seed(c["seed"], 0)
@@ -236,9 +240,78 @@ def cluster_images(c, dataset, features, ckpt, device=None):
     if note:
         say(note)
     xb, _ = clustering.preprocess_features(x, c["pca_dim"], log=say, method=c["pca_method"], seed=seed)
+    k, selection = choose_k(c, xb, seed, device) if auto else (k, None)
     ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"], device=device)
     xb = clustering.to_numpy(xb)
-    return ids, ((xb - centroids[ids]) ** 2).sum(1), k, xb
+    return ids, ((xb - centroids[ids]) ** 2).sum(1), k, xb, selection
+
+
+def choose_k(c, xb, seed, device):
+    """pred_k auto: (k, k_selection) by collection.choose_k over pred_k_range, with one log line."""
+    t0 = time.time()
+    ks = collection.k_candidates(len(xb), *c["pred_k_range"])
+    k, selection = collection.choose_k(xb, ks, niter=c["kmeans_niter"], seed=seed, device=device)
+    subset = f"a random {selection['rows']} of the images" if selection["rows"] < len(xb) else "all images"
+    say(f"pred_k auto: k = {k}, the highest {selection['criterion']} of k = {ks[0]}-{ks[-1]} (k-means of {subset} "
+        f"for every k, {time.time() - t0:.1f} s)")
+    return k, selection
+
+
+def look_around(c, dataset, features, signatures, model, devices):
+    """collection.py's answers (collection.Answers): outlier scores and the neighbours of the similar_to images in
+    the neighbour space of these images' features, and with duplicate_threshold > 0 the near-duplicate pairs of
+    their pixel signatures ((n, m) float32, collection.pixel_signature). devices: (the network's, the
+    clustering's: where the searches run, in torch; None: torch on the CPU). One log line."""
+    net, device = devices
+    t0 = time.time()
+    x = features if device is None else torch.from_numpy(features).to(device)
+    space = collection.fit_neighbour_space(x, seed=c["seed"])
+    rows = clustering.apply_pca(x, space)
+    dist, _, _ = collection.self_neighbours(rows, collection.OUTLIER_NEIGHBOUR, 0, device)
+    answers = collection.Answers(collection.outlier_scores(dist))
+    if c["duplicate_threshold"] > 0:
+        answers.pairs, answers.threshold, answers.crowd = collection.duplicate_pairs(
+            signatures, c["duplicate_threshold"], device)
+        answers.setting = c["duplicate_threshold"]
+        answers.groups, _ = collection.duplicate_groups(answers.pairs, len(dataset))
+    line = (f"{len(answers.pairs[0])} near-duplicate pairs in {answers.groups} groups (distance <= "
+            f"{answers.threshold:.3g}), " if answers.pairs is not None else "")
+    if c["similar_to"]:
+        answers.similar = similar_queries(c, dataset, model, (net, device), space, rows)
+        line += f"the {c['similar_k']} nearest images of {len(answers.similar)} query images, "
+    say(f"neighbours: {line}outlier scores ({time.time() - t0:.1f} s)")
+    return answers
+
+
+def similar_queries(c, dataset, model, devices, space, rows):
+    """[(path, thumbnail JPEG bytes or None, rows, squared distances)] for every image of the similar_to files and
+    folders, in their order: its similar_k nearest predicted images (collection.similar_images; a query that is
+    one of the predicted images is not its own neighbour). A file that does not decode, or a folder without a
+    decodable image, is one warning line and no query. devices: as look_around's."""
+    (net, device), own_row = devices, {f: i for i, f in enumerate(file_identities(dataset.paths))}
+    out = []
+    for path in c["similar_to"]:
+        said = []
+
+        def log(msg):
+            said.append(msg)
+            say(msg)
+        try:
+            queries = ClusterDataset(path, eval_transform(c["input_size"]), log=log,
+                                     exclude=(c["exp_dir"], c["pred_dir"]), decode_side=decode_side(c),
+                                     jpeg_decoder=c["jpeg_decoder"], check_workers=0, what="similar_to")
+        except DataError as e:  # nothing of it decodes: the file's own line was said, or say one for the folder
+            if not said:
+                say(f"warning: similar_to: {e.msg}; no query from it")
+            continue
+        batches = make_loader(report.ThumbnailItems(queries) if c["report"] else queries, c, net)  # no signatures
+        batches = report.CollectThumbnails(batches) if c["report"] else batches
+        found = collection.similar_images(
+            clustering.apply_pca(compute_features(batches, model, net, False, amp_dtype(c, net)), space), rows,
+            c["similar_k"], [own_row.get(f, -1) for f in file_identities(queries.paths)], device)
+        thumbs = getattr(batches, "thumbs", [None] * len(queries))
+        out += [(p, t, r, d) for p, t, (r, d) in zip(queries.paths, thumbs, found)]
+    return out
 
 
 def image_split(seen, n):
@@ -247,13 +320,16 @@ def image_split(seen, n):
     return "unknown" if seen is None else "held_out" if seen == 0 else "training" if seen == n else "mixed"
 
 
-def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(None, None)):
-    """Everything pred.py writes, into folder: clusters = (ids, distances, k), vectors = (features,
-    embeddings), saved with save_features, row i of both = row i of predictions.csv; seen = how many of the
-    images the run trained on; page = (the thumbnails' JPEG bytes per image (report.CollectThumbnails) or None,
-    the report.MapJob drawing map.png or None). Returns the metrics."""
-    (ids, dist, k), (features, embeddings) = clusters, vectors
-    write_predictions(os.path.join(folder, "predictions.csv"), dataset, ids, dist)
+def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(None, None), answers=None):
+    """Everything pred.py writes, into folder: clusters = (ids, distances, k, k_selection or None), vectors =
+    (features, embeddings), saved with save_features, row i of both = row i of predictions.csv; seen = how many of
+    the images the run trained on; page = (the thumbnails' JPEG bytes per image (report.CollectThumbnails) or None,
+    the report.MapJob drawing map.png or None); answers = look_around's collection.Answers (None: outlier scores
+    of 0, nothing else). Returns the metrics."""
+    (ids, dist, k, selection), (features, embeddings) = clusters, vectors
+    answers = answers or collection.Answers(np.zeros(len(dataset), np.float32))
+    write_predictions(os.path.join(folder, "predictions.csv"), dataset, ids, dist, answers.outlier)
+    write_answers(c, folder, dataset, answers)
     if c["save_features"]:
         np.save(os.path.join(folder, "features.npy"), features.astype(np.float16))
         np.save(os.path.join(folder, "embeddings.npy"), embeddings.astype(np.float32))
@@ -263,7 +339,9 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
               "checkpoint_epoch": int(ckpt["epoch"]), "epochs_trained": int(ckpt.get("epochs_trained", ckpt["epoch"])),
               "images": image_split(seen, len(dataset)),
               "n_training_images": seen, "clusters_nonempty": len(order),
-              "cluster_sizes": {str(i): int(sizes[i]) for i in order}}
+              "cluster_sizes": {str(i): int(sizes[i]) for i in order}, **answers.summary()}
+    if selection:
+        result["k_selection"] = selection
     if dataset.has_labels:
         result.update(cluster_metrics(dataset.labels, ids, [printable(name) for name in dataset.classes]))
         result["n_classes"] = len(dataset.classes)
@@ -272,9 +350,18 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
     write_cluster_folders(dataset, ids, os.path.join(folder, "clusters"), c["copy_images"],
                           os.path.join(c["pred_dir"], "clusters"))
     write_grids(dataset, ids, order, os.path.join(folder, "grids"))
-    write_page(c, folder, dataset, (ids, dist), result, page)
+    write_page(c, folder, dataset, (ids, dist), result, page, answers)
     write_manifest(folder)
     return result
+
+
+def write_answers(c, folder, dataset, answers):
+    """duplicates.csv (duplicate_threshold > 0) and similar.csv (similar_to) of collection.Answers."""
+    if answers.pairs is not None:
+        collection.write_duplicates(os.path.join(folder, "duplicates.csv"), dataset.paths, answers.pairs)
+    if answers.similar is not None:
+        collection.write_similar(os.path.join(folder, "similar.csv"), [q[0] for q in answers.similar],
+                                 [q[2:] for q in answers.similar], dataset.paths)
 
 
 def start_map(c, dataset, ids, embeddings):
@@ -286,10 +373,10 @@ def start_map(c, dataset, ids, embeddings):
     return report.MapJob(embeddings, ids, labels, dataset.classes, c["map_points"], c["seed"])
 
 
-def write_page(c, folder, dataset, clusters, result, page):
+def write_page(c, folder, dataset, clusters, result, page, answers):
     """map.png when its background job (report.MapJob) succeeds (a failure is one warning line: no map), then, with
-    cfg report, index.html and thumbs/ (report.write_page). clusters = (ids, distances). Returns whether the map
-    was written."""
+    cfg report, index.html and thumbs/ (report.write_page). clusters = (ids, distances); answers: the
+    collection.Answers whose sections the page shows. Returns whether the map was written."""
     (ids, dist), (thumbs, map_job) = clusters, page
     drawn = False
     if map_job is not None:
@@ -307,7 +394,8 @@ def write_page(c, folder, dataset, clusters, result, page):
         source = c["test_path"] or f"the val_split held out of {c['dataset_path']}"
         labels = dataset.labels if dataset.has_labels else None
         report.write_page(folder, report.Prediction(dataset.paths, links, ids, dist, labels, dataset.classes, result,
-                                                    source, thumbs or []), "map.png" if drawn else None)
+                                                    source, thumbs or [], answers.pairs, answers.outlier,
+                                                    answers.similar or []), "map.png" if drawn else None)
     return drawn
 
 
@@ -317,6 +405,9 @@ def predict(c, device="cpu", given=None):
     device = torch.device(device)
     c, ckpt = run_settings(c, given, "pred.py")
     model = load_model(c, device, ckpt, assign_network(c, ckpt))
+    missing = [path for path in c["similar_to"] if not os.path.exists(path)]
+    if missing:
+        raise PredError(f"similar_to '{printable(missing[0])}' does not exist (a file or a folder of images)")
     dataset = open_split(c, "test", eval_transform(c["input_size"]), log=say)
     source = c["test_path"] or f"the val_split held out of {c['dataset_path']}"
     epoch, of = int(ckpt["epoch"]), int(ckpt.get("epochs_trained", ckpt["epoch"]))
@@ -330,19 +421,23 @@ def predict(c, device="cpu", given=None):
     with hold_lock(beside(pred_dir, "lock"), pred_dir, "pred_dir"):
         check_pred_dir(pred_dir)
         remove_stale_siblings(pred_dir)
-        batches = make_loader(report.ThumbnailItems(dataset) if c["report"] else dataset, c, device)
-        batches = report.CollectThumbnails(batches) if c["report"] else batches  # thumbnails of the same decode
+        extras = c["report"] or c["duplicate_threshold"] > 0  # thumbnails and signatures of the same decode
+        signature = collection.pixel_signature if c["duplicate_threshold"] > 0 else None
+        batches = make_loader(report.ThumbnailItems(dataset, c["report"], signature) if extras else dataset, c, device)
+        batches = report.CollectThumbnails(batches) if extras else batches
         features = compute_features(batches, model, device, c["verbose"], amp_dtype(c, device))
         if not np.isfinite(features).all():
             raise PredError(f"the network of '{printable(checkpoint_path(c))}' gives features that are not finite "
                             "(a diverged training?); use the checkpoint of an earlier run")
-        ids, dist, k, embeddings = cluster_images(c, dataset, features, ckpt,
-                                                  clustering.resolve_device(c["clustering_device"], device))
+        search = clustering.resolve_device(c["clustering_device"], device)
+        ids, dist, k, embeddings, selection = cluster_images(c, dataset, features, ckpt, search)
+        page = getattr(batches, "thumbs", None), start_map(c, dataset, ids, embeddings)  # drawn meanwhile
+        answers = look_around(c, dataset, features, getattr(batches, "signatures", None), model, (device, search))
         staging = beside(pred_dir, f"tmp-{os.getpid()}")
         os.makedirs(staging)
         open(os.path.join(staging, STAGING_MARK), "w").close()
-        page = getattr(batches, "thumbs", None), start_map(c, dataset, ids, embeddings)
-        result = write_outputs(c, staging, dataset, (ids, dist, k), (features, embeddings), ckpt, seen, page)
+        result = write_outputs(c, staging, dataset, (ids, dist, k, selection), (features, embeddings), ckpt, seen,
+                               page, answers)
         swap_in(staging, pred_dir)
     summary = (f"{counted(len(dataset), 'image')} -> {counted(result['clusters_nonempty'], 'cluster')} "
                f"({c['pred_mode']}, k = {k})")
@@ -351,6 +446,7 @@ def predict(c, device="cpu", given=None):
         summary += {"training": " (training images)", "mixed": f" ({seen} of them training images)"}.get(
             result["images"], "")
     extra = ", index.html" * c["report"] + ", map.png" * os.path.exists(os.path.join(pred_dir, "map.png"))
+    extra += ", duplicates.csv" * ("duplicates" in result) + ", similar.csv" * ("similar_queries" in result)
     say(f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/{extra}")
     return result
 

@@ -24,6 +24,7 @@ from torchvision.transforms.v2 import functional as F
 
 import metrics
 from clustering import MIN_IMAGES_PER_CLUSTER
+from collection import OUTLIER_NEIGHBOUR
 from distributed import usable_cores
 from errors import ConfigError, printable
 
@@ -35,6 +36,10 @@ MAX_CLUSTERS = 200  # cards on one page (the largest clusters); the rest are in 
 MAP_PERPLEXITY = 30.0
 MAP_ITERATIONS = 400  # t-SNE iterations (scikit-learn's minimum is 250, its default 1000)
 MAP_ANGLE = 0.7  # Barnes-Hut's accuracy/speed trade-off (scikit-learn's default 0.5)
+PAIRS_SHOWN = 60  # near-duplicate pairs on the page (the closest); every pair is in duplicates.csv
+QUERIES_SHOWN = 50  # similar_to queries on the page (the first); every one is in similar.csv
+OUTLIERS_SHOWN = 24  # images of the highest outlier_score on the page
+K_CURVE = "k_selection.png"  # the score curve of pred_k auto, beside index.html
 
 
 # ---------------------------------------------------------------- thumbnails, made in the loader
@@ -56,11 +61,13 @@ def thumbnail_jpeg(image, side=THUMB_SIDE, quality=THUMB_QUALITY):
 
 
 class ThumbnailItems(Dataset):
-    """A ClusterDataset whose item i is (its transformed image, i, thumbnail JPEG bytes of the decoded image): the
-    thumbnail comes from the same decode as the network's input (in the loader's workers when there are any)."""
+    """A ClusterDataset whose item i is (its transformed image, i, thumbnail JPEG bytes of the decoded image (b""
+    with thumbnails False), signature(decoded image) (an empty array without a signature function)): both come
+    from the same decode as the network's input (in the loader's workers when there are any). pred.py's signature
+    is collection.pixel_signature."""
 
-    def __init__(self, base):
-        self.base = base
+    def __init__(self, base, thumbnails=True, signature=None):
+        self.base, self.thumbnails, self.signature = base, thumbnails, signature
 
     def __len__(self):
         return len(self.base)
@@ -68,24 +75,30 @@ class ThumbnailItems(Dataset):
     def __getitem__(self, index):
         img = self.base.load(index)
         x = self.base.transform(img) if self.base.transform is not None else img
-        return x, index, thumbnail_jpeg(img)
+        return (x, index, thumbnail_jpeg(img) if self.thumbnails else b"",
+                self.signature(img) if self.signature else np.zeros(0, np.float32))
 
 
 class CollectThumbnails:
     """Wraps a DataLoader over ThumbnailItems so that engine.compute_features sees (images, indices) batches while
-    the thumbnails are kept: after the pass, `thumbs[i]` holds image i's JPEG bytes (None for an image not seen)."""
+    the rest is kept: after the pass, `thumbs[i]` holds image i's JPEG bytes (None for an image not seen or without
+    thumbnails) and `signatures` row i its signature ((n, m) float32, m = 0 without a signature function)."""
 
     def __init__(self, loader):
         self.loader, self.dataset = loader, loader.dataset
         self.thumbs = [None] * len(loader.dataset)
+        self.signatures = None
 
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
-        for images, index, thumbs in self.loader:
+        for images, index, thumbs, signatures in self.loader:
+            if self.signatures is None:
+                self.signatures = np.zeros((len(self.thumbs), signatures.shape[1]), np.float32)
+            self.signatures[index.numpy()] = signatures.numpy()
             for i, jpeg in zip(index.tolist(), thumbs):
-                self.thumbs[i] = jpeg
+                self.thumbs[i] = jpeg or None
             yield images, index
 
 
@@ -97,7 +110,9 @@ class Prediction:
     surrogate escapes), `links` (each image's path inside pred_dir, relative: clusters/<id>/<name>), `ids` (int
     cluster ids, (n,)), `dist` (squared distance to the centroid, (n,)), `labels` (int class indices, (n,), or
     None), `classes` (names), `result` (metrics.json as a dict), `source` (what the images are, for the header),
-    `thumbs` (JPEG bytes per image, or None where there is none)."""
+    `thumbs` (JPEG bytes per image, or None where there is none); what collection.py found, each optional:
+    `pairs` (near-duplicates: (i, j, squared distance) arrays, closest first), `outlier` (outlier_score, (n,)),
+    `similar` ([(query name, its thumbnail JPEG bytes or None, rows (m,), squared distances (m,))] per query)."""
     paths: list
     links: list
     ids: np.ndarray
@@ -107,6 +122,9 @@ class Prediction:
     result: dict
     source: str
     thumbs: list = field(default_factory=list)
+    pairs: tuple = None
+    outlier: np.ndarray = None
+    similar: list = field(default_factory=list)
 
 
 def href(relative):
@@ -132,7 +150,10 @@ th{background:#f4f4f4}.info td,.info th{text-align:left}.note{color:#555}
 .card{border:1px solid #ccc;border-radius:6px;padding:.6em;margin:.8em 0}
 .thumbs{display:flex;flex-wrap:wrap;gap:3px}.thumbs img{width:72px;height:72px;object-fit:contain;background:#eee}
 .odd img{outline:2px solid #d95f02}.top{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
-img.map{width:560px;max-width:100%}"""
+img.map{width:560px;max-width:100%}img.curve{width:420px;max-width:100%}
+.pairs{display:flex;flex-wrap:wrap;gap:6px}.pair{border:1px solid #ddd;border-radius:4px;padding:3px;font-size:12px;
+text-align:center}.pair img,.query img{width:96px;height:96px;object-fit:contain;background:#eee}
+.query img{outline:2px solid #1b9e77}nav a{margin-right:1em}"""
 
 
 def network_text(r):
@@ -163,6 +184,15 @@ def info_html(p):
     rows = [("images", f"{r['n_images']} of {p.source}"), ("which images", split),
             ("checkpoint", f"{r['checkpoint']} ({network_text(r)})"),
             ("mode", f"{r['mode']}, k = {r['k']}, {r['clusters_nonempty']} clusters not empty")]
+    chosen = r.get("k_selection")
+    if chosen:
+        ks, best = [int(k) for k in chosen["scores"]], "lowest" if chosen["criterion"] == "davies_bouldin" else "highest"
+        rows.append(("k", f"{chosen['chosen']}, chosen without labels: the {best} {chosen['criterion']} of k = "
+                          f"{min(ks)}-{max(ks)} (k-means of {chosen['rows']} images per k)"))
+    if r.get("duplicates"):
+        d = r["duplicates"]
+        rows.append(("near-duplicates", f"{d['pairs']} pair{'s' * (d['pairs'] != 1)} in {d['groups']} "
+                                        f"group{'s' * (d['groups'] != 1)} (distance <= {d['threshold']:g})"))
     if "nmi" in r:
         purity = r["purity"] if "purity" in r else metrics.purity(p.labels, p.ids)
         scores = (f"NMI {r['nmi']:.3f} &middot; ACC {r['acc']:.3f} &middot; ARI {r['ari']:.3f} &middot; purity "
@@ -187,9 +217,13 @@ def class_table_html(p, order, sizes):
     return f"<div><h2>Clusters x classes (counts)</h2><table>{head}{''.join(rows)}</table></div>"
 
 
-def thumb_html(p, i, thumbs_dir):
+def thumb_html(p, i, thumbs_dir, tip=None):
+    """Image i's thumbnail linked to the image (its name alone when it has no thumbnail); the tooltip is its name
+    and `tip`, or its distance to the centroid and its class."""
     name = os.path.basename(p.paths[i])
-    tip = f"{name}  (distance {p.dist[i]:.3f}" + (f", {p.classes[p.labels[i]]})" if p.labels is not None else ")")
+    if tip is None:
+        tip = f"distance {p.dist[i]:.3f}" + (f", {p.classes[p.labels[i]]}" if p.labels is not None else "")
+    tip = f"{name}  ({tip})"
     src = f'{thumbs_dir}/{i:06d}.jpg' if p.thumbs and p.thumbs[i] is not None else None
     inner = (f'<img src="{href(src)}" loading="lazy" alt="{text(name)}" title="{text(tip)}">' if src
              else text(name))
@@ -224,7 +258,73 @@ def card_html(p, cid, members, shown, thumbs_dir):
     return "".join(parts) + "</section>"
 
 
-def page_html(p, shown, map_file=None, max_clusters=MAX_CLUSTERS, thumbs_dir="thumbs"):
+def duplicates_html(p, shown, thumbs_dir):
+    """The near-duplicate pairs, closest first (at most PAIRS_SHOWN), each pair's thumbnails side by side."""
+    i, j, d = p.pairs
+    r = p.result["duplicates"]
+    lowered = (f", lowered from duplicate_threshold {r['duplicate_threshold']:g} to a quarter of the images' usual "
+               "distance to their 10th nearest image" if r["threshold"] < r["duplicate_threshold"] else "")
+    note = (f"Pairs of images whose pixel signatures are at most {r['threshold']:.3g} apart (squared distance"
+            f"{lowered}), closest first: the same picture resized, re-encoded, lightly cropped or recoloured"
+            f"{f'; the {PAIRS_SHOWN} closest of the {len(d)} are shown' if len(d) > PAIRS_SHOWN else ''}; "
+            "every pair is in duplicates.csv." if len(d) else "No two images are that close.")
+    tiles = []
+    for a, b, dist in list(zip(i, j, d))[:PAIRS_SHOWN]:
+        shown.update((int(a), int(b)))
+        tip = f"near-duplicate, distance {dist:.4f}"
+        tiles.append(f'<div class="pair">{thumb_html(p, a, thumbs_dir, tip)} {thumb_html(p, b, thumbs_dir, tip)}'
+                     f"<br>{dist:.4f}</div>")
+    return (f'<div class="card" id="duplicates"><h2>Duplicates &middot; {r["pairs"]} pair'
+            f'{"s" * (r["pairs"] != 1)} in {r["groups"]} group{"s" * (r["groups"] != 1)}</h2>'
+            f'<p class="note">{text(note)}</p><div class="pairs">{"".join(tiles)}</div></div>')
+
+
+def similar_html(p, shown, thumbs_dir):
+    """One block per similar_to query (at most QUERIES_SHOWN): its thumbnail (outlined), then its neighbours."""
+    blocks = []
+    for q, (name, jpeg, rows, dist) in enumerate(p.similar[:QUERIES_SHOWN]):
+        shown.update(int(i) for i in rows)
+        query = (f'<img src="{href(f"{thumbs_dir}/query_{q:04d}.jpg")}" loading="lazy" alt="{text(name)}" '
+                 f'title="{text(name)}  (the query)">' if jpeg is not None else text(os.path.basename(name)))
+        near = "".join(thumb_html(p, i, thumbs_dir, f"rank {r}, distance {d:.4f}")
+                       for r, (i, d) in enumerate(zip(rows, dist), 1))
+        blocks.append(f'<h3 id="q{q}">{text(name)}</h3><div class="thumbs"><span class="query">{query}</span>'
+                      f"{near}</div>")
+    more = (f"; the first {QUERIES_SHOWN} of the {len(p.similar)} queries are shown"
+            if len(p.similar) > QUERIES_SHOWN else "")
+    return (f'<div class="card" id="similar"><h2>Images like these &middot; {len(p.similar)} '
+            f'quer{"ies" if len(p.similar) != 1 else "y"}</h2><p class="note">Each query (outlined), then its '
+            f'nearest predicted images in the neighbour space, nearest first{more}; all in similar.csv.</p>'
+            + "".join(blocks) + "</div>")
+
+
+def outliers_html(p, shown, thumbs_dir, neighbour=OUTLIER_NEIGHBOUR):
+    """The OUTLIERS_SHOWN images of the highest outlier_score (ties: the earlier row), highest first."""
+    rows = np.lexsort((np.arange(len(p.outlier)), -np.asarray(p.outlier)))[:OUTLIERS_SHOWN]
+    shown.update(int(i) for i in rows)
+    tiles = "".join(thumb_html(p, i, thumbs_dir, f"outlier_score {p.outlier[i]:.4f}") for i in rows)
+    return ('<div class="card" id="outliers"><h2>Least like any other</h2><p class="note">The images whose '
+            f"{neighbour}th nearest other image is farthest (outlier_score in predictions.csv: the squared "
+            "distance to it in the neighbour space), highest first.</p>"
+            f'<div class="thumbs odd">{tiles}</div></div>')
+
+
+def collection_html(p, shown, thumbs_dir):
+    """The sections of collection.py's answers that this prediction has, with a line of links to them."""
+    parts = []
+    if p.pairs is not None:
+        parts.append(("duplicates", "Duplicates", duplicates_html(p, shown, thumbs_dir)))
+    if p.similar:
+        parts.append(("similar", "Images like these", similar_html(p, shown, thumbs_dir)))
+    if p.outlier is not None and len(p.outlier):
+        parts.append(("outliers", "Least like any other", outliers_html(p, shown, thumbs_dir)))
+    if not parts:
+        return []
+    links = " ".join(f'<a href="#{key}">{name}</a>' for key, name, _ in parts)
+    return [f'<nav>{links} <a href="#clusters">Clusters</a></nav>'] + [html_ for _, _, html_ in parts]
+
+
+def page_html(p, shown, map_file=None, max_clusters=MAX_CLUSTERS, thumbs_dir="thumbs", curve_file=None):
     """The whole page as a str; `shown` (a set) receives the rows whose thumbnails it shows."""
     order, sizes = cluster_order(p.ids, p.result.get("k"))
     cards = order[:max_clusters]
@@ -237,8 +337,10 @@ def page_html(p, shown, map_file=None, max_clusters=MAX_CLUSTERS, thumbs_dir="th
     if map_file:
         side.append(f'<div><h2>Map of the embeddings</h2><a href="{href(map_file)}"><img class="map" '
                     f'src="{href(map_file)}" loading="lazy" alt="t-SNE map of the embeddings"></a></div>')
-    parts += ['<div class="top">' + "".join(side) + "</div>", cap,
-              '<p class="note">Each card: the images nearest to the cluster\'s centroid, then (outlined) the farthest, '
+    if curve_file:
+        side.append(f'<div><h2>Choosing k</h2><img class="curve" src="{href(curve_file)}" alt="score against k"></div>')
+    parts += ['<div class="top">' + "".join(side) + "</div>", *collection_html(p, shown, thumbs_dir), cap,
+              '<p class="note" id="clusters">Each card: the images nearest to the cluster\'s centroid, then (outlined) the farthest, '
               "where mistakes and outliers show; hover for the file name, click for the image.</p>"]
     members = members_by_distance(np.asarray(p.ids), np.asarray(p.dist))
     parts += [card_html(p, cid, members[cid], shown, thumbs_dir) for cid in cards]
@@ -248,18 +350,47 @@ def page_html(p, shown, map_file=None, max_clusters=MAX_CLUSTERS, thumbs_dir="th
 
 def write_page(folder, p, map_file=None, max_clusters=MAX_CLUSTERS):
     """folder/index.html and folder/thumbs/<row>.jpg for the images the page shows (rows of predictions.csv,
-    6 digits). Returns the number of thumbnails written."""
-    shown = set()
-    page = page_html(p, shown, map_file, max_clusters)
-    thumbs = [i for i in sorted(shown) if p.thumbs and p.thumbs[i] is not None]
-    if thumbs:
+    6 digits), thumbs/query_<q>.jpg for the similar_to queries it shows (4 digits) and, after pred_k auto,
+    folder/k_selection.png (k_curve_png). Returns the number of thumbnails written."""
+    shown, curve = set(), None
+    if p.result.get("k_selection"):
+        curve = K_CURVE
+        with open(os.path.join(folder, curve), "wb") as f:
+            f.write(k_curve_png(p.result["k_selection"], p.result["n_images"]))
+    page = page_html(p, shown, map_file, max_clusters, curve_file=curve)
+    files = {f"{i:06d}.jpg": p.thumbs[i] for i in sorted(shown) if p.thumbs and p.thumbs[i] is not None}
+    files.update({f"query_{q:04d}.jpg": query[1] for q, query in enumerate(p.similar[:QUERIES_SHOWN])
+                  if query[1] is not None})
+    if files:
         os.makedirs(os.path.join(folder, "thumbs"), exist_ok=True)
-    for i in thumbs:
-        with open(os.path.join(folder, "thumbs", f"{i:06d}.jpg"), "wb") as f:
-            f.write(p.thumbs[i])
+    for name, jpeg in files.items():
+        with open(os.path.join(folder, "thumbs", name), "wb") as f:
+            f.write(jpeg)
     with open(os.path.join(folder, "index.html"), "w", encoding="utf-8") as f:
         f.write(page)
-    return len(thumbs)
+    return len(files)
+
+
+def k_curve_png(selection, n_images):
+    """PNG bytes of metrics.json's k_selection: the criterion's score of every k tried, the chosen k marked."""
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+    points = [(int(k), v) for k, v in selection["scores"].items() if v is not None]
+    fig = Figure(figsize=(5.2, 3.2))
+    ax = fig.subplots()
+    if points:
+        ax.plot(*zip(*points), marker="o", markersize=3, linewidth=1.2)
+    chosen = selection["chosen"]
+    ax.axvline(chosen, color="C3", linestyle=":", linewidth=1.2)
+    ax.annotate(f"k = {chosen}", (chosen, 1), xycoords=("data", "axes fraction"), xytext=(4, -12),
+                textcoords="offset points", color="C3", fontsize=9)
+    sample = "" if selection["rows"] >= n_images else f" (a random {selection['rows']:,} of the {n_images:,} images)"
+    ax.set_title(f"{selection['criterion'].replace('_', '-')} of the k-means partition{sample}", fontsize=9)
+    ax.set_xlabel("k", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, dpi=90, format="png")
+    return png.getvalue()
 
 
 # ---------------------------------------------------------------- the map

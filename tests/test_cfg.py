@@ -117,3 +117,36 @@ def test_readme_documents_every_key_with_its_default():
     for key, value in cfg.items():
         shown = json.dumps(value) if value == "" else str(value).lower() if isinstance(value, bool) else str(value)
         assert f"| `{key}` | `{shown}` |" in readme, f"README's config table lacks {key} = {shown}"
+
+
+def test_a_list_valued_key_takes_every_value_up_to_the_next_flag(tmp_path):
+    c = load_cfg(["--similar_to", "a.jpg", "my photos/", "--pred_k", "auto", "--pred_k_range", "3", "9"], script="pred")
+    assert c["similar_to"] == ["a.jpg", "my photos/"] and c["pred_k"] == "auto" and c["pred_k_range"] == [3, 9]
+    assert load_cfg(["--similar_to=-odd.png", "b.png"], script="pred")["similar_to"] == ["-odd.png", "b.png"]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"similar_to": ["x.png"], "pred_k_range": [4, 6], "pred_k": "auto"}))
+    c = load_cfg(["--config", str(path)], script="pred")
+    assert c["similar_to"] == ["x.png"] and c["pred_k_range"] == [4, 6] and c["pred_k"] == "auto"
+    assert cfg["similar_to"] == [] and load_cfg([])["similar_to"] is not cfg["similar_to"]  # defaults stay untouched
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--similar_to"], "needs at least one value"),
+    (["--pred_k", "many"], "takes an integer or auto"),
+    (["--pred_k_range", "1", "9"], "2 <= low <= high"),
+    (["--pred_k_range", "8", "3"], "2 <= low <= high"),
+    (["--pred_k_range", "5"], "two integers"),
+    (["--pred_k_range", "2", "x"], "takes integers"),
+    (["--duplicate_threshold", "5"], "<= 4.0"),
+])
+def test_bad_list_and_word_values_are_one_line(argv, words):
+    msg = error_of(argv)
+    assert words in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("overrides, key", [({"similar_to": "x.png"}, "similar_to"), ({"similar_to": [1]}, "similar_to"),
+                                            ({"pred_k_range": [2, 3.5]}, "pred_k_range"), ({"pred_k": "AUTO"}, "pred_k")])
+def test_bad_list_values_in_a_config_file_name_the_key(tmp_path, overrides, key):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(overrides))
+    assert key in error_of(["--config", str(path)])

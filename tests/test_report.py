@@ -19,12 +19,13 @@ from tools import plot_curves
 
 
 class Page(HTMLParser):
-    """Every src/href, every card (id, title), every thumbnail's title, and the open tags left unclosed."""
+    """Every src/href, every element id, every card (id, title), every thumbnail's title, and the open tags left
+    unclosed."""
     VOID = {"meta", "img", "br", "hr", "link", "input"}
 
     def __init__(self, path):
         super().__init__(convert_charrefs=True)
-        self.links, self.cards, self.titles, self.stack, self.card = [], {}, [], [], None
+        self.links, self.cards, self.titles, self.stack, self.card, self.ids = [], {}, [], [], None, set()
         with open(path, encoding="utf-8") as f:
             self.feed(f.read())
         self.close()
@@ -34,6 +35,7 @@ class Page(HTMLParser):
         if tag not in self.VOID:
             self.stack.append(tag)
         self.links += [attrs[a] for a in ("src", "href") if a in attrs]
+        self.ids |= {attrs["id"]} if "id" in attrs else set()
         if tag == "section":
             self.card = attrs["id"]
             self.cards[self.card] = {"text": "", "thumbs": 0}
@@ -63,7 +65,7 @@ def check_page(out):
     assert page.stack == [], f"unclosed tags {page.stack}"
     for link in page.links:
         if link.startswith("#"):
-            assert link[1:] in page.cards
+            assert link[1:] in page.ids
             continue
         target = resolve(out, link)
         assert os.path.exists(target), link

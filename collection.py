@@ -1,0 +1,314 @@
+"""What one asks of one's own collection after "which cluster is each image in": how many kinds of picture are
+there (k chosen without labels), which images are the same picture twice (near-duplicates), which images look
+like this one (similar images), and which look like no other (outliers). pred.py wires these into its outputs;
+report.py draws them on the page. The math is here, as plain functions on embeddings (numpy arrays or tensors).
+
+Three spaces are used, each of L2-normalised rows, so every distance is a squared L2 distance between unit vectors
+(0 = the same direction, 2 = orthogonal, 4 = opposite):
+  the clustering space   the PCA-whitened, normalised embeddings the clusters are made of; k is chosen there;
+  the neighbour space    the fc7 features projected on their top NEIGHBOUR_DIMS principal directions (centred, not
+                         whitened), then normalised; similar images and outlier scores are found there;
+  the pixel space        each image's pixel_signature (the low frequencies of its gray image); near-duplicates are
+                         found there: the network's features told planted copies of photographs from other
+                         photographs far worse (a Sobel network does not see colour or smooth gradients).
+Why these (and the criterion, the threshold): docs/results.md, "Your own collection".
+"""
+import csv
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+import clustering
+import metrics
+from clustering.common import rows_per_chunk, to_numpy, to_tensor
+from errors import printable
+
+K_CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability")
+K_CRITERION = "silhouette"  # chosen by measurement (docs/results.md)
+K_SAMPLE = 3000  # rows that the k-means of every k and its score use (a seeded random subset above)
+K_PER_CLUSTER = 5  # the largest k tried is at most n_images / K_PER_CLUSTER
+NEIGHBOUR_DIMS = 64  # principal directions of the neighbour space (at most n_images - 1)
+NEIGHBOUR_FIT = 20_000  # rows the neighbour space's PCA is fitted on (a seeded random subset above)
+OUTLIER_NEIGHBOUR = 5  # outlier_score: squared distance to the image's 5th nearest other image
+MAX_PAIRS = 1_000_000  # duplicates.csv keeps at most this many pairs (the closest)
+DUPLICATE_CROWD = 10  # a near-duplicate pair must stand out from the images' usual 10th nearest neighbour ...
+DUPLICATE_RATIO = 0.25  # ... by being at most this fraction of its median distance (above 2 x 10 images)
+SIGNATURE_SIDE = 32  # pixel_signature: the gray image reduced to 32 x 32 pixels
+SIGNATURE_FREQUENCIES = 8  # ... and its 8 x 8 lowest DCT frequencies, the constant term left out: 63 numbers
+
+
+# ---------------------------------------------------------------- k chosen without labels
+
+def k_candidates(n, low, high):
+    """The k tried for n images: low .. min(high, n // K_PER_CLUSTER), and never above n - 1 (a partition score
+    needs a cluster with two images); at least [low] when the cap falls below low. Raises ValueError under 3
+    images or for low < 2."""
+    if n < 3:
+        raise ValueError(f"choosing k needs at least 3 images, got {n}")
+    if low < 2 or high < low:
+        raise ValueError(f"the k range must satisfy 2 <= low <= high, got {low}..{high}")
+    top = min(high, n // K_PER_CLUSTER, n - 1)
+    return list(range(min(low, n - 1), max(min(low, n - 1), top) + 1))
+
+
+def partition_score(x, ids, criterion, again=None):
+    """A label-free score of the partition `ids` ((n,) int) of the rows of x ((n, d) float numpy), NaN where it is
+    undefined (fewer than 2 or as many clusters as rows): "silhouette" (Rousseeuw 1987; higher is better),
+    "davies_bouldin" (Davies and Bouldin 1979; lower is better), "calinski_harabasz" (Calinski and Harabasz 1974;
+    higher is better), from scikit-learn on Euclidean distances; "stability": the adjusted
+    Rand index between ids and `again`, a second k-means of the same rows from other random starts (higher is
+    better; Ben-Hur et al. 2002 use subsamples, this uses starts)."""
+    from sklearn import metrics as sk
+    if criterion == "stability":
+        return metrics.ari(ids, again)
+    if not 2 <= len(np.unique(ids)) <= len(x) - 1:
+        return float("nan")
+    score = {"silhouette": sk.silhouette_score, "davies_bouldin": sk.davies_bouldin_score,
+             "calinski_harabasz": sk.calinski_harabasz_score}[criterion]
+    return float(score(x, ids))
+
+
+def best_k(scores, criterion):
+    """The k (int) of the best finite score of {k: score}: the lowest for davies_bouldin, else the highest; ties
+    and an all-NaN curve go to the smallest k."""
+    finite = {k: s for k, s in scores.items() if np.isfinite(s)}
+    if not finite:
+        return min(scores)
+    sign = 1 if criterion == "davies_bouldin" else -1
+    return min(finite, key=lambda k: (sign * finite[k], k))
+
+
+def k_scores(xb, ks, criteria=(K_CRITERION,), niter=20, seed=0, device=None, sample=K_SAMPLE, scored=None):
+    """{criterion: {k: score}} of a k-means partition for every k of ks, on the rows of xb ((n, d) whitened,
+    normalised embeddings, numpy or a tensor; at most `sample` of them, a seeded random subset, for both the
+    k-means (one start, niter iterations, clustering.run_kmeans on `device`) and the score). scored: other rows of
+    the same images ((n, d') numpy) to compute the score on instead of xb. Returns also the number of rows used."""
+    n = len(xb)
+    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if n > sample else np.arange(n)
+    xs = to_numpy(xb, np.float32)[rows]
+    on = xs if scored is None else np.asarray(scored, dtype=np.float32)[rows]
+    out = {c: {} for c in criteria}
+    for k in ks:
+        ids, _, _ = clustering.run_kmeans(xs, k, niter, seed=seed, nredo=1, device=device)
+        again = None
+        if "stability" in criteria:
+            again, _, _ = clustering.run_kmeans(xs, k, niter, seed=seed + 7919, nredo=1, device=device)
+        for c in criteria:
+            out[c][k] = partition_score(on, ids, c, again)
+    return out, len(rows)
+
+
+def choose_k(xb, ks, criterion=K_CRITERION, niter=20, seed=0, device=None, sample=K_SAMPLE):
+    """(the chosen k, metrics.json's k_selection: {"criterion", "scores": {"k": score}, "chosen", "rows"}): the k
+    of ks whose k-means partition `criterion` prefers (see k_scores, best_k)."""
+    scores, used = k_scores(xb, ks, (criterion,), niter, seed, device, sample)
+    chosen = best_k(scores[criterion], criterion)
+    curve = {str(k): (round(float(s), 6) if np.isfinite(s) else None) for k, s in scores[criterion].items()}
+    return chosen, {"criterion": criterion, "scores": curve, "chosen": int(chosen), "rows": int(used)}
+
+
+# ---------------------------------------------------------------- the pixel space
+
+def dct_matrix(n):
+    """The orthonormal DCT-II matrix (n, n) float64: row u is sqrt(2 / n) cos(pi (2 x + 1) u / 2n), row 0 1 / sqrt(n)."""
+    x, u = np.meshgrid(np.arange(n), np.arange(n))
+    m = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * x + 1) * u / (2 * n))
+    m[0] /= np.sqrt(2.0)
+    return m
+
+
+DCT = dct_matrix(SIGNATURE_SIDE)[:SIGNATURE_FREQUENCIES]
+
+
+def pixel_signature(image):
+    """The near-duplicate signature of a decoded image (a PIL image, or a uint8 C x H x W tensor): its gray image
+    reduced to SIGNATURE_SIDE x SIGNATURE_SIDE pixels by a box filter, the SIGNATURE_FREQUENCIES x
+    SIGNATURE_FREQUENCIES lowest frequencies of its 2-D DCT-II without the constant one (pHash's block; Zauner 2010,
+    "Implementation and benchmarking of perceptual image hash functions", kept as numbers, not bits), L2-normalised:
+    ((SIGNATURE_FREQUENCIES ** 2 - 1,) float32; zeros for an image of one colour). Brightness does not change it
+    (the constant term is left out), nor contrast (the norm), nor the size of the image."""
+    img = F.to_pil_image(image) if torch.is_tensor(image) else image
+    gray = np.asarray(img.convert("L").resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.BOX), dtype=np.float64)
+    low = (DCT @ gray @ DCT.T).ravel()[1:]
+    norm = np.linalg.norm(low)
+    return (low / norm if norm > 1e-9 * SIGNATURE_SIDE ** 2 else np.zeros_like(low)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- the neighbour space
+
+def fit_neighbour_space(features, dim=NEIGHBOUR_DIMS, whiten=False, fit_rows=NEIGHBOUR_FIT, seed=0):
+    """The projection of the neighbour space, fitted on at most fit_rows of features ((n, d) float, numpy or a
+    tensor; a seeded random subset above): {"A": (dim', d), "b": (dim',)} float32 numpy, so that
+    clustering.apply_pca(x, it) gives the normalised rows (y = x @ A.T + b, then L2-normalised). With whitening
+    (clustering.fit_pca_whitening) dim' = clustering.clamp_pca_dim(dim, n, d), as the clustering's; without, y is
+    the centred features' coordinates on the top principal directions, dim' = min(dim, n - 1, d)."""
+    n, d = features.shape
+    rows = np.sort(np.random.default_rng(seed).choice(n, fit_rows, replace=False)) if n > fit_rows else None
+    x = features if rows is None else features[torch.from_numpy(rows) if torch.is_tensor(features) else rows]
+    if whiten:
+        return clustering.fit_pca_whitening(x, clustering.clamp_pca_dim(dim, n, d), seed=seed)
+    dim = max(1, min(dim, len(x) - 1, d))
+    components, _, mean = clustering.torch_pca(x, dim, seed=seed)
+    A = np.asarray(components, dtype=np.float32)
+    return {"A": A, "b": (-A.astype(np.float64) @ np.asarray(mean, dtype=np.float64)).astype(np.float32)}
+
+
+def self_neighbours(x, m, radius=0.0, device=None):
+    """Every row's m nearest other rows and every pair closer than radius, in one chunked pass over the rows of x
+    ((n, d) float, numpy or a tensor; run in torch on `device`, default x's own or the CPU), no n x n matrix: at
+    most clustering.common.rows_per_chunk rows x n distances at a time. Distances are squared L2.
+    Returns (dist (n, m') float32 numpy, nearest first, m' = min(m, n - 1); ids (n, m') int64; pairs: (i, j,
+    distance) arrays with i < j and distance <= radius, closest first (ties by i, j), at most MAX_PAIRS of them
+    (the closest, with a warning when more were found); radius 0: no pairs)."""
+    x = to_tensor(x, device or (x.device if torch.is_tensor(x) else "cpu"))
+    n, m = len(x), min(m, len(x) - 1)
+    sq = (x * x).sum(1)
+    dist, ids = np.empty((n, m), np.float32), np.empty((n, m), np.int64)
+    pairs, found = [], 0
+    step = rows_per_chunk(n, x.device)
+    for start in range(0, n, step):
+        rows = torch.arange(start, min(n, start + step), device=x.device)
+        d = (torch.addmm(sq, x[rows], x.T, alpha=-2) + sq[rows, None]).clamp_(min=0)
+        d[torch.arange(len(rows), device=x.device), rows] = float("inf")  # not its own neighbour
+        if m:
+            near = d.topk(m, dim=1, largest=False)
+            dist[rows.cpu().numpy()], ids[rows.cpu().numpy()] = to_numpy(near.values), to_numpy(near.indices)
+        if radius > 0:
+            r, j = torch.nonzero((d <= radius) & (torch.arange(n, device=x.device)[None, :] > rows[:, None]),
+                                 as_tuple=True)
+            pairs.append((to_numpy(rows[r]), to_numpy(j), to_numpy(d[r, j])))
+            found += len(r)
+            pairs = [closest_pairs(pairs, MAX_PAIRS)] if found > MAX_PAIRS else pairs
+    if found > MAX_PAIRS:
+        warnings.warn(f"{found:,} pairs of images lie within the duplicate threshold {radius}; the closest "
+                      f"{MAX_PAIRS:,} are kept (is the threshold too large for these images?)")
+    return dist, ids, closest_pairs(pairs, MAX_PAIRS)
+
+
+def duplicate_pairs(signatures, threshold, device=None):
+    """The near-duplicate pairs of the images whose pixel signatures are the rows of `signatures` ((n, m) float):
+    pairs closer than the radius min(threshold, DUPLICATE_RATIO x the median distance of an image to its
+    DUPLICATE_CROWD-th nearest other image), the second bound only above 2 x DUPLICATE_CROWD images. Among
+    photographs of different scenes that median is near 1 and the threshold decides; in a collection of one kind of
+    object (Fashion-MNIST: 0.1-0.17) the bound keeps the pairs that stand out from the crowd of look-alikes (as
+    Lowe's ratio test, IJCV 2004, keeps a match only when it is much closer than the next). Two chunked passes
+    (self_neighbours), no n x n matrix. Returns (pairs as self_neighbours', the radius, the median distance or
+    None)."""
+    crowd = None
+    if len(signatures) > 2 * DUPLICATE_CROWD:
+        dist, _, _ = self_neighbours(signatures, DUPLICATE_CROWD, 0, device)
+        crowd = float(np.median(dist[:, -1]))
+    radius = threshold if crowd is None else min(threshold, DUPLICATE_RATIO * crowd)
+    return self_neighbours(signatures, 0, radius, device)[2], radius, crowd
+
+
+def closest_pairs(pairs, limit):
+    """The (i, j, distance) arrays of a list of such chunks, joined, sorted closest first (ties by i, then j) and
+    cut to `limit` rows."""
+    if not pairs:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    i, j, d = (np.concatenate(part) for part in zip(*pairs))
+    order = np.lexsort((j, i, d))[:limit]
+    return i[order].astype(np.int64), j[order].astype(np.int64), d[order].astype(np.float32)
+
+
+def outlier_scores(dist):
+    """Each image's outlier score from self_neighbours' distances ((n, m) nearest first): the squared distance to
+    its OUTLIER_NEIGHBOUR-th nearest other image (the k-th nearest neighbour distance of Ramaswamy, Rastogi and
+    Shim, SIGMOD 2000), or to its farthest when there are fewer others; 0 for a lone image. (n,) float32."""
+    if dist.shape[1] == 0:
+        return np.zeros(len(dist), np.float32)
+    return dist[:, min(OUTLIER_NEIGHBOUR, dist.shape[1]) - 1].astype(np.float32)
+
+
+def duplicate_groups(pairs, n):
+    """The groups of copies that the pairs (i, j, distance) join: (number of groups of two or more images, each
+    image's group id (n,) int64, -1 for an image in no pair). Groups are the connected components of the pairs
+    (scipy), numbered by their first image."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    i, j, _ = pairs
+    group = np.full(n, -1, np.int64)
+    if len(i) == 0:
+        return 0, group
+    _, comp = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)), directed=False)
+    members = np.unique(np.concatenate([i, j]))
+    _, first = np.unique(comp[members], return_inverse=True)
+    group[members] = first
+    return int(first.max()) + 1, group
+
+
+def similar_images(queries, x, m, own=None, device=None):
+    """The m nearest rows of x ((n, d) normalised rows) to each query ((q, d), same space), by squared L2
+    distance, chunked (clustering.nearest.nearest_rows), nearest first (ties: the earlier row). own: for each
+    query the row of x that is the query's own file, or -1; that row is left out of its neighbours.
+    Returns [(rows (m',) int64, distances (m',) float32)] per query, m' = min(m, rows left)."""
+    from clustering.nearest import nearest_rows
+    own = np.full(len(queries), -1) if own is None else np.asarray(own)
+    x = to_tensor(x, device or (x.device if torch.is_tensor(x) else "cpu"))
+    if len(queries) == 0 or len(x) == 0:
+        return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(queries))]
+    d, ids = nearest_rows(to_tensor(queries, x.device), x, min(m + 1, len(x)))
+    d, ids = to_numpy(d).clip(min=0), to_numpy(ids)
+    out = []
+    for q in range(len(queries)):
+        keep = ids[q] != own[q]
+        order = np.lexsort((ids[q][keep], d[q][keep]))[:m]
+        out.append((ids[q][keep][order].astype(np.int64), d[q][keep][order].astype(np.float32)))
+    return out
+
+
+# ---------------------------------------------------------------- the CSV files
+
+def write_duplicates(path, paths, pairs):
+    """duplicates.csv: `path_a,path_b,distance`, one row per pair (path_a the earlier row of predictions.csv),
+    closest first; UTF-8, name bytes that are not UTF-8 as \\xNN (as predictions.csv)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path_a", "path_b", "distance"])
+        for i, j, d in zip(*pairs):
+            w.writerow([printable(paths[i]), printable(paths[j]), f"{float(d):.6f}"])
+
+
+def write_similar(path, queries, found, paths):
+    """similar.csv: `query,rank,path,distance`, the neighbours of every query (found: similar_images' list) in
+    order, rank from 1; names as in predictions.csv."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["query", "rank", "path", "distance"])
+        for query, (rows, dist) in zip(queries, found):
+            for rank, (i, d) in enumerate(zip(rows, dist), 1):
+                w.writerow([printable(query), rank, printable(paths[i]), f"{float(d):.6f}"])
+
+
+@dataclass
+class Answers:
+    """What pred.py found besides the clusters, row i = row i of predictions.csv: `outlier` (outlier_score, (n,)
+    float32), `pairs` (near-duplicates: self_neighbours' (i, j, distance), or None when the search is off),
+    `groups` (duplicate_groups' number of groups), `threshold` (duplicate_pairs' radius: the largest distance of a
+    pair), `setting` (cfg duplicate_threshold), `crowd` (duplicate_pairs' median distance or None), `similar`
+    ([(query path, thumbnail JPEG bytes or None, neighbour rows (m,), squared distances (m,))] per query image, or
+    None when no query was asked for)."""
+    outlier: np.ndarray
+    pairs: tuple = None
+    groups: int = 0
+    threshold: float = 0.0
+    setting: float = 0.0
+    crowd: float = None
+    similar: list = None
+
+    def summary(self):
+        """metrics.json's fields: duplicates {threshold, duplicate_threshold, crowd_distance, pairs, groups} (with
+        the search on), similar_queries (with queries asked for: how many images were queried)."""
+        out = {}
+        if self.pairs is not None:
+            out["duplicates"] = {"threshold": round(float(self.threshold), 6), "duplicate_threshold": self.setting,
+                                 "crowd_distance": None if self.crowd is None else round(self.crowd, 6),
+                                 "pairs": len(self.pairs[0]), "groups": self.groups}
+        if self.similar is not None:
+            out["similar_queries"] = len(self.similar)
+        return out
