@@ -28,11 +28,12 @@ from clustering.common import rows_per_chunk, to_numpy, to_tensor
 from errors import printable
 
 K_CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability")
-K_CRITERION = "silhouette"  # chosen by measurement (docs/results.md)
-K_SAMPLE = 3000  # rows that the k-means of every k and its score use (a seeded random subset above)
+K_CRITERION = "silhouette"  # computed in the neighbour space: chosen by measurement (docs/results.md)
+K_SAMPLE = 3000  # rows that the k-means of every k uses (a seeded random subset above) ...
+K_SCORED = 1000  # ... and the first this many of them, the rows its score is computed on (silhouette: O(rows^2))
 K_PER_CLUSTER = 5  # the largest k tried is at most n_images / K_PER_CLUSTER
 NEIGHBOUR_DIMS = 64  # principal directions of the neighbour space (at most n_images - 1)
-NEIGHBOUR_FIT = 20_000  # rows the neighbour space's PCA is fitted on (a seeded random subset above)
+NEIGHBOUR_FIT = 5000  # rows the neighbour space's PCA is fitted on (a seeded random subset above)
 OUTLIER_NEIGHBOUR = 5  # outlier_score: squared distance to the image's 5th nearest other image
 MAX_PAIRS = 1_000_000  # duplicates.csv keeps at most this many pairs (the closest)
 DUPLICATE_CROWD = 10  # a near-duplicate pair must stand out from the images' usual 10th nearest neighbour ...
@@ -82,15 +83,17 @@ def best_k(scores, criterion):
     return min(finite, key=lambda k: (sign * finite[k], k))
 
 
-def k_scores(xb, ks, criteria=(K_CRITERION,), niter=20, seed=0, device=None, sample=K_SAMPLE, scored=None):
+def k_scores(xb, ks, criteria=(K_CRITERION,), niter=20, seed=0, device=None, sample=(K_SAMPLE, K_SCORED),
+             scored=None):
     """{criterion: {k: score}} of a k-means partition for every k of ks, on the rows of xb ((n, d) whitened,
-    normalised embeddings, numpy or a tensor; at most `sample` of them, a seeded random subset, for both the
-    k-means (one start, niter iterations, clustering.run_kmeans on `device`) and the score). scored: other rows of
-    the same images ((n, d') numpy) to compute the score on instead of xb. Returns also the number of rows used."""
+    normalised embeddings, numpy or a tensor): the k-means (one start, niter iterations, clustering.run_kmeans on
+    `device`) partitions at most sample[0] of them (a seeded random subset), and the score is computed on the
+    first sample[1] of those (in random order). scored: other rows of the same images ((n, d') numpy) to compute
+    the score on instead of xb. Returns also (rows clustered, rows scored)."""
     n = len(xb)
-    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if n > sample else np.arange(n)
+    rows = np.random.default_rng(seed).permutation(n)[:sample[0]]
     xs = to_numpy(xb, np.float32)[rows]
-    on = xs if scored is None else np.asarray(scored, dtype=np.float32)[rows]
+    on = (xs if scored is None else np.asarray(scored, dtype=np.float32)[rows])[:sample[1]]
     out = {c: {} for c in criteria}
     for k in ks:
         ids, _, _ = clustering.run_kmeans(xs, k, niter, seed=seed, nredo=1, device=device)
@@ -98,17 +101,20 @@ def k_scores(xb, ks, criteria=(K_CRITERION,), niter=20, seed=0, device=None, sam
         if "stability" in criteria:
             again, _, _ = clustering.run_kmeans(xs, k, niter, seed=seed + 7919, nredo=1, device=device)
         for c in criteria:
-            out[c][k] = partition_score(on, ids, c, again)
-    return out, len(rows)
+            out[c][k] = partition_score(on, ids[:len(on)], c, None if again is None else again[:len(on)])
+    return out, (len(rows), len(on))
 
 
-def choose_k(xb, ks, criterion=K_CRITERION, niter=20, seed=0, device=None, sample=K_SAMPLE):
-    """(the chosen k, metrics.json's k_selection: {"criterion", "scores": {"k": score}, "chosen", "rows"}): the k
-    of ks whose k-means partition `criterion` prefers (see k_scores, best_k)."""
-    scores, used = k_scores(xb, ks, (criterion,), niter, seed, device, sample)
+def choose_k(xb, ks, criterion=K_CRITERION, niter=20, seed=0, device=None, sample=(K_SAMPLE, K_SCORED),
+             scored=None):
+    """(the chosen k, metrics.json's k_selection: {"criterion", "scores": {"k": score}, "chosen", "rows"
+    (clustered per k), "rows_scored"}): the k of ks whose k-means partition `criterion` prefers (see k_scores,
+    best_k)."""
+    scores, (used, on) = k_scores(xb, ks, (criterion,), niter, seed, device, sample, scored)
     chosen = best_k(scores[criterion], criterion)
     curve = {str(k): (round(float(s), 6) if np.isfinite(s) else None) for k, s in scores[criterion].items()}
-    return chosen, {"criterion": criterion, "scores": curve, "chosen": int(chosen), "rows": int(used)}
+    return chosen, {"criterion": criterion, "scores": curve, "chosen": int(chosen), "rows": int(used),
+                    "rows_scored": int(on)}
 
 
 # ---------------------------------------------------------------- the pixel space

@@ -217,10 +217,11 @@ def write_predictions(path, dataset, ids, dist, outlier):
 
 # ---------------------------------------------------------------- main
 
-def cluster_images(c, dataset, features, ckpt, device=None):
+def cluster_images(c, dataset, features, ckpt, device=None, neighbours=None):
     """(cluster ids, squared distances to their centroids, k, the whitened embeddings, metrics.json's k_selection
     (pred_k auto) or None) in pred_mode, numpy arrays; device: where the whitening and the clustering run
-    (clustering.resolve_device; None: faiss on the CPU)."""
+    (clustering.resolve_device; None: faiss on the CPU); neighbours: the images' rows in the neighbour space
+    (neighbour_space), on which pred_k auto scores each k."""
     x = features if device is None else torch.from_numpy(features).to(device)
     if c["pred_mode"] == "assign":
         _, pca, centroids, offsets = stored_clustering(ckpt)
@@ -240,33 +241,43 @@ def cluster_images(c, dataset, features, ckpt, device=None):
     if note:
         say(note)
     xb, _ = clustering.preprocess_features(x, c["pca_dim"], log=say, method=c["pca_method"], seed=seed)
-    k, selection = choose_k(c, xb, seed, device) if auto else (k, None)
+    k, selection = choose_k(c, xb, neighbours, seed, device) if auto else (k, None)
     ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"], device=device)
     xb = clustering.to_numpy(xb)
     return ids, ((xb - centroids[ids]) ** 2).sum(1), k, xb, selection
 
 
-def choose_k(c, xb, seed, device):
-    """pred_k auto: (k, k_selection) by collection.choose_k over pred_k_range, with one log line."""
+def choose_k(c, xb, neighbours, seed, device):
+    """pred_k auto: (k, k_selection) by collection.choose_k over pred_k_range (the k-means of the whitened rows xb,
+    its silhouette in the neighbour space), with one log line."""
     t0 = time.time()
     ks = collection.k_candidates(len(xb), *c["pred_k_range"])
-    k, selection = collection.choose_k(xb, ks, niter=c["kmeans_niter"], seed=seed, device=device)
+    k, selection = collection.choose_k(xb, ks, niter=c["kmeans_niter"], seed=seed, device=device,
+                                       scored=clustering.to_numpy(neighbours))
     subset = f"a random {selection['rows']} of the images" if selection["rows"] < len(xb) else "all images"
     say(f"pred_k auto: k = {k}, the highest {selection['criterion']} of k = {ks[0]}-{ks[-1]} (k-means of {subset} "
-        f"for every k, {time.time() - t0:.1f} s)")
+        f"for every k, silhouette of {selection['rows_scored']} of them; {time.time() - t0:.1f} s)")
     return k, selection
 
 
-def look_around(c, dataset, features, signatures, model, devices):
-    """collection.py's answers (collection.Answers): outlier scores and the neighbours of the similar_to images in
-    the neighbour space of these images' features, and with duplicate_threshold > 0 the near-duplicate pairs of
-    their pixel signatures ((n, m) float32, collection.pixel_signature). devices: (the network's, the
-    clustering's: where the searches run, in torch; None: torch on the CPU). One log line."""
-    net, device = devices
+def neighbour_space(c, features, device=None):
+    """(the projection, the images' rows) of the neighbour space (collection.fit_neighbour_space) of the features;
+    the rows are a tensor on `device` (the clustering's), a numpy array for None."""
     t0 = time.time()
     x = features if device is None else torch.from_numpy(features).to(device)
     space = collection.fit_neighbour_space(x, seed=c["seed"])
     rows = clustering.apply_pca(x, space)
+    say(f"neighbour space: the top {len(space['A'])} principal directions of the features ({time.time() - t0:.1f} s)")
+    return space, rows
+
+
+def look_around(c, dataset, neighbours, signatures, model, devices):
+    """collection.py's answers (collection.Answers): outlier scores and the neighbours of the similar_to images in
+    the neighbour space (neighbours: neighbour_space's (projection, rows)), and with duplicate_threshold > 0 the
+    near-duplicate pairs of the images' pixel signatures ((n, m) float32, collection.pixel_signature). devices: (the
+    network's, the clustering's: where the searches run, in torch; None: torch on the CPU). One log line."""
+    (net, device), (space, rows) = devices, neighbours
+    t0 = time.time()
     dist, _, _ = collection.self_neighbours(rows, collection.OUTLIER_NEIGHBOUR, 0, device)
     answers = collection.Answers(collection.outlier_scores(dist))
     if c["duplicate_threshold"] > 0:
@@ -430,9 +441,10 @@ def predict(c, device="cpu", given=None):
             raise PredError(f"the network of '{printable(checkpoint_path(c))}' gives features that are not finite "
                             "(a diverged training?); use the checkpoint of an earlier run")
         search = clustering.resolve_device(c["clustering_device"], device)
-        ids, dist, k, embeddings, selection = cluster_images(c, dataset, features, ckpt, search)
+        neighbours = neighbour_space(c, features, search)
+        ids, dist, k, embeddings, selection = cluster_images(c, dataset, features, ckpt, search, neighbours[1])
         page = getattr(batches, "thumbs", None), start_map(c, dataset, ids, embeddings)  # drawn meanwhile
-        answers = look_around(c, dataset, features, getattr(batches, "signatures", None), model, (device, search))
+        answers = look_around(c, dataset, neighbours, getattr(batches, "signatures", None), model, (device, search))
         staging = beside(pred_dir, f"tmp-{os.getpid()}")
         os.makedirs(staging)
         open(os.path.join(staging, STAGING_MARK), "w").close()

@@ -188,7 +188,8 @@ def info_html(p):
     if chosen:
         ks, best = [int(k) for k in chosen["scores"]], "lowest" if chosen["criterion"] == "davies_bouldin" else "highest"
         rows.append(("k", f"{chosen['chosen']}, chosen without labels: the {best} {chosen['criterion']} of k = "
-                          f"{min(ks)}-{max(ks)} (k-means of {chosen['rows']} images per k)"))
+                          f"{min(ks)}-{max(ks)} (k-means of {chosen['rows']} images per k, scored on "
+                          f"{chosen['rows_scored']} in the neighbour space)"))
     if r.get("duplicates"):
         d = r["duplicates"]
         rows.append(("near-duplicates", f"{d['pairs']} pair{'s' * (d['pairs'] != 1)} in {d['groups']} "
@@ -383,8 +384,8 @@ def k_curve_png(selection, n_images):
     ax.axvline(chosen, color="C3", linestyle=":", linewidth=1.2)
     ax.annotate(f"k = {chosen}", (chosen, 1), xycoords=("data", "axes fraction"), xytext=(4, -12),
                 textcoords="offset points", color="C3", fontsize=9)
-    sample = "" if selection["rows"] >= n_images else f" (a random {selection['rows']:,} of the {n_images:,} images)"
-    ax.set_title(f"{selection['criterion'].replace('_', '-')} of the k-means partition{sample}", fontsize=9)
+    sample = "" if selection["rows_scored"] >= n_images else f" (a random {selection['rows_scored']:,} of the {n_images:,})"
+    ax.set_title(f"{selection['criterion'].replace('_', '-')} of the k-means partition of each k{sample}", fontsize=9)
     ax.set_xlabel("k", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()

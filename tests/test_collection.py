@@ -26,10 +26,12 @@ def groups(k, per_group=60, d=24, spread=6.0, seed=0):
 
 @pytest.mark.parametrize("k", [3, 7])
 def test_auto_k_recovers_the_number_of_well_separated_groups_and_records_its_scores(k):
-    xb, _ = clustering.preprocess_features(groups(k), 16)  # as pred.py: whitened, normalised
+    features = groups(k)
+    xb, _ = clustering.preprocess_features(features, 16)  # as pred.py: k-means of the whitened, normalised rows ...
+    neighbours = clustering.apply_pca(features, collection.fit_neighbour_space(features))  # ... scored here
     ks = collection.k_candidates(len(xb), 2, 50)
     assert ks == list(range(2, min(50, len(xb) // 5) + 1))
-    chosen, selection = collection.choose_k(xb, ks, seed=1)
+    chosen, selection = collection.choose_k(xb, ks, seed=1, scored=neighbours)
     assert chosen == k and selection["chosen"] == k and selection["criterion"] == collection.K_CRITERION
     assert list(selection["scores"]) == [str(x) for x in ks] and selection["rows"] == len(xb)
     assert max(selection["scores"].values()) == selection["scores"][str(k)]  # silhouette: the highest wins
@@ -200,3 +202,17 @@ def test_auto_k_outliers_and_the_page(collection_run):
     manifest = json.loads((out / ".pred_manifest.json").read_text())["files"]
     assert {"duplicates.csv", "similar.csv", "k_selection.png", "thumbs/query_0000.jpg"} <= set(manifest)
     assert os.path.exists(resolve(out, "thumbs/query_0000.jpg"))
+
+
+def test_in_a_crowd_of_look_alikes_only_the_pairs_that_stand_out_are_duplicates():
+    rng = np.random.default_rng(3)
+    crowd = clustering.l2_normalize(rng.normal(0, 0.05, (60, 32)) + np.eye(32)[0]).astype(np.float32)  # one kind
+    copy = clustering.l2_normalize(crowd[:1] + rng.normal(0, 0.002, (1, 32))).astype(np.float32)
+    x = np.vstack([crowd, copy])
+    (i, j, d), radius, median = collection.duplicate_pairs(x, 0.23)
+    tenth = collection.self_neighbours(x, 10)[0][:, 9]
+    assert median == pytest.approx(float(np.median(tenth))) and radius == pytest.approx(0.25 * median)
+    assert list(zip(i.tolist(), j.tolist())) == [(0, 60)]
+    (i, _, _), radius, median = collection.duplicate_pairs(x[:20], 0.23)  # too few images for a crowd
+    full = ((x[:20, None] - x[None, :20]) ** 2).sum(-1)[np.triu_indices(20, 1)]
+    assert median is None and radius == 0.23 and len(i) == (full <= 0.23).sum() > 100

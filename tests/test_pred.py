@@ -46,7 +46,7 @@ def test_pred_end_to_end_on_the_shipped_sample(trained, tmp_path):
     result = pred.main("cpu", args)
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 500 and set(rows[0]) == {"path", "cluster", "label", "distance"}
+    assert len(rows) == 500 and set(rows[0]) == {"path", "cluster", "label", "distance", "outlier_score"}
     assert {r["label"] for r in rows} == {"Ankle_boot", "Bag", "Coat", "Dress", "Pullover", "Sandal", "Shirt",
                                           "Sneaker", "T-shirt_top", "Trouser"}
     metrics = json.loads((out / "metrics.json").read_text())

@@ -1,18 +1,24 @@
 """The measurements behind pred.py's answers about one's own collection (docs/results.md, "Your own collection").
 
-    python tools/collection_measure.py duplicates --runs exp/dup_random exp/dup_trained
-    python tools/collection_measure.py k --runs exp/fashion_mnist_small exp/fm_random
+    python tools/collection_measure.py duplicates --runs pixels exp/dup_random exp/fashion_mnist_small
+    python tools/collection_measure.py rule --trees bench/photos_tree_duplicates
+    python tools/collection_measure.py k --runs exp/fashion_mnist_small exp/fm_random --draws 3
 
 duplicates: a collection of real photographs with planted copies (build_duplicate_tree: the quarters of the
     wallpaper photographs of Debian's mate-backgrounds and plasma-workspace-wallpapers, each quarter a different
-    photo of the same scene, and the artwork of those and gnome-backgrounds whole; a third of them copied six ways:
-    resized, re-encoded, lightly cropped, recoloured, all four at once, and cropped more than lightly). For each run's network and each candidate space, the squared distances of
+    photo of the same scene, and the artwork of those and of gnome-backgrounds whole; a third of them copied six
+    ways: resized, re-encoded, lightly cropped, recoloured, all four at once, and cropped more than lightly). For
+    each run's network and candidate space (run "pixels": collection.pixel_signature), the squared distances of
     every pair of images: the threshold that finds every original-copy pair of one half of the source pictures,
-    and at that threshold the pairs found and the false pairs of the other half and of the whole collection.
+    and at it the pairs found and the false pairs of the other half and of the whole collection.
+rule: pred.py's rule (collection.duplicate_pairs) on image folders: the radius, the pairs; with a truth.json (the
+    trees above, or another with planted copies) the copies found per kind and the false pairs.
 k:  Fashion-MNIST subsets of the TRAINING file (images 200-499 of each class: none of the shipped sample's) with
-    2, 5 and 10 classes, and synthetic Gaussian groups; for each criterion of collection.K_CRITERIA the k it
-    chooses over the default range against the true number of groups.
-Prints tables and writes JSON (--out). The trees are built under bench/ (ignored by git) on first use.
+    2, 5 and 10 classes, and synthetic Gaussian groups; for each criterion of collection.K_CRITERIA, computed on
+    the whitened rows the k-means partitioned and (name@pca64) in the neighbour space, the k it chooses over the
+    default range against the true number of groups.
+Prints tables and writes JSON (--out). The trees are built under bench/ (ignored by git) on first use; the
+wallpapers come from `apt-get install -y mate-backgrounds gnome-backgrounds plasma-workspace-wallpapers`.
 """
 import argparse
 import glob
@@ -228,29 +234,27 @@ def measure_duplicates(runs, tree, spaces=SPACES):
     return results
 
 
-def at_threshold(runs, tree, space, thresholds):
-    """For each run and fixed threshold: original-copy pairs found (all halves, per kind), same-group pairs found,
-    false pairs, with the false pairs' file names (to look at)."""
-    with open(os.path.join(tree, "truth.json")) as f:
-        truth = json.load(f)
+def measure_rule(trees, threshold, input_size=64):
+    """pred.py's rule (collection.duplicate_pairs on pixel signatures) on each tree: the radius it used, the
+    pairs found; with a truth.json also the original-copy pairs found per kind and the false pairs (also counted
+    once per two pictures)."""
     out = {}
-    for run in runs:
-        paths, features, c = run_features(run, tree)
-        names = [os.path.basename(p) for p in paths]
-        groups = np.array([truth[n][0] for n in names])
-        x = space_rows(features, space, c["pca_dim"])
-        d, same, _, (i, j) = pair_table(x, groups, np.zeros(len(names), int))
-        original_pair = np.array(["~" not in names[a] or "~" not in names[b] for a, b in zip(i, j)])
-        out[run] = {}
-        for t in thresholds:
-            found = d <= t
-            false = np.flatnonzero(found & ~same)
-            out[run][str(t)] = {"found": float(found[same & original_pair].mean()), "pairs_true": int(
-                (same & original_pair).sum()), "found_group_pairs": float(found[same].mean()),
-                "false": int(len(false)), "false_pairs": [[names[i[p]], names[j[p]], float(d[p])] for p in false]}
-            r = out[run][str(t)]
-            print(f"{run:28s} {space} <= {t}: original-copy pairs found {r['found']:.3f} of {r['pairs_true']}, "
-                  f"group pairs {r['found_group_pairs']:.3f}, false pairs {r['false']}")
+    for tree in trees:
+        paths, signatures, _ = pixel_features(tree, input_size)
+        (i, j, d), radius, crowd = collection.duplicate_pairs(signatures, threshold)
+        r = out[tree] = {"images": len(paths), "radius": radius, "crowd": crowd, "pairs": len(i)}
+        if os.path.exists(os.path.join(tree, "truth.json")):
+            with open(os.path.join(tree, "truth.json")) as f:
+                truth = json.load(f)
+            names = [os.path.basename(p) for p in paths]
+            groups, picture = np.array([truth[n][0] for n in names]), np.array([n.split("~")[0].removesuffix(".jpg") for n in names])
+            full, same, _, (a, b) = pair_table(signatures, groups, np.zeros(len(names), int))
+            kinds, found = pair_kinds(names, a, b), full <= radius
+            r["found"] = {k: float(found[same & (kinds == k)].mean()) for k in KINDS if (kinds == k).any()}
+            r["found_light"] = float(found[same & np.isin(kinds, LIGHT)].mean())
+            r["false"] = int((found & ~same).sum())
+            r["false_pictures"] = len({tuple(sorted(p)) for p in zip(picture[a][found & ~same], picture[b][found & ~same])})
+        print(f"{tree}: {r}")
     return out
 
 
@@ -338,12 +342,13 @@ def summary(results):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=("duplicates", "threshold", "k", "tree"))
+    p.add_argument("part", choices=("duplicates", "rule", "k", "tree"))
+    p.add_argument("--trees", nargs="*", default=[], help="rule: image folders (with truth.json: planted copies)")
+    p.add_argument("--input_size", type=int, default=64, help="rule: images decoded as for this input size")
     p.add_argument("--runs", nargs="*", default=[], help="exp_dirs of trained runs whose networks are measured")
     p.add_argument("--tree", default=os.path.join(ROOT, "bench", "photos_tree_duplicates"))
     p.add_argument("--pool", default=os.path.join(ROOT, "data", "fashion_mnist_kpool"))
-    p.add_argument("--space", default="pca64", help="threshold: the space")
-    p.add_argument("--thresholds", nargs="*", type=float, default=[0.1, 0.15, 0.2])
+    p.add_argument("--threshold", type=float, default=0.23, help="rule: duplicate_threshold")
     p.add_argument("--draws", type=int, default=5, help="k: random subsets per number of classes")
     p.add_argument("--out", default="", help="also write the results as JSON here")
     a = p.parse_args(argv)
@@ -354,8 +359,8 @@ def main(argv=None):
         return
     if a.part == "duplicates":
         result = measure_duplicates(a.runs, build_duplicate_tree(a.tree))
-    elif a.part == "threshold":
-        result = at_threshold(a.runs, build_duplicate_tree(a.tree), a.space, a.thresholds)
+    elif a.part == "rule":
+        result = measure_rule(a.trees, a.threshold, a.input_size)
     else:
         result = measure_k(a.runs, fashion_pool(a.pool), a.draws)
         print(summary(result))
