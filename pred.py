@@ -1,9 +1,11 @@
 """Assign images to clusters with a trained network: `python pred.py [--config FILE] [--key value ...]`.
 
 The run's settings come from its checkpoint (flags still win). Writes into pred_dir (default
-exp_dir/pred): predictions.csv, metrics.json, clusters/<id>/ (symlinks or copies), grids/
-(cluster_<id>.png, overview.png), index.html with thumbs/ (cfg report), map.png (cfg map) and, with
-save_features, features.npy and embeddings.npy.
+exp_dir/pred): predictions.csv (with each image's outlier_score), metrics.json, clusters/<id>/ (symlinks
+or copies), grids/ (cluster_<id>.png, overview.png), index.html with thumbs/ (cfg report), map.png (cfg
+map), duplicates.csv (cfg duplicate_threshold > 0), similar.csv (--similar_to FILE_OR_FOLDER ...),
+k_selection.png (--pred_k auto) and, with save_features, features.npy and embeddings.npy. What is found
+besides the clusters (k without labels, near-duplicates, similar images, outliers) is collection.py's.
 Two modes (cfg pred_mode):
   assign     nearest centroid of the last training clustering (stored PCA + centroids),
              so cluster ids are the training ids;
