@@ -3,6 +3,7 @@
     python tools/collection_measure.py duplicates --runs pixels exp/dup_random exp/fashion_mnist_small
     python tools/collection_measure.py rule --trees bench/photos_tree_duplicates
     python tools/collection_measure.py k --runs exp/fashion_mnist_small exp/fm_random --draws 3
+    python tools/collection_measure.py similar --runs pixels exp/fashion_mnist_small exp/fm_random
 
 duplicates: a collection of real photographs with planted copies (build_duplicate_tree: the quarters of the
     wallpaper photographs of Debian's mate-backgrounds and plasma-workspace-wallpapers, each quarter a different
@@ -17,6 +18,8 @@ k:  Fashion-MNIST subsets of the TRAINING file (images 200-499 of each class: no
     2, 5 and 10 classes, and synthetic Gaussian groups; for each criterion of collection.K_CRITERIA, computed on
     the whitened rows the k-means partitioned and (name@pca64) in the neighbour space, the k it chooses over the
     default range against the true number of groups.
+similar: on the same 3,000 Fashion-MNIST images, for each run's network and candidate space (run "pixels": the
+    pixel signatures), the share of every image's 10 nearest other images that are of its class (precision at 10).
 Prints tables and writes JSON (--out). The trees are built under bench/ (ignored by git) on first use; the
 wallpapers come from `apt-get install -y mate-backgrounds gnome-backgrounds plasma-workspace-wallpapers`.
 """
@@ -224,7 +227,7 @@ def measure_duplicates(runs, tree, spaces=SPACES):
         for space in (["as is"] if run == "pixels" else spaces):
             x = space_rows(features, space, c["pca_dim"])
             d, same, half, (i, j) = pair_table(x, groups, halves)
-            picture = np.array([n.split("~")[0].removesuffix(".jpg") for n in names])
+            picture = np.array([os.path.splitext(n.split("~")[0])[0] for n in names])
             results[run][space] = r = duplicate_scores(d, same, half, pair_kinds(names, i, j),
                                                        np.stack([picture[i], picture[j]], 1))
             print(f"{run:28s} {space:10s} threshold {r['threshold']:.4f}  found (half 1) {r['found_half1']:.3f}  "
@@ -247,7 +250,7 @@ def measure_rule(trees, threshold, input_size=64):
             with open(os.path.join(tree, "truth.json")) as f:
                 truth = json.load(f)
             names = [os.path.basename(p) for p in paths]
-            groups, picture = np.array([truth[n][0] for n in names]), np.array([n.split("~")[0].removesuffix(".jpg") for n in names])
+            groups, picture = np.array([truth[n][0] for n in names]), np.array([os.path.splitext(n.split("~")[0])[0] for n in names])
             full, same, _, (a, b) = pair_table(signatures, groups, np.zeros(len(names), int))
             kinds, found = pair_kinds(names, a, b), full <= radius
             r["found"] = {k: float(found[same & (kinds == k)].mean()) for k in KINDS if (kinds == k).any()}
@@ -325,6 +328,21 @@ def measure_k(runs, pool, draws, seed=0):
     return results
 
 
+def measure_similar(runs, pool, m=10, seed=0):
+    """{run: {space: precision at m}}: the share of each image's m nearest other images (collection.self_neighbours,
+    squared L2 between the space's rows) that share its class, averaged over the images of pool."""
+    results = {}
+    for run in runs:
+        paths, features, c = pixel_features(pool) if run == "pixels" else run_features(run, pool)
+        labels = np.unique([os.path.basename(os.path.dirname(p)) for p in paths], return_inverse=True)[1]
+        results[run] = {}
+        for space in ("as is",) if run == "pixels" else SPACES:
+            _, ids, _ = collection.self_neighbours(space_rows(features, space, c["pca_dim"], seed), m)
+            results[run][space] = float((labels[ids] == labels[:, None]).mean())
+        print(f"{run:28s} " + "  ".join(f"{space} {v:.3f}" for space, v in results[run].items()))
+    return results
+
+
 def summary(results):
     """Per set and criterion: exact hits, mean |chosen - true| and mean chosen k, per true k."""
     lines = []
@@ -342,7 +360,7 @@ def summary(results):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=("duplicates", "rule", "k", "tree"))
+    p.add_argument("part", choices=("duplicates", "rule", "k", "similar", "tree"))
     p.add_argument("--trees", nargs="*", default=[], help="rule: image folders (with truth.json: planted copies)")
     p.add_argument("--input_size", type=int, default=64, help="rule: images decoded as for this input size")
     p.add_argument("--runs", nargs="*", default=[], help="exp_dirs of trained runs whose networks are measured")
@@ -361,6 +379,8 @@ def main(argv=None):
         result = measure_duplicates(a.runs, build_duplicate_tree(a.tree))
     elif a.part == "rule":
         result = measure_rule(a.trees, a.threshold, a.input_size)
+    elif a.part == "similar":
+        result = measure_similar(a.runs, fashion_pool(a.pool))
     else:
         result = measure_k(a.runs, fashion_pool(a.pool), a.draws)
         print(summary(result))
