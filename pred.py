@@ -287,11 +287,11 @@ def look_around(c, dataset, neighbours, signatures, model, devices):
             signatures, c["duplicate_threshold"], device)
         answers.setting = c["duplicate_threshold"]
         answers.groups, _ = collection.duplicate_groups(answers.pairs, len(dataset))
-    line = (f"{len(answers.pairs[0])} near-duplicate pairs in {answers.groups} groups (distance <= "
-            f"{answers.threshold:.3g}), " if answers.pairs is not None else "")
+    line = (f"{counted(len(answers.pairs[0]), 'near-duplicate pair')} in {counted(answers.groups, 'group')} "
+            f"(distance <= {answers.threshold:.3g}), " if answers.pairs is not None else "")
     if c["similar_to"]:
         answers.similar = similar_queries(c, dataset, model, (net, device), space, rows)
-        line += f"the {c['similar_k']} nearest images of {len(answers.similar)} query images, "
+        line += f"the {c['similar_k']} nearest images of {counted(len(answers.similar), 'query image')}, "
     say(f"neighbours: {line}outlier scores ({time.time() - t0:.1f} s)")
     return answers
 
