@@ -40,8 +40,15 @@ GIB = 2**30
 GPU_KMEANS_FLOPS = 2 * IMAGENET * 10_000 * 256 * 20 / 4.22
 
 
-def peak_gib(reset=False):
-    """This process' peak resident memory since the last reset (VmHWM), in GiB; reset=True starts a new peak."""
+def peak_gib(reset=False, device="cpu"):
+    """This process' peak memory since the last reset, in GiB: resident (VmHWM) on the CPU, allocated by torch on
+    a GPU; reset=True starts a new peak."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / GIB
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+        return peak
     with open("/proc/self/status") as f:
         kib = int(next(line.split()[1] for line in f if line.startswith("VmHWM")))
     if reset:
@@ -50,10 +57,10 @@ def peak_gib(reset=False):
     return kib / 2**20
 
 
-def share_rows(share, dtype, source):
+def share_rows(share, dtype, source, device="cpu"):
     """The synthetic features of the images `share` (a contiguous block), made block by block of BLOCK rows of the
-    whole set, so that every number of processes clusters the same rows."""
-    out = torch.empty(len(share), D, dtype=dtype)
+    whole set, so that every number of processes clusters the same rows; held on `device`."""
+    out = torch.empty(len(share), D, dtype=dtype, device=device)
     if not len(share):
         return out
     for block in range(share[0] // BLOCK, share[-1] // BLOCK + 1):
@@ -69,31 +76,33 @@ def equal_size_round(xb, centroids, shards):
     candidates only where they do not suffice) in a known time."""
     from clustering.common import one_process
     from clustering.equal_size import candidate_sinkhorn, nearest_candidates
-    c = torch.from_numpy(centroids)
+    c = torch.from_numpy(centroids).to(xb.device)
     dist, ids = nearest_candidates(xb, c, min(len(c), CANDIDATES))
     total, count = one_process(shards, len(xb)).sum(dist.sum(), torch.tensor(float(dist.numel()), dtype=torch.float64))
     candidate_sinkhorn(dist, ids, len(c), 0.01 * float(total / count), SINKHORN, 0.0, shards)
 
 
-def child(n, k, niter, dtype, folder):
-    """One rank of a run: its share of the features, then the sharded clustering step phase by phase."""
+def child(n, k, niter, dtype, folder, device_type="cpu"):
+    """One rank of a run: its share of the features, then the sharded clustering step phase by phase (on the CPU
+    with gloo, or on this rank's GPU with NCCL)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = distributed.setup("cpu")[0]
+    rank, _, local_rank = distributed.setup(device_type)
+    device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device("cpu")
     torch.set_num_threads(max(1, distributed.usable_cores() // world))
     share = distributed.shard(n, rank, world)
-    x = share_rows(share, DTYPES[dtype], SyntheticFeatures(k=100))
+    x = share_rows(share, DTYPES[dtype], SyntheticFeatures(k=100), device)
     gc.collect()
-    shards = distributed.Shards(len(share), "cpu") if world > 1 else None
-    km = clustering.Kmeans(k, PCA_DIM, niter, "torch", 1, equal_size=False, device=torch.device("cpu"))
-    base = peak_gib(reset=True)
+    shards = distributed.Shards(len(share), device) if world > 1 else None
+    km = clustering.Kmeans(k, PCA_DIM, niter, "torch", 1, equal_size=False, device=device)
+    base = peak_gib(reset=True, device=device)
     t0 = time.perf_counter()
     xb, pca = km.whiten(x, seed=1, shards=shards)
     del x
-    t1, pca_peak = time.perf_counter(), peak_gib(reset=True)
+    t1, pca_peak = time.perf_counter(), peak_gib(reset=True, device=device)
     km.cluster_whitened(xb, pca, seed=1, shards=shards)
-    t2, kmeans_peak = time.perf_counter(), peak_gib(reset=True)
+    t2, kmeans_peak = time.perf_counter(), peak_gib(reset=True, device=device)
     equal_size_round(xb, km.centroids, shards)
-    t3, equal_peak = time.perf_counter(), peak_gib()
+    t3, equal_peak = time.perf_counter(), peak_gib(device=device)
     row = {"rank": rank, "world": world, "rows": len(share), "base_gib": base, "pca_peak_gib": pca_peak,
            "kmeans_peak_gib": kmeans_peak, "equal_size_peak_gib": equal_peak, "pca_s": t1 - t0, "kmeans_s": t2 - t1,
            "equal_round_s": t3 - t2, "loss": km.loss}
@@ -104,13 +113,15 @@ def child(n, k, niter, dtype, folder):
     distributed.cleanup()
 
 
-def run(world, n, k, niter, dtype):
-    """One torchrun launch of `world` gloo processes; returns (per-rank rows, rank 0's assignment, seconds)."""
+def run(world, n, k, niter, dtype, device_type="cpu"):
+    """One torchrun launch of `world` processes (gloo, or NCCL one per GPU); returns (per-rank rows, rank 0's
+    assignment, seconds)."""
     with tempfile.TemporaryDirectory() as folder:
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, distributed.usable_cores() // world))}
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
-                            os.path.abspath(__file__), "--_child", str(n), str(k), str(niter), dtype, folder],
+                            os.path.abspath(__file__), "--_child", str(n), str(k), str(niter), dtype, folder,
+                            device_type],
                            cwd=ROOT, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         if r.returncode != 0:
@@ -119,13 +130,13 @@ def run(world, n, k, niter, dtype):
         return ranks, np.load(os.path.join(folder, "assignment.npy")), seconds
 
 
-def bench_sharded(n, k, niter, worlds=(1, 2, 4), dtypes=("float32", "bfloat16")):
+def bench_sharded(n, k, niter, worlds=(1, 2, 4), dtypes=("float32", "bfloat16"), device_type="cpu"):
     """Every (dtype, world) run; the largest rank's numbers, and its partition against the one-process one."""
     results = []
     for dtype in dtypes:
         reference = None
         for world in worlds:
-            ranks, assignment, seconds = run(world, n, k, niter, dtype)
+            ranks, assignment, seconds = run(world, n, k, niter, dtype, device_type)
             top = max(ranks, key=lambda r: max(r["pca_peak_gib"], r["kmeans_peak_gib"], r["equal_size_peak_gib"]))
             row = {"dtype": dtype, "world": world, "n": n, "k": k, "niter": niter, "launch_s": seconds,
                    **{key: top[key] for key in ("rows", "base_gib", "pca_peak_gib", "kmeans_peak_gib",
@@ -134,7 +145,8 @@ def bench_sharded(n, k, niter, worlds=(1, 2, 4), dtypes=("float32", "bfloat16"))
                    "loss": ranks[0]["loss"]}
             if reference is None:
                 reference = assignment, row["loss"]
-            model = rank_memory(n, world, k, 2 if dtype == "bfloat16" else 4, chunk=256 * 2**20)
+            model = rank_memory(n, world, k, 2 if dtype == "bfloat16" else 4,
+                                chunk=2 * GIB if device_type == "cuda" else 256 * 2**20)
             interpreter = row["base_gib"] - model["features"] / GIB  # base: the features are held already
             row["model_gib"] = {p: interpreter + model[p] / GIB for p in ("pca", "kmeans", "equal_size")}
             row["nmi_vs_one"] = metrics.nmi(reference[0], assignment)
@@ -195,8 +207,9 @@ def projection(kmeans_rate_flops=GPU_KMEANS_FLOPS):
     return rows
 
 
-def print_sharded(results, projected):
-    print("sharded clustering step (PCA-whitening 4096 -> 256, k-means, one equal-size round), gloo on this CPU:")
+def print_sharded(results, projected, gpu=False):
+    print("sharded clustering step (PCA-whitening 4096 -> 256, k-means, one equal-size round), "
+          + ("NCCL on GPUs:" if gpu else "gloo on this CPU:"))
     print(f"  {'dtype':>8} {'procs':>5} {'rows/rank':>9} {'held GiB':>8} {'base':>5} {'PCA peak':>8} {'k-means':>8} "
           f"{'equal-size':>10}  {'PCA s':>6} {'k-means s':>9} {'equal s':>7}  {'NMI vs 1':>8} {'loss / 1':>8}")
     for r in results:
@@ -208,7 +221,8 @@ def print_sharded(results, projected):
         model = r["model_gib"]
         print(f"  {'':>8} {'':>5} {'model':>9} {'':>8} {'':>5} {model['pca']:>8.2f} {model['kmeans']:>8.2f} "
               f"{model['equal_size']:>10.2f}")
-    print("  (resident GiB of the largest rank: base = the interpreter, torch and the features held; each phase's peak)")
+    print("  (GPU GiB allocated by torch" if gpu else "  (resident GiB", end="")
+    print(" of the largest rank: base = the interpreter, torch and the features held; each phase's peak)")
     print("projected per GPU, GiB (PCA phase with bf16 features held / streamed, pca_fit_samples 100,000), traffic per "
           "rank:")
     print(f"  {'images':>11} {'k':>7} {'GPUs':>5} {'before':>7} {'PCA bf16':>8} {'streamed':>8} {'k-means':>7} "
@@ -222,11 +236,25 @@ def print_sharded(results, projected):
 
 
 def main(argv=None):
+    """On a GPU machine (tools/gpu_check.sh): the step at ImageNet's size on 1 GPU and on every GPU (NCCL), GPU
+    memory allocated by torch per phase; bench/run.py --parts sharded runs the CPU (gloo) version."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--_child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, default=IMAGENET, help="images (rows of 4096)")
+    p.add_argument("--k", type=int, default=10_000, help="clusters")
+    p.add_argument("--dtypes", default="bfloat16", help="comma-separated feature dtypes: float32, bfloat16")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results_sharded_gpu.json"))
+    p.add_argument("--_child", nargs=6, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    n, k, niter, dtype, folder = a._child
-    child(int(n), int(k), int(niter), dtype, folder)
+    if a._child:
+        n, k, niter, dtype, folder, device_type = a._child
+        return child(int(n), int(k), int(niter), dtype, folder, device_type)
+    gpus = torch.cuda.device_count()
+    if not gpus:
+        raise SystemExit("bench/sharded.py: no GPU here; python bench/run.py --parts sharded runs it on the CPU")
+    results = bench_sharded(a.n, a.k, 20, sorted({1, gpus}), a.dtypes.split(","), "cuda")
+    print_sharded(results, projection(), gpu=True)
+    with open(a.out, "w") as f:
+        json.dump({"gpu": torch.cuda.get_device_name(0), "runs": results}, f, indent=2)
 
 
 if __name__ == "__main__":
