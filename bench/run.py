@@ -42,6 +42,7 @@ from cfg import DEFAULTS  # noqa: E402
 from dataset import ClusterDataset, PseudoLabelDataset, eval_transform, train_transform  # noqa: E402
 from models import build_model  # noqa: E402
 from engine import compute_features, loader_workers, make_loader, train_one_epoch  # noqa: E402
+from synthetic import SyntheticFeatures  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
 FULL = {"images": {32: 640, 128: 96}, "train_images": {32: 384, 128: 48}, "cluster_n": 60_000, "pca_n": 6000,
@@ -150,23 +151,6 @@ def bench_train(size, n, reps, c):
     raw_rate, real_rate = best_rate(raw, n, reps), best_rate(real, n, reps)
     return {"size": size, "images": n, "raw_img_s": raw_rate, "real_img_s": real_rate,
             "efficiency": real_rate / raw_rate}
-
-
-class SyntheticFeatures:
-    """fc7-like features with cluster structure: k centres in a latent space, lifted to d dims, plus noise."""
-
-    def __init__(self, d=4096, k=100, latent=512, seed=0):
-        gen = torch.Generator().manual_seed(seed)
-        self.lift = torch.randn(latent, d, generator=gen) / latent**0.5
-        self.centres = torch.randn(k, latent, generator=gen) * 2
-        self.k = k
-
-    def rows(self, n, seed):
-        gen = torch.Generator().manual_seed(seed)
-        labels = torch.randint(0, self.k, (n,), generator=gen)
-        z = self.centres[labels] + torch.randn(n, self.centres.shape[1], generator=gen)
-        x = z @ self.lift + 0.05 * torch.randn(n, self.lift.shape[1], generator=gen)
-        return x.numpy(), labels.numpy()
 
 
 def synthetic_features(n, seed=0):

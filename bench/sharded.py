@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # before bench/ (a script's own folder): bench/decoding.py and bench/report.py
+# would shadow the repository's decoding.py and report.py
 
 import clustering  # noqa: E402
 import distributed  # noqa: E402
 import metrics  # noqa: E402
-from run import SyntheticFeatures  # noqa: E402
+from synthetic import SyntheticFeatures  # noqa: E402
 
 D, PCA_DIM, CANDIDATES, BLOCK, SINKHORN = 4096, 256, clustering.EQUAL_SIZE_CANDIDATES, 4096, 20
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
