@@ -118,6 +118,10 @@ def test_gpu_check_script_cpu_safe_parts():
     r = subprocess.run(["bash", script], capture_output=True, text=True, env=bare, timeout=60)
     assert r.returncode == 1 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "faiss-cpu" in r.stderr and "--target" in r.stderr and "PYTHONPATH" in r.stderr
+    for bench in ("imagenet.py", "sharded.py"):  # the benchmarks it runs start (bench/decoding.py shadowed decoding.py)
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", bench), "--help"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0 and "usage" in r.stdout, r.stderr[-2000:]
 
 
 def test_two_processes_with_the_centroid_head_and_a_streamed_pca(tmp_path):
