@@ -272,7 +272,7 @@ class Run:
 
     def cluster(self, epoch, previous):
         """Head off, features of every image, PCA-whitening + k-means (a fresh seed every epoch); every
-        rank gets rank 0's clustering. Returns the clustering's half of the metrics row."""
+        rank ends with the same clustering. Returns the clustering's half of the metrics row."""
         t0 = time.time()
         self.model.remove_head()
         seed = epoch_seed(self.c["seed"], epoch)
