@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import clustering
 import distributed
 import engine
 import train
@@ -126,13 +127,16 @@ def test_gpu_check_script_cpu_safe_parts():
 
 def test_two_processes_with_the_centroid_head_and_a_streamed_pca(tmp_path):
     """Every rank builds the same head from the same PCA and centroids; pca_fit_samples under torchrun: the PCA
-    is fitted on one sample drawn across the ranks, every later batch projected as it is computed."""
-    tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=6)
+    is fitted on one sample drawn across the ranks, every later batch projected as it is computed, to the
+    automatic dimension of that sample (pca_dim 0: 2 for 12 images, 3 for all 24), as one process does."""
+    tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, tmp_path / "exp", "--num_epoch", "2", "--head",
-                                                           "centroids", "--pca_fit_samples", "12")],
+                                                           "centroids", "--pca_fit_samples", "12", "--pca_dim", "0")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "exp" / "metrics.jsonl")]
     assert len(rows) == 2 and all(row["ranks_in_sync"] is True and np.isfinite(row["loss"]) for row in rows)
     assert rows[0]["nmi"] > 0.9  # the 3 visible kinds of image found
+    ckpt = torch.load(tmp_path / "exp" / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["pca_A"].shape == (clustering.auto_pca_dim(12), 4096) and clustering.auto_pca_dim(24) == 3
