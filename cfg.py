@@ -52,6 +52,8 @@ DEFAULTS = {
     "pic_alpha": 0.001,  # "pic": v <- alpha * W^T v + (1 - alpha) / n
     "pic_iterations": 200,  # "pic": power iterations
     "reassign": 1,  # epochs between two re-clusterings (1 = re-cluster every epoch, as the paper)
+    "shard_clustering": True,  # under torchrun: every process whitens and clusters its own share of the features (all-reduced sums, k-means in torch), only the cluster ids are gathered; false = rank 0 gathers all features and clusters alone (PIC always clusters on rank 0)
+    "feature_dtype": "auto",  # dtype the fc7 features are held in until whitened: "auto" (the amp dtype on CUDA, in which the network computed them: lossless, half the memory; float32 on the CPU), "float32", "float16" or "bfloat16"
     # --- training ---
     "num_epoch": 10,  # total number of epochs (raise it and re-run to continue a finished run)
     "batch_size": 64,  # images per training / feature batch
@@ -111,6 +113,7 @@ CHOICES = {
     "head": ("new", "match", "centroids"),
     "amp": ("bf16", "fp16", "off"),
     "clustering_device": ("auto", "cpu", "torch"),
+    "feature_dtype": ("auto", "float32", "float16", "bfloat16"),
     "compile": ("auto", "on", "off"),
     "lr_scheduler": ("none", "step", "plateau"),
     "select_epoch": ("nmi_prev", "kmeans_loss", "last"),

@@ -22,6 +22,7 @@ from models import FEATURE_DIM
 from progress import Bar
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def require_cuda(cpu_script):
@@ -34,6 +35,15 @@ def require_cuda(cpu_script):
 def amp_dtype(c, device):
     """Mixed precision on CUDA only (cfg amp); the CPU keeps float32."""
     return AMP_DTYPES.get(c["amp"]) if device.type == "cuda" else None
+
+
+def feature_dtype(c, device):
+    """The dtype the fc7 features are held in until they are whitened (cfg feature_dtype). "auto": the dtype the
+    network computes them in, the amp dtype on CUDA (bf16 or fp16: held in it, nothing is lost and the memory
+    is halved), float32 on the CPU."""
+    if c["feature_dtype"] == "auto":
+        return amp_dtype(c, device) or torch.float32
+    return FEATURE_DTYPES[c["feature_dtype"]]
 
 
 def compile_body(model, c, device):
@@ -86,15 +96,17 @@ def iter_features(loader, model, device, verbose=True, dtype=None):
             yield index.numpy(), out.float()
 
 
-def compute_features(loader, model, device, verbose=True, dtype=None, dim=FEATURE_DIM, keep_on=None):
+def compute_features(loader, model, device, verbose=True, dtype=None, dim=FEATURE_DIM, keep_on=None,
+                     hold=torch.float32):
     """The N x dim outputs (4096-d fc7 features by default) of every image of the loader's dataset, in its
-    order: a float32 numpy array, or with keep_on a float32 tensor on that device (the GPU clustering reads
-    them there; nothing of N x dim crosses to the host)."""
+    order: a float32 numpy array, or with keep_on a tensor of dtype `hold` (float32, or float16 / bfloat16 for
+    half the memory: feature_dtype) on that device (the GPU clustering reads them there; nothing of N x dim
+    crosses to the host)."""
     n = len(loader.dataset)
     if keep_on is not None:
-        features = torch.empty(n, dim, dtype=torch.float32, device=keep_on)
+        features = torch.empty(n, dim, dtype=hold, device=keep_on)
         for index, out in iter_features(loader, model, device, verbose, dtype):
-            features[torch.from_numpy(index).to(keep_on)] = out.to(keep_on)
+            features[torch.from_numpy(index).to(keep_on)] = out.to(keep_on, hold)
         return features
     features = np.empty((n, dim), dtype=np.float32)
     for index, out in iter_features(loader, model, device, verbose, dtype):

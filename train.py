@@ -35,11 +35,13 @@ from checkpoint import (CHECKPOINT, EARLIER_LAYOUT, METRICS, MODEL_KEYS, SELECTE
                         truncate_metrics)
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, file_fingerprint, open_split, train_transform
-from engine import Logger, amp_dtype, average_into, compile_body, compute_features, format_metric, iter_features
-from engine import make_loader, memory_format, train_one_epoch, weights_finite
+from engine import Logger, amp_dtype, average_into, compile_body, compute_features, feature_dtype, format_metric
+from engine import iter_features, make_loader, memory_format, train_one_epoch, weights_finite
 from errors import BusyError, CheckpointError, ConfigError, DataError, TrainingError, UserError, counted
 from models import FEATURE_DIM, build_model
 from models.pretrained import load_pretrained, read_state_dict
+
+CPU = torch.device("cpu")
 
 
 def make_optimizer(model, c):
@@ -72,8 +74,6 @@ def check_processes(c, device, world):
     if world > 1 and c["sync_bn"] and device.type != "cuda":
         raise ConfigError("sync_bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
                           "use train_cuda.py under torchrun or --sync_bn false")
-    if world > 1 and c["pca_fit_samples"]:
-        raise ConfigError("pca_fit_samples > 0 is not supported with several processes yet; set it to 0 under torchrun")
 
 
 class Run:
@@ -93,6 +93,10 @@ class Run:
         self.main_process = self.rank == 0
         self.comm_device = self.device if self.device.type == "cuda" else torch.device("cpu")  # NCCL: GPU, gloo: CPU
         self.clustering_device = clustering.resolve_device(c["clustering_device"], self.device)  # None: faiss
+        self.feature_dtype = feature_dtype(c, self.device)  # how the features are held until whitened
+        # under torchrun every rank whitens its own features (cluster_sharded), and k-means runs sharded too
+        self.shard_whitening = self.world > 1 and (c["shard_clustering"] or c["pca_fit_samples"] > 0)
+        self.shard_kmeans = self.shard_whitening and c["shard_clustering"] and c["clustering"] == "kmeans"
         self.log = Logger(c["exp_dir"], c["verbose"], self.main_process, hold=True)  # no folder before claim_folder
         self.verbose = c["verbose"] and self.main_process
         self.dtype = amp_dtype(c, self.device)
@@ -161,8 +165,10 @@ class Run:
         if c["num_classes"] > self.n:
             raise DataError(f"num_classes (k) = {c['num_classes']}{'' if given else ' (automatic)'} is larger than the "
                             f"{self.where}")
-        if c["equal_size"]:
-            clustering.check_equal_size_fits(self.n, c["num_classes"], self.clustering_device)
+        if c["equal_size"]:  # sharded: each rank's rows, in torch
+            clustering.check_equal_size_fits(-(-self.n // self.world) if self.shard_kmeans else self.n,
+                                             c["num_classes"],
+                                             self.clustering_device or (CPU if self.shard_kmeans else None))
         note = clustering.k_note(c["num_classes"], self.n, given or self.ckpt is not None)
         if note:
             self.log(note)
@@ -212,6 +218,9 @@ class Run:
         where = clustering.describe(self.clustering_device)
         if self.clustering_device is None and clustering.faiss_device() == "GPU":
             where = "faiss on the GPU (a faiss GPU build)"
+        if self.shard_whitening:
+            where = (f"each process its own share ({clustering.describe(self.clustering_device or CPU)}, "
+                     f"{'all-reduced sums' if self.shard_kmeans else 'rank 0 clusters the whitened rows'})")
         self.log(f"{self.world} process{'es' if self.world > 1 else ''}, clustering with {where}"
                  + (f", mixed precision {c['amp']}" if self.dtype is not None else "")
                  + (", torch.compile of the body" if any(compiled) else ""))
@@ -263,22 +272,27 @@ class Run:
 
     def cluster(self, epoch, previous):
         """Head off, features of every image, PCA-whitening + k-means (a fresh seed every epoch); every
-        rank gets rank 0's clustering. Returns the clustering's half of the metrics row."""
+        rank ends with the same clustering. Returns the clustering's half of the metrics row."""
         t0 = time.time()
         self.model.remove_head()
         seed = epoch_seed(self.c["seed"], epoch)
-        if self.c["pca_fit_samples"]:
+        if self.shard_whitening:
+            t1 = self.cluster_sharded(seed)
+        elif self.c["pca_fit_samples"]:
             t1 = self.cluster_streamed(seed)
         else:
             t1 = self.cluster_gathered(seed)
+        self.keep_clustering_weights(self.feature_net().state_dict())
+        return self.clustering_metrics(previous, t0, t1)
+
+    def share_clustering(self):
+        """Rank 0's clustering on every rank, where rank 0 clustered alone."""
         clusterer = self.clusterer
         if self.world > 1:
             shared = distributed.broadcast((clusterer.assignment, clusterer.k, clusterer.loss, clusterer.pca,
                                             clusterer.centroids, clusterer.offsets) if self.main_process else None)
             clusterer.assignment, clusterer.k, clusterer.loss, clusterer.pca, clusterer.centroids, clusterer.offsets \
                 = shared
-        self.keep_clustering_weights(self.feature_net().state_dict())
-        return self.clustering_metrics(previous, t0, t1)
 
     def keep_clustering_weights(self, state):
         """reassign > 1: a copy of the weights that made the current clustering, stored with the checkpoints of
@@ -288,14 +302,58 @@ class Run:
                                        if not k.startswith("top_layer.")}
 
     def cluster_gathered(self, seed):
-        """Each rank computes its share of the features; rank 0 gathers all of them and clusters once."""
+        """Each rank computes its share of the features; rank 0 gathers all of them and clusters once (the
+        features are let go once whitened)."""
+        keep_on = self.clustering_device or (CPU if self.feature_dtype != torch.float32 else None)
         features = compute_features(self.eval_loader, self.feature_net(), self.device, self.verbose, self.dtype,
-                                    keep_on=self.clustering_device)  # on the GPU that clusters them: no host copy
+                                    keep_on=keep_on, hold=self.feature_dtype)  # on the GPU that clusters: no host copy
         features = distributed.gather_rows(self.my_share, features, self.n, self.comm_device)
         t1 = time.time()
         if self.main_process:
-            self.clusterer.cluster(features, seed=seed, log=self.log if self.verbose else None)
+            log = self.log if self.verbose else None
+            xb, pca = self.clusterer.whiten(features, seed, log)
+            del features
+            self.clusterer.cluster_whitened(xb, pca, seed, log)
+        self.share_clustering()
         return t1
+
+    def cluster_sharded(self, seed):
+        """Under torchrun: every rank keeps the features of its own share and whitens them with the PCA of all
+        (all-reduced statistics); k-means and the equal-size step run on every rank at once with all-reduced
+        sums, and only the n cluster ids are gathered. PIC (and shard_clustering false) clusters the gathered
+        whitened rows (n x pca_dim) on rank 0."""
+        shards = distributed.Shards(len(self.my_share), self.comm_device)
+        log = self.log if self.verbose else None
+        xb, pca = self.whiten_share(seed, shards, log)
+        t1 = time.time()
+        if self.shard_kmeans:
+            self.clusterer.cluster_whitened(xb, pca, seed, log, shards)
+            return t1
+        xb = distributed.gather_rows(self.my_share, xb, self.n, self.comm_device)
+        if self.main_process:
+            self.clusterer.cluster_whitened(xb, pca, seed, log)
+        self.share_clustering()
+        return t1
+
+    def whiten_share(self, seed, shards, log):
+        """This rank's whitened rows (its share, in order) and the PCA of every rank's features; with
+        pca_fit_samples the PCA is fitted on the same random sample as one process draws, each rank
+        contributing the images of it in its share (computed first), and every later batch is projected as it
+        is computed."""
+        c, where = self.c, self.clustering_device or CPU
+        if not c["pca_fit_samples"]:
+            features = compute_features(self.eval_loader, self.feature_net(), self.device, self.verbose, self.dtype,
+                                        keep_on=where, hold=self.feature_dtype)
+            return self.clusterer.whiten(features, seed, log, shards)
+        sample = np.random.default_rng(seed).permutation(self.n)[:c["pca_fit_samples"]]
+        order, fit = distributed.sample_first(self.my_share, sample)
+        batches = iter_features(make_loader(self.dataset, c, self.device, order.tolist()), self.feature_net(),
+                                self.device, self.verbose, self.dtype)
+        batches = ((i - shards.offset, rows.to(where)) for i, rows in batches)
+        if not len(order):  # no images here: the PCA's collectives still need this rank
+            batches = [(np.arange(0), torch.empty(0, FEATURE_DIM, device=where))]
+        return clustering.streamed_whitening(batches, len(order), c["pca_dim"], fit, log, c["pca_method"], seed,
+                                             shards)
 
     def cluster_streamed(self, seed):
         """pca_fit_samples > 0: the PCA is fitted on the first pca_fit_samples images of a random order and

@@ -32,15 +32,16 @@ import torch
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # before bench/ (a script's own folder): bench/decoding.py and bench/report.py
+# would shadow the repository's decoding.py and report.py
 
 import clustering  # noqa: E402
 import metrics  # noqa: E402
 from cfg import DEFAULTS  # noqa: E402
 from engine import amp_dtype, compile_body, memory_format, to_device  # noqa: E402
 from models import build_model  # noqa: E402
-from run import SyntheticFeatures, child_run  # noqa: E402
+from run import child_run  # noqa: E402
+from synthetic import SyntheticFeatures  # noqa: E402
 
 IMAGENET = 1_281_167
 CLASSES = 100

@@ -17,6 +17,9 @@ Prints a table and writes bench/results.json (see docs/performance.md):
       decode_jpeg + tensor transforms; Pillow's reduced decode against decode_jpeg per photo size
   startup                        a tree of 100,000 small JPEGs scanned and checked, before and now
       (bench/decoding.py; the trees are built in a temporary folder and removed)
+  sharded                        the clustering step sharded over 1, 2 and 4 gloo processes on the same
+      synthetic features: peak memory per rank and time of each phase, agreement with one process, and the
+      projection of memory and traffic to ImageNet and 100M images on 8, 64, 512 GPUs (bench/sharded.py)
 """
 import argparse
 import json
@@ -39,14 +42,17 @@ from cfg import DEFAULTS  # noqa: E402
 from dataset import ClusterDataset, PseudoLabelDataset, eval_transform, train_transform  # noqa: E402
 from models import build_model  # noqa: E402
 from engine import compute_features, loader_workers, make_loader, train_one_epoch  # noqa: E402
+from synthetic import SyntheticFeatures  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
 FULL = {"images": {32: 640, 128: 96}, "train_images": {32: 384, 128: 48}, "cluster_n": 60_000, "pca_n": 6000,
         "scale_n": 1_281_167, "scale_k": 1000, "scale_fit": 50_000, "reps": 2, "photos": 300,
-        "decode_images": 200, "decode_reps": 3, "crossover_pixels": 12e6, "startup_images": 100_000, "startup_reps": 3}
+        "decode_images": 200, "decode_reps": 3, "crossover_pixels": 12e6, "startup_images": 100_000, "startup_reps": 3,
+        "sharded_n": 100_000, "sharded_k": 1000}
 QUICK = {"images": {32: 256, 128: 24}, "train_images": {32: 128, 128: 16}, "cluster_n": 10_000, "pca_n": 2000,
          "scale_n": 100_000, "scale_k": 100, "scale_fit": 10_000, "reps": 1, "photos": 60,
-         "decode_images": 40, "decode_reps": 1, "crossover_pixels": 2e6, "startup_images": 10_000, "startup_reps": 1}
+         "decode_images": 40, "decode_reps": 1, "crossover_pixels": 2e6, "startup_images": 10_000, "startup_reps": 1,
+         "sharded_n": 20_000, "sharded_k": 100}
 CPU = torch.device("cpu")
 
 
@@ -145,23 +151,6 @@ def bench_train(size, n, reps, c):
     raw_rate, real_rate = best_rate(raw, n, reps), best_rate(real, n, reps)
     return {"size": size, "images": n, "raw_img_s": raw_rate, "real_img_s": real_rate,
             "efficiency": real_rate / raw_rate}
-
-
-class SyntheticFeatures:
-    """fc7-like features with cluster structure: k centres in a latent space, lifted to d dims, plus noise."""
-
-    def __init__(self, d=4096, k=100, latent=512, seed=0):
-        gen = torch.Generator().manual_seed(seed)
-        self.lift = torch.randn(latent, d, generator=gen) / latent**0.5
-        self.centres = torch.randn(k, latent, generator=gen) * 2
-        self.k = k
-
-    def rows(self, n, seed):
-        gen = torch.Generator().manual_seed(seed)
-        labels = torch.randint(0, self.k, (n,), generator=gen)
-        z = self.centres[labels] + torch.randn(n, self.centres.shape[1], generator=gen)
-        x = z @ self.lift + 0.05 * torch.randn(n, self.lift.shape[1], generator=gen)
-        return x.numpy(), labels.numpy()
 
 
 def synthetic_features(n, seed=0):
@@ -312,7 +301,12 @@ def measure_runs(res, parts, plan, epoch_tree):
 
 def measure_decoding(res, parts, plan, c):
     """JPEG decoding per core (old Pillow path against decode_file), the decoder crossover, the start-up check."""
-    import decoding
+    if "decode" not in parts and "startup" not in parts:
+        return
+    import importlib.util  # bench/decoding.py, not the repository's decoding.py that ROOT on sys.path would give
+    spec = importlib.util.spec_from_file_location("bench_decoding", os.path.join(ROOT, "bench", "decoding.py"))
+    decoding = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decoding)
     with decoding.temporary_folder() as tmp:
         if "decode" in parts:
             r = res["decode"] = decoding.bench_decode(plan["decode_images"], plan["decode_reps"],
@@ -345,11 +339,21 @@ def measure_photos(res, plan, c, tree):
               f"model, peak RSS {run['peak_rss_gib']:.2f} GiB")
 
 
+def measure_sharded(res, plan):
+    """The clustering step under torchrun (gloo): per-rank memory and time for 1, 2, 4 processes, and projections."""
+    import sharded
+    results = sharded.bench_sharded(plan["sharded_n"], plan["sharded_k"], 10)
+    projected = sharded.projection()
+    res["sharded"] = {"runs": results, "projected": projected}
+    sharded.print_sharded(results, projected)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="DeepCluster benchmarks (ratios measured in one run)")
     p.add_argument("--quick", action="store_true", help="a reduced version of everything (smaller sets, one repetition)")
-    p.add_argument("--parts", default="features,train,clustering,pca,epoch,scale,photos,decode,startup",
-                   help="comma-separated subset of features,train,clustering,pca,epoch,scale,photos,decode,startup")
+    p.add_argument("--parts", default="features,train,clustering,pca,epoch,scale,photos,decode,startup,sharded",
+                   help="comma-separated subset of features,train,clustering,pca,epoch,scale,photos,decode,startup,"
+                        "sharded")
     p.add_argument("--photo_tree", default=os.path.join(ROOT, "bench", "photos_tree"),
                    help="where the photo tree is built (once) from Debian's wallpaper packages")
     p.add_argument("--sizes", default="32,128", help="input sizes for the feature and training passes")
@@ -374,6 +378,8 @@ def main(argv=None):
     measure_decoding(res, parts, plan, c)
     if "photos" in parts:
         measure_photos(res, plan, c, a.photo_tree)
+    if "sharded" in parts:
+        measure_sharded(res, plan)
     res["bench_seconds"] = time.perf_counter() - t_start
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2, default=float)

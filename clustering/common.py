@@ -3,6 +3,11 @@ helpers that let one function take numpy arrays (the faiss form) or torch tensor
 
 A step's `device` is None for the faiss / numpy form on the CPU (the reference's path) and a
 torch.device for the torch form, which runs on that device (CUDA, or the CPU where the tests run it).
+
+The torch form of every k-means step also takes `shards`: where the rows of the matrix it works on are. None
+(OneProcess) is one process holding every row; under torchrun distributed.Shards splits them over the processes
+in contiguous blocks, and the same functions then add up their per-process sums with all-reduces. One process
+is the special case of the same code, not a copy of it.
 """
 import contextlib
 
@@ -85,6 +90,44 @@ def deterministic(device):
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
+class OneProcess:
+    """Every row of the matrix in this process: the one-process case of distributed.Shards, whose methods it
+    shares (each is the identity here). n: the number of rows; offset: the first row held here."""
+    world, offset = 1, 0
+
+    def __init__(self, n):
+        self.n = self.held = int(n)
+
+    def sum(self, *tensors):
+        """The tensors summed over the processes (one all-reduce for all of them)."""
+        return tensors if len(tensors) > 1 else tensors[0]
+
+    def max(self, value):
+        """The largest value (a number) over the processes."""
+        return value
+
+    def rows(self, x, index):
+        """Rows `index` (int64 tensor, 0..n-1) of the whole matrix, given this process' rows x, on every process."""
+        return x[index.to(x.device)]
+
+    def cat(self, t):
+        """This process' rows of t followed by the other processes' in order: the whole (n, ...) tensor."""
+        return t
+
+    def same(self, t):
+        """Rank 0's value of t (a tensor or numpy array) on every process."""
+        return t
+
+    def part(self, held):
+        """The split of another matrix, of which this process holds `held` rows."""
+        return OneProcess(held)
+
+
+def one_process(shards, n):
+    """shards, or OneProcess(n) for None."""
+    return OneProcess(n) if shards is None else shards
+
+
 def cluster_sums(x, assignment, k):
     """(sums (k, d) float64, counts (k,) int64) of the rows of x (a tensor) per cluster, in a fixed order."""
     with deterministic(x.device):
@@ -94,12 +137,13 @@ def cluster_sums(x, assignment, k):
     return sums, counts
 
 
-def cluster_means(xb, assignment, fallback):
+def cluster_means(xb, assignment, fallback, shards=None):
     """Mean of each cluster's rows; a cluster without rows keeps its row of fallback. numpy in, numpy out;
-    tensors in, a float32 tensor out."""
+    tensors in, a float32 tensor out (with shards: the rows of every process, see OneProcess)."""
     if is_tensor(xb):
         fallback = to_tensor(fallback, xb.device)
         sums, counts = cluster_sums(xb, to_tensor(assignment, xb.device, torch.int64), fallback.shape[0])
+        sums, counts = one_process(shards, len(xb)).sum(sums, counts)
         means = fallback.double().clone()
         full = counts > 0
         means[full] = sums[full] / counts[full, None]
@@ -113,10 +157,11 @@ def cluster_means(xb, assignment, fallback):
     return means.astype(np.float32)
 
 
-def partition_loss(xb, assignment, fallback):
-    """k-means' objective of a partition: the sum of squared distances of the rows to their cluster's mean."""
-    means = cluster_means(xb, assignment, fallback)
+def partition_loss(xb, assignment, fallback, shards=None):
+    """k-means' objective of a partition: the sum of squared distances of the rows to their cluster's mean
+    (with shards: assignment is this process' part, the loss that of every process' rows)."""
+    means = cluster_means(xb, assignment, fallback, shards)
     if is_tensor(xb):
         idx = to_tensor(assignment, xb.device, torch.int64)
-        return float(((xb.double() - means.double()[idx]) ** 2).sum())
+        return float(one_process(shards, len(xb)).sum(((xb.double() - means.double()[idx]) ** 2).sum()))
     return float(((xb - means[assignment]).astype(np.float64) ** 2).sum())

@@ -16,7 +16,7 @@ import torch
 
 from errors import ConfigError
 
-from .common import to_numpy, to_tensor
+from .common import one_process, to_numpy, to_tensor
 from .nearest import nearest_rows, torch_nearest
 
 EQUAL_SIZE_MAX_CELLS = 50_000_000  # n x k cells of the numpy form: three float64 arrays of that size (1.2 GB)
@@ -71,25 +71,22 @@ def nearest_candidates(x, c, m):
     return dist.clamp(min=0), ids
 
 
-def candidate_sinkhorn(dist, ids, k, temperature, max_iter, tol):
+def candidate_sinkhorn(dist, ids, k, temperature, max_iter, tol, shards=None):
     """Sinkhorn-Knopp on the plan restricted to each row's candidates (dist, ids: (n, m)), on their device.
     Returns (offsets (k,) float64 tensor, >= 0, iterations, converged). A column that no row reaches gets the
     largest offset. The iterations stop early, as not converged, when the offsets spread wider than any
-    distance: then the candidates cannot carry equal columns."""
-    n, m = dist.shape
+    distance: then the candidates cannot carry equal columns. With shards (common.OneProcess) the rows are
+    this process' part of all n: the column sums (k numbers) are all-reduced every iteration, the rows stay."""
+    shards = one_process(shards, len(dist))
+    n, m = shards.n, dist.shape[1]
     kernel = torch.exp(-(dist - dist.min(1, keepdim=True).values) / temperature)
-    spread = float(dist.max())
-    rows = torch.arange(n, device=dist.device).repeat_interleave(m)
-    kernel_t = torch.sparse_coo_tensor(torch.stack([ids.flatten(), rows]), kernel.flatten(), (k, n),
-                                       check_invariants=False).coalesce()
-    with warnings.catch_warnings():  # torch calls its CSR tensors beta: the warning says nothing about this use
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        kernel_t = kernel_t.to_sparse_csr()  # K^T, made once: every column sum is one sparse matrix-vector product
+    spread = shards.max(float(dist.max()) if dist.numel() else 0.0)
+    kernel_t = transposed_kernel(kernel, ids, k)
 
     def column_sums(u):
-        return (kernel_t @ u[:, None])[:, 0]
+        return shards.sum((kernel_t @ u[:, None])[:, 0])
 
-    col = column_sums(torch.ones(n, dtype=torch.float64, device=dist.device))
+    col = column_sums(torch.ones(len(dist), dtype=torch.float64, device=dist.device))
     reached = col > 0
     converged = False
     for it in range(1, max_iter + 1):
@@ -107,39 +104,58 @@ def candidate_sinkhorn(dist, ids, k, temperature, max_iter, tol):
     return offsets - offsets[reached].min(), it, converged
 
 
-def torch_equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3, candidates=EQUAL_SIZE_CANDIDATES):
+def transposed_kernel(kernel, ids, k):
+    """K^T as a sparse CSR (k, n) matrix from each row's candidate entries: every column sum of the plan is then
+    one sparse matrix-vector product."""
+    n, m = kernel.shape
+    rows = torch.arange(n, device=kernel.device).repeat_interleave(m)
+    kernel_t = torch.sparse_coo_tensor(torch.stack([ids.flatten(), rows]), kernel.flatten(), (k, n),
+                                       check_invariants=False).coalesce()
+    with warnings.catch_warnings():  # torch calls its CSR tensors beta: the warning says nothing about this use
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return kernel_t.to_sparse_csr()
+
+
+def torch_equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3, candidates=EQUAL_SIZE_CANDIDATES,
+                             shards=None):
     """The sparse form on xb's device: the plan restricted to each row's m nearest centroids, m = `candidates`
     (all of them when k <= m). The offsets hold for the full nearest-centroid rule once the iterations converged
     and every row's chosen cluster is one of its candidates; until then m doubles (up to k, or to
     torch_budget), so the result is the dense plan's wherever the candidates would change it. mean(D) is exact,
-    from the rows' and centroids' moments."""
+    from the rows' and centroids' moments. With shards, xb is this process' rows (see candidate_sinkhorn) and
+    every decision is taken on all-reduced numbers, the same on every process."""
     x = xb.float()
     c = to_tensor(centroids, x.device)
-    n, k = len(x), len(c)
-    check_equal_size_fits(n, k, x.device)
+    shards = one_process(shards, len(x))
+    n, k = shards.n, len(c)
+    check_equal_size_fits(len(x), k, x.device)
     xd, cd = x.double(), c.double()
-    mean_d = float((xd ** 2).sum(1).mean() + (cd ** 2).sum(1).mean() - 2 * xd.mean(0) @ cd.mean(0))
+    squares, sums = shards.sum((xd ** 2).sum(1).sum(), xd.sum(0))
+    mean_d = float(squares / n + (cd ** 2).sum(1).mean() - 2 * (sums / n) @ cd.mean(0))
     temperature = eps * max(mean_d, 1e-12)
-    m = min(k, candidates)
+    m, largest = min(k, candidates), shards.max(len(x))
     while True:
         dist, ids = nearest_candidates(x, c, m)
-        offsets, it, done = candidate_sinkhorn(dist, ids, k, temperature, max_iter, tol)
+        offsets, it, done = candidate_sinkhorn(dist, ids, k, temperature, max_iter, tol, shards)
         if done and m < k:
             chosen, _ = torch_nearest(x, c, offsets.float())
-            done = bool((ids == chosen[:, None]).any(1).all())
-        if done or m == k or n * min(k, 2 * m) * 24 > torch_budget(x.device):
+            done = shards.max(float(not (ids == chosen[:, None]).any(1).all())) == 0
+        if done or m == k or largest * min(k, 2 * m) * 24 > torch_budget(x.device):
             return to_numpy(offsets), it
         m = min(k, 2 * m)
 
 
-def equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3, device=None):
+def equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3, device=None, shards=None):
     """One offset per cluster that splits the rows of xb among the centroids in (almost) equal sizes (see the
     module's docstring): numpy form for device None, torch form on `device`. Small eps: sizes closer to n / k
     but more iterations; large eps: sizes drift back towards k-means' own.
+    shards (torch form only, on the CPU when device is None): xb is this process' rows of all n, and the
+    offsets are those of all n rows (torch_equal_size_offsets).
     Returns (offsets (k,) float32, in squared-distance units, >= 0; iterations run). Raises ConfigError when
     the plan does not fit in memory (check_equal_size_fits)."""
-    if device is None:
+    if device is None and shards is None:
         offsets, it = numpy_equal_size_offsets(xb, centroids, eps, max_iter, tol)
     else:
-        offsets, it = torch_equal_size_offsets(to_tensor(xb, device), centroids, eps, max_iter, tol)
+        offsets, it = torch_equal_size_offsets(to_tensor(xb, device or "cpu"), centroids, eps, max_iter, tol,
+                                               shards=shards)
     return offsets.astype(np.float32), it

@@ -11,7 +11,8 @@ import faiss
 import numpy as np
 import torch
 
-from .common import cluster_sums, describe, is_tensor, partition_loss, to_numpy, to_tensor
+from .common import (cluster_sums, describe, is_tensor, one_process, partition_loss, rows_per_chunk, to_numpy,
+                     to_tensor)
 from .equal_size import equal_size_offsets
 from .nearest import flat_index, nearest_centroid, torch_nearest
 from .whitening import WhitenThenCluster
@@ -44,7 +45,26 @@ def k_note(k, n, given):
 
 # ---------------------------------------------------------------- faiss
 
-def distinct_start(x, k, seed):
+def row_keys(x, shards=None):
+    """One exact 64-bit key per row: a random linear hash of its float32 bit patterns, modulo 2^64. Copies of a
+    row get the same key wherever they are (the position in a block, the process, the number of threads: a
+    float projection rounds differently with each), distinct rows practically never. x: (n, d) numpy array or
+    tensor (with shards: this process' rows; the n keys, 8 bytes a row, are gathered). Returns (n,) int64."""
+    d = x.shape[1]
+    weights = np.random.default_rng(0x5EED).integers(1, 2**62, d, dtype=np.int64) | 1
+    step = rows_per_chunk(d, x.device if is_tensor(x) else "cpu", itemsize=8)
+    if not is_tensor(x):
+        bits = np.ascontiguousarray(x, dtype=np.float32).view(np.int32)
+        keys = [(bits[i:i + step] * weights).sum(1) for i in range(0, len(x), step)]
+        return np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    bits = x.float().contiguous().view(torch.int32)
+    weights = torch.from_numpy(weights).to(x.device)
+    keys = [(bits[i:i + step].long() * weights).sum(1) for i in range(0, len(x), step)]
+    keys = torch.cat(keys) if keys else torch.zeros(0, dtype=torch.int64, device=x.device)
+    return to_numpy(one_process(shards, len(x)).cat(keys))
+
+
+def distinct_start(x, k, seed, shards=None):
     """The rows k-means starts from on a set with repeated rows (many copies of one image: bursts, re-downloads),
     or None when all rows differ (then each form draws its own start, faiss' as the reference does).
 
@@ -52,15 +72,11 @@ def distinct_start(x, k, seed):
     images, and an empty cluster is re-split from the largest cluster (faiss' rule), whose identical rows cannot
     be divided: distinct images end up together while clusters stay empty. Here the start is min(k, D) of the
     D distinct rows in a seeded random order, then (when D < k) copies, so that every distinct row has its own
-    cluster whenever k allows it. Rows count as equal when their projections on one random float64 direction
-    are equal (distinct float32 rows that collide there are practically impossible).
-    x: (n, d) numpy array or tensor; returns (k,) int64 row indices (numpy), the same for both forms."""
-    n, d = x.shape
-    direction = np.random.default_rng(0x5EED).standard_normal(d)
-    if is_tensor(x):
-        keys = to_numpy(x.double() @ torch.from_numpy(direction).to(x.device))
-    else:
-        keys = np.asarray(x, dtype=np.float64) @ direction
+    cluster whenever k allows it. Rows count as equal when their row_keys are.
+    x: (n, d) numpy array or tensor (with shards: this process' rows of all n); returns (k,) int64 row indices
+    of all n (numpy), the same for both forms and any number of processes."""
+    keys = row_keys(x, shards)
+    n = len(keys)
     _, first = np.unique(keys, return_index=True)
     if len(first) == n:
         return None
@@ -132,61 +148,71 @@ def split_empty(centroids, counts, gen):
     return len(empty)
 
 
-def torch_kmeans_run(x, k, niter, seed):
+def torch_kmeans_run(x, k, niter, seed, shards=None):
     """One k-means run as faiss does it: k random rows as the start (distinct_start's on a set with repeated
-    rows, as the faiss form), then niter rounds of (assign,
-    objective, means, split the empty clusters). Returns (centroids (k, d) tensor, objective of the last
-    assignment: the sum of squared distances before the last update, as faiss' iteration_stats)."""
+    rows, as the faiss form), then niter rounds of (assign, objective, means, split the empty clusters).
+    With shards (distributed.Shards; None: one process) x is this process' rows: the start is the same rows of
+    the whole matrix on every process, and each round all-reduces the cluster sums, counts and the objective
+    once, so that every process computes the same centroids and splits the same empty clusters.
+    Returns (centroids (k, d) tensor, objective of the last assignment: the sum of squared distances before
+    the last update, as faiss' iteration_stats)."""
+    shards = one_process(shards, len(x))
     gen = torch.Generator().manual_seed(int(seed))
-    start = torch.randperm(len(x), generator=gen)[:k].to(x.device)  # faiss' start (see the module's docs)
-    distinct = distinct_start(x, k, seed)
+    start = torch.randperm(shards.n, generator=gen)[:k]  # faiss' start (see the module's docs)
+    distinct = distinct_start(x, k, seed, shards)
     if distinct is not None:
-        start = torch.from_numpy(distinct).to(x.device)
-    centroids = x[start].clone()
+        start = torch.from_numpy(distinct)
+    centroids = shards.rows(x, start).clone()
     objective = float("nan")
     for _ in range(niter):
         ids, dist = torch_nearest(x, centroids)
-        objective = float(dist.double().sum())
         sums, counts = cluster_sums(x, ids, k)
+        sums, counts, total = shards.sum(sums, counts, dist.double().sum())
+        objective = float(total)
         full = counts > 0
         centroids[full] = (sums[full] / counts[full, None]).float()
         split_empty(centroids, counts, gen)
     return centroids, objective
 
 
-def torch_kmeans(x, k, niter=20, seed=0, nredo=1):
+def torch_kmeans(x, k, niter=20, seed=0, nredo=1, shards=None):
     """k-means on the device of x, faiss' algorithm in torch (see torch_kmeans_run); the run with the lowest
-    objective of nredo is kept (redo r seeded with seed + 1 + r * 15486557, as faiss). Returns the same as
-    run_kmeans, with the assignment and centroids as numpy arrays."""
+    objective of nredo is kept (redo r seeded with seed + 1 + r * 15486557, as faiss). With shards, x is this
+    process' rows and every process keeps rank 0's centroids. Returns the same as run_kmeans, with the
+    assignment (of every row: with shards, n int64 gathered) and centroids as numpy arrays."""
     x = x.float()
+    shards = one_process(shards, len(x))
     best = None
     for redo in range(nredo):
-        centroids, objective = torch_kmeans_run(x, k, niter, seed + 1 + redo * 15486557)
+        centroids, objective = torch_kmeans_run(x, k, niter, seed + 1 + redo * 15486557, shards)
         if best is None or objective < best[1]:
             best = centroids, objective
     centroids, loss = best
+    centroids = shards.same(centroids)
     ids, dist = torch_nearest(x, centroids)
     if nredo > 1:
-        loss = float(dist.double().sum())
-    return to_numpy(ids).astype(np.int64), to_numpy(centroids), loss
+        loss = float(shards.sum(dist.double().sum()))
+    return to_numpy(shards.cat(ids)).astype(np.int64), to_numpy(centroids), loss
 
 
 # ---------------------------------------------------------------- either form
 
-def run_kmeans(x, k, niter=20, seed=0, nredo=1, device=None):
+def run_kmeans(x, k, niter=20, seed=0, nredo=1, device=None, shards=None):
     """k-means of the rows of x: faiss (device None) or torch on `device`. No subsampling; empty clusters are
     re-split from a large one; nredo > 1 runs that many random starts and keeps the lowest loss (the
     reference runs one). On a set with repeated rows both forms start from distinct rows (distinct_start),
     so that each distinct row gets its own cluster when k is at least the number of distinct rows.
     Returns (assignment (n,) int64, centroids (k, d) float32, loss): the loss is the objective at the last
     iteration (nredo 1) or the sum of squared distances to the kept centroids (nredo > 1).
+    shards (torch form only): x is this process' rows of the whole matrix (see torch_kmeans_run); the
+    assignment is then that of all n rows, on every process.
     Raises ValueError when k > n."""
-    n = len(x)
+    n = one_process(shards, len(x)).n
     if k > n:
         raise ValueError(f"k-means with k={k} needs at least k points, got {n}")
-    if device is None:
+    if device is None and shards is None:
         return faiss_kmeans(x, k, niter, seed, nredo)
-    return torch_kmeans(to_tensor(x, device), k, niter, seed, nredo)
+    return torch_kmeans(to_tensor(x, device or "cpu"), k, niter, seed, nredo, shards)
 
 
 class Kmeans(WhitenThenCluster):
@@ -201,21 +227,32 @@ class Kmeans(WhitenThenCluster):
         self.assignment = self.centroids = self.pca = self.offsets = None
         self.loss = float("nan")
 
-    def cluster_whitened(self, xb, pca, seed=0, log=None):
+    def cluster_whitened(self, xb, pca, seed=0, log=None, shards=None):
+        """k-means (then the equal-size step) of the whitened rows xb; with shards (distributed.Shards) xb is this
+        process' rows and every step is the torch form with all-reduced sums (on the CPU when device is None):
+        every process ends with the same centroids, offsets and assignment of all n rows."""
         t0 = time.time()
+        device = self.device if shards is None or self.device is not None else torch.device("cpu")
         self.pca = pca
-        self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed, self.nredo, self.device)
+        self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed, self.nredo, device,
+                                                                shards)
         if log is not None:
-            log(f"k-means with k = {self.k}: {time.time() - t0:.1f} s ({describe(self.device)}), k-means loss "
+            log(f"k-means with k = {self.k}: {time.time() - t0:.1f} s ({describe(device)}), k-means loss "
                 f"{self.loss:.4f}")
         self.offsets = np.zeros(self.k, dtype=np.float32)
         if self.equal_size:
-            t0, before = time.time(), np.bincount(self.assignment, minlength=self.k)
-            self.offsets, iterations = equal_size_offsets(xb, self.centroids, self.equal_size_eps, device=self.device)
-            self.assignment, _ = nearest_centroid(xb, self.centroids, self.offsets, self.device)
-            self.loss = partition_loss(xb, self.assignment, self.centroids)  # the partition's k-means objective
-            after = np.bincount(self.assignment, minlength=self.k)
-            if log is not None:
-                log(f"clusters made equal in size: {time.time() - t0:.1f} s, sizes {before.min()}-{before.max()} "
-                    f"-> {after.min()}-{after.max()} images, k-means loss {self.loss:.4f} ({iterations} iterations)")
+            self.equal_size_step(xb, device, log, shards)
         return self.assignment
+
+    def equal_size_step(self, xb, device, log=None, shards=None):
+        """The equal-size offsets on top of k-means' centroids, and the partition they give (equal_size.py)."""
+        t0, before = time.time(), np.bincount(self.assignment, minlength=self.k)
+        self.offsets, iterations = equal_size_offsets(xb, self.centroids, self.equal_size_eps, device=device,
+                                                      shards=shards)
+        own, _ = nearest_centroid(xb, self.centroids, self.offsets, device)
+        self.assignment = to_numpy(one_process(shards, len(xb)).cat(torch.from_numpy(own)))
+        self.loss = partition_loss(xb, own, self.centroids, shards)  # the partition's k-means objective
+        after = np.bincount(self.assignment, minlength=self.k)
+        if log is not None:
+            log(f"clusters made equal in size: {time.time() - t0:.1f} s, sizes {before.min()}-{before.max()} "
+                f"-> {after.min()}-{after.max()} images, k-means loss {self.loss:.4f} ({iterations} iterations)")

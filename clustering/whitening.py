@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 import torch
 
-from .common import finite, is_tensor, to_numpy, to_tensor
+from .common import finite, is_tensor, one_process, rows_per_chunk, to_numpy, to_tensor
 
 AUTO_PCA_DIM = 16  # pca_dim 0 on a large set: chosen on a validation split of Fashion-MNIST (docs/results.md)
 IMAGES_PER_WHITENED_DIM = 8  # pca_dim 0 on a small set: one dimension per this many images ... (tools/whitening_dims.py)
@@ -56,42 +56,58 @@ def top_eigh(m, dim, niter=16, seed=0):
     return values[order].clamp(min=0), vectors[:, order]
 
 
-def torch_pca(x, dim, seed=0, chunk=8192):
-    """PCA for any n, on the device of x (a tensor; a numpy array runs on the CPU): the d x d covariance
-    (n >= d) or the n x n Gram matrix (n < d), built with float32 matmuls in row chunks (no centred copy
-    of a large X), then top_eigh. Returns numpy (components (dim, d), eigenvalues (dim,), mean (d,))."""
-    X = x.float() if is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    n, d = X.shape
+def torch_pca(x, dim, seed=0, chunk=8192, shards=None):
+    """PCA for any n, on the device of x (a tensor of any float dtype; a numpy array runs on the CPU): the d x d
+    covariance (n >= d) or the n x n Gram matrix (n < d), built with float32 matmuls in row chunks (no centred
+    or float32 copy of a large X; non-finite values count as 0), then top_eigh. With shards (see
+    common.OneProcess) x is this process' rows: the column sums and the covariance are all-reduced (d + d x d
+    numbers), or, for n < d, the n rows are gathered. Returns numpy (components (dim, d), eigenvalues (dim,),
+    mean (d,))."""
+    X = x if is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    shards = one_process(shards, len(X))
+    n, d = shards.n, X.shape[1]
+    if n < d:
+        return gram_pca(shards.cat(finite(X)), dim, seed, chunk)
+    blocks = [(i, min(i + chunk, len(X))) for i in range(0, len(X), chunk)]
+    sums = [finite(X[i:j]).double().sum(0) for i, j in blocks] or [torch.zeros(d, dtype=torch.float64,
+                                                                               device=X.device)]
+    mu = shards.sum(torch.stack(sums).sum(0)).div(n).float()
+    cov = torch.zeros(d, d, device=X.device)
+    for i, j in blocks:
+        block = finite(X[i:j]) - mu
+        cov.addmm_(block.T, block)
+    values, vectors = top_eigh(shards.sum(cov), dim, seed=seed)
+    return to_numpy(vectors.T.float()), to_numpy(values / n), to_numpy(mu)
+
+
+def gram_pca(X, dim, seed=0, chunk=8192):
+    """torch_pca of fewer rows than dimensions (X: (n, d) float32, n < d), from the n x n Gram matrix."""
+    n = len(X)
     mu = torch.stack([X[i:i + chunk].double().sum(0) for i in range(0, n, chunk)]).sum(0).div(n).float()
-    if n >= d:
-        cov = torch.zeros(d, d, device=X.device)
-        for i in range(0, n, chunk):
-            block = X[i:i + chunk] - mu
-            cov.addmm_(block.T, block)
-        values, vectors = top_eigh(cov, dim, seed=seed)
-        components = vectors.T.float()
-    else:
-        centred = X - mu
-        values, vectors = top_eigh(centred @ centred.T, dim, seed=seed)
-        components = (vectors.T.float() @ centred)  # rows have norm sqrt(eigenvalue)
-        components = components / components.norm(dim=1, keepdim=True).clamp(min=1e-30)
+    centred = X - mu
+    values, vectors = top_eigh(centred @ centred.T, dim, seed=seed)
+    components = (vectors.T.float() @ centred)  # rows have norm sqrt(eigenvalue)
+    components = components / components.norm(dim=1, keepdim=True).clamp(min=1e-30)
     return to_numpy(components), to_numpy(values / n), to_numpy(mu)
 
 
-def fit_pca_whitening(x, pca_dim, method="torch", seed=0, log=None):
+def fit_pca_whitening(x, pca_dim, method="torch", seed=0, log=None, shards=None):
     """PCA-whitening: centre, keep the top pca_dim principal directions, scale each by 1/sqrt(eigenvalue).
 
     method "faiss" is the reference's PCAMatrix(d, pca_dim, -0.5); "torch" gives the same
-    whitening (see torch_pca and top_eigh) many times faster at d = 4096, on x's device.
+    whitening (see torch_pca and top_eigh) many times faster at d = 4096, on x's device. With shards over
+    several processes (x: this process' rows) the PCA is torch's from all-reduced statistics, whatever the
+    method (faiss' PCAMatrix needs every row in one process), and every process gets rank 0's whitening.
     Returns {"A": (pca_dim, d), "b": (pca_dim,)} numpy float32 so that y = x @ A.T + b. Directions whose
     eigenvalue is numerically zero (below 1e-6 of the largest: rank-deficient features, e.g.
     dead units or a collapsed network) would be whitened to NaN or to amplified noise; their
     rows are set to zero instead, so they carry nothing into k-means.
     """
-    if method == "faiss":
+    shards = one_process(shards, len(x))
+    if method == "faiss" and shards.world == 1:
         components, eigenvalues, mean = faiss_pca(x, pca_dim)
     else:
-        components, eigenvalues, mean = torch_pca(x, pca_dim, seed=seed)
+        components, eigenvalues, mean = torch_pca(x, pca_dim, seed=seed, shards=shards)
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
     dead = ~(eigenvalues > eigenvalues.max(initial=0.0) * 1e-6)  # also catches NaN
     scale = np.where(dead, 0.0, 1.0 / np.sqrt(np.where(dead, 1.0, eigenvalues)))
@@ -99,7 +115,7 @@ def fit_pca_whitening(x, pca_dim, method="torch", seed=0, log=None):
     b = (-A.astype(np.float64) @ mean.astype(np.float64)).astype(np.float32)
     if dead.any() and log is not None:
         log(f"pca: {int(dead.sum())} of {pca_dim} directions have (near) zero variance and are dropped")
-    return {"A": A, "b": b}
+    return {"A": shards.same(A), "b": shards.same(b)}
 
 
 def l2_normalize(y):
@@ -116,6 +132,19 @@ def projector(pca, like):
         return lambda rows: apply_pca(rows, pca)
     A, b = to_tensor(pca["A"], like.device), to_tensor(pca["b"], like.device)
     return lambda rows: l2_normalize(torch.addmm(b, rows.float(), A.T))
+
+
+def whiten_rows(x, pca):
+    """apply_pca of every row of x; a tensor (of any float dtype) in row chunks, each made finite and float32 on
+    its own, so that no float32 copy of x is held. Returns (n, pca_dim) float32 of x's kind and device."""
+    if not is_tensor(x):
+        return apply_pca(x, pca)
+    to_rows = projector(pca, x)
+    out = torch.empty(len(x), len(pca["b"]), dtype=torch.float32, device=x.device)
+    step = rows_per_chunk(x.shape[1], x.device)
+    for i in range(0, len(x), step):
+        out[i:i + step] = to_rows(finite(x[i:i + step]))
+    return out
 
 
 def apply_pca(x, pca):
@@ -164,14 +193,22 @@ def clamp_note(pca_dim, n, d):
     return None
 
 
-def preprocess_features(x, pca_dim=256, log=None, method="torch", seed=0):
-    """PCA-whitening to pca_dim, then L2 normalisation. x: (n, d) numpy array or tensor.
-    Returns (whitened rows (n, dim) float32 of x's kind and device, pca)."""
+def preprocess_features(x, pca_dim=256, log=None, method="torch", seed=0, shards=None):
+    """PCA-whitening to pca_dim (clamped, clamp_pca_dim), then L2 normalisation. x: (n, d) numpy array or tensor
+    (float32, or float16 / bfloat16 held features: no float32 copy of them is made); with shards, this process'
+    rows of the whole matrix (see torch_pca). Non-finite values count as 0.
+    Returns (whitened rows (n, dim) float32 of x's kind and device, pca). Raises ValueError below 2 rows."""
     if not is_tensor(x):
         x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"features must be a 2-d array, got shape {tuple(x.shape)}")
-    return streamed_whitening([(np.arange(len(x)), x)], len(x), pca_dim, len(x), log, method, seed)
+    shards = one_process(shards, len(x))
+    if shards.n < 2:
+        raise ValueError(f"PCA needs at least 2 feature rows, got {shards.n}")
+    if not is_tensor(x):
+        x = finite(x)  # the faiss path holds one float32 array, as the reference
+    pca = fit_pca_whitening(x, clamp_pca_dim(pca_dim, shards.n, x.shape[1]), method, seed, log, shards)
+    return whiten_rows(x, pca), pca
 
 
 def _empty_rows(n, d, like):
@@ -187,13 +224,16 @@ def _put(out, idx, rows):
         out[idx] = rows
 
 
-def streamed_whitening(batches, n, pca_dim, fit_samples, log=None, method="torch", seed=0):
+def streamed_whitening(batches, n, pca_dim, fit_samples, log=None, method="torch", seed=0, shards=None):
     """PCA-whitening + L2 normalisation of features that arrive in batches of (indices, rows).
 
     The first `fit_samples` rows are collected and the PCA is fitted on them; from then on every
     row is projected to pca_dim as it arrives, so memory holds fit_samples x d plus n x pca_dim,
-    never n x d. With fit_samples >= n this is exactly preprocess_features. Rows are numpy arrays
-    or tensors (all on one device).
+    never n x d. With fit_samples >= n this is the whitening of preprocess_features. Rows are numpy
+    arrays or tensors (all on one device).
+    With shards (a distributed.Shards), n and fit_samples are this process' rows and its part of the sample:
+    the PCA is fitted on the sample of every process (torch_pca's all-reduced statistics) once each has
+    collected its part; a process without rows must still yield one empty batch (0 x d).
     Returns (n x pca_dim float32 rows in index order, of the batches' kind and device, pca).
     """
     cap = min(fit_samples, n)
@@ -201,10 +241,11 @@ def streamed_whitening(batches, n, pca_dim, fit_samples, log=None, method="torch
     filled = 0
 
     def fit(x, idx):
-        if len(x) < 2:
-            raise ValueError(f"PCA needs at least 2 feature rows, got {len(x)}")
-        dim = clamp_pca_dim(pca_dim, len(x), x.shape[1])
-        fitted = fit_pca_whitening(x, dim, method=method, seed=seed, log=log)
+        sample = one_process(shards, len(x)).part(len(x))
+        if sample.n < 2:
+            raise ValueError(f"PCA needs at least 2 feature rows, got {sample.n}")
+        dim = clamp_pca_dim(pca_dim, sample.n, x.shape[1])
+        fitted = fit_pca_whitening(x, dim, method=method, seed=seed, log=log, shards=sample)
         result = _empty_rows(n, dim, x)
         to_rows = projector(fitted, x)
         _put(result, idx, to_rows(x))
@@ -229,7 +270,7 @@ def streamed_whitening(batches, n, pca_dim, fit_samples, log=None, method="torch
         if len(idx):
             _put(out, idx, project(feats))
     if pca is None:
-        if filled == 0:
+        if buf is None:
             raise ValueError("no features to whiten")
         pca, out, project = fit(buf[:filled], buf_idx[:filled])
     return out, pca
@@ -240,8 +281,14 @@ class WhitenThenCluster:
     clustering device (a tensor) keep the whole step there."""
 
     def cluster(self, features, seed=0, log=None):
+        return self.cluster_whitened(*self.whiten(features, seed, log), seed, log)
+
+    def whiten(self, features, seed=0, log=None, shards=None):
+        """preprocess_features with the clusterer's settings (with shards: this process' rows, see torch_pca),
+        timed in the log: (whitened rows, pca)."""
         t0 = time.time()
-        xb, pca = preprocess_features(features, self.pca_dim, log=log, method=self.pca_method, seed=seed)
+        xb, pca = preprocess_features(features, self.pca_dim, log=log, method=self.pca_method, seed=seed,
+                                      shards=shards)
         if log is not None:
             log(f"PCA-whitening: {time.time() - t0:.1f} s")
-        return self.cluster_whitened(xb, pca, seed, log)
+        return xb, pca

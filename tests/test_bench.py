@@ -47,3 +47,20 @@ def test_the_projection_scales_each_phase_to_imagenet():
     assert projection["epochs_500_days"] == pytest.approx(500 * sum(expected.values()) / 86400)
     assert any("x 128.1 for 1,281,167 rows" in line for line in lines) and len(lines) == 9
     assert np.isclose(projection["phases_min"]["training"], expected["training"] / 60)
+
+
+def test_the_sharded_projection_divides_the_features_not_the_traffic():
+    """bench/sharded.py's model: per-rank features and whitened rows fall with the number of GPUs, the all-reduce
+    of a k-means iteration does not grow with the images, and the n ids are what every rank holds of all n."""
+    import sharded
+    one, eight = sharded.rank_memory(1_000_000, 1, 1000), sharded.rank_memory(1_000_000, 8, 1000)
+    assert eight["features"] * 8 == one["features"] == 1_000_000 * 4096 * 2
+    assert eight["pca"] < one["pca"] and eight["equal_size"] < one["equal_size"]
+    streamed = sharded.rank_memory(1_000_000, 8, 1000, fit_samples=80_000)
+    assert streamed["features"] == 10_000 * 4096 * 4
+    small, large = (sharded.traffic(n, 8, 1000)["kmeans_per_iteration"] for n in (10_000, 10_000_000))
+    assert small == large == 2 * 7 / 8 * (1000 * 257 + 1) * 8
+    rows = sharded.projection()
+    assert {(r["n"], r["world"]) for r in rows} >= {(1_281_167, 8), (100_000_000, 512)}
+    imagenet = next(r for r in rows if r["n"] == 1_281_167 and r["world"] == 1)
+    assert imagenet["kmeans_s"] == pytest.approx(4.22)  # the measured rate it starts from

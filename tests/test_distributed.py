@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import clustering
 import distributed
 import engine
 import train
@@ -55,25 +56,34 @@ def test_mixed_precision_only_on_cuda():
 
 
 def test_two_processes_cluster_like_one_and_stay_in_sync(tmp_path):
-    """torchrun with 2 gloo processes: epoch 0 clusters exactly as 1 process does, a training epoch
-    leaves identical weights on both ranks, and a resumed run continues."""
+    """torchrun with 2 gloo processes, each clustering its own share of the features (all-reduced sums): epoch 0
+    clusters as 1 process does with the same torch form (and with features held in float16), a training epoch
+    leaves identical weights on both ranks, and a resumed run ends exactly where an uninterrupted one does."""
     tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=7)  # 21 images: uneven shares
-    one, two = tmp_path / "one", tmp_path / "two"
-    train.main("cpu", train_args(tree, one, "--num_epoch", "0"))
+    one, half, two, straight = tmp_path / "one", tmp_path / "half", tmp_path / "two", tmp_path / "straight"
+    train.main("cpu", train_args(tree, one, "--num_epoch", "0", "--clustering_device", "torch"))
+    train.main("cpu", train_args(tree, half, "--num_epoch", "0", "--feature_dtype", "float16"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, two, "--num_epoch", "0")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    a = torch.load(one / "checkpoint.pth.tar", weights_only=True)
-    b = torch.load(two / "checkpoint.pth.tar", weights_only=True)
-    assert torch.equal(a["assignment"], b["assignment"])
-    r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, two, "--num_epoch", "1", "--verbose", "true")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("resuming from") == 1  # only rank 0 speaks
+    a, b, h = (torch.load(run / "checkpoint.pth.tar", weights_only=True) for run in (one, two, half))
+    assert torch.equal(a["assignment"], b["assignment"]) and torch.equal(a["assignment"], h["assignment"])
+    loss = [ckpt["clustering_metrics"]["kmeans_loss"] for ckpt in (a, b)]
+    assert loss[1] == pytest.approx(loss[0], rel=1e-3)
+    assert "all-reduced sums" in (two / "train.log").read_text()
+    runs = [subprocess.run(TORCHRUN + ["train.py", *train_args(tree, run, "--num_epoch", "1", "--verbose", "true")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            for run in (two, straight)]  # resumed after epoch 0, and in one go
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-3000:] + runs[1].stderr[-3000:]
+    assert runs[0].stdout.count("resuming from") == 1  # only rank 0 speaks
     rows = [json.loads(line) for line in open(two / "metrics.jsonl")]
     assert len(rows) == 1 and rows[0]["ranks_in_sync"] is True and np.isfinite(rows[0]["loss"])
     assert "2 processes" in (two / "train.log").read_text()
+    resumed, whole = (torch.load(run / "checkpoint.pth.tar", weights_only=True) for run in (two, straight))
+    assert torch.equal(resumed["assignment"], whole["assignment"]) and torch.equal(resumed["centroids"],
+                                                                                  whole["centroids"])
+    assert all(torch.equal(resumed["state_dict"][k], whole["state_dict"][k]) for k in whole["state_dict"])
 
 
 def test_more_processes_than_gpus_is_one_line(monkeypatch):
@@ -109,15 +119,24 @@ def test_gpu_check_script_cpu_safe_parts():
     r = subprocess.run(["bash", script], capture_output=True, text=True, env=bare, timeout=60)
     assert r.returncode == 1 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "faiss-cpu" in r.stderr and "--target" in r.stderr and "PYTHONPATH" in r.stderr
+    for bench in ("imagenet.py", "sharded.py"):  # the benchmarks it runs start (bench/decoding.py shadowed decoding.py)
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", bench), "--help"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0 and "usage" in r.stdout, r.stderr[-2000:]
 
 
-@pytest.mark.parametrize("head", ["match", "centroids"])
-def test_two_processes_with_the_follow_up_heads(tmp_path, head):
-    """Every rank builds the same head: rank 0's PCA and centroids ("centroids") or the matched rows ("match")."""
-    tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=6)
+def test_two_processes_with_the_centroid_head_and_a_streamed_pca(tmp_path):
+    """Every rank builds the same head from the same PCA and centroids; pca_fit_samples under torchrun: the PCA
+    is fitted on one sample drawn across the ranks, every later batch projected as it is computed, to the
+    automatic dimension of that sample (pca_dim 0: 2 for 12 images, 3 for all 24), as one process does."""
+    tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, tmp_path / "exp", "--num_epoch", "2", "--head", head)],
+    r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, tmp_path / "exp", "--num_epoch", "2", "--head",
+                                                           "centroids", "--pca_fit_samples", "12", "--pca_dim", "0")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "exp" / "metrics.jsonl")]
     assert len(rows) == 2 and all(row["ranks_in_sync"] is True and np.isfinite(row["loss"]) for row in rows)
+    assert rows[0]["nmi"] > 0.9  # the 3 visible kinds of image found
+    ckpt = torch.load(tmp_path / "exp" / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["pca_A"].shape == (clustering.auto_pca_dim(12), 4096) and clustering.auto_pca_dim(24) == 3

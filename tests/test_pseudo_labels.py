@@ -28,10 +28,10 @@ def test_labels_follow_their_images_over_epochs(color_tree):
 def test_training_loop_pairs_each_image_with_its_own_cluster(color_tree, tmp_path, monkeypatch):
     """Run the real loop for 3 epochs and check what it trained on against what k-means returned."""
     clustered, built = [], []
-    real_cluster = clustering.Kmeans.cluster
+    real_cluster = clustering.Kmeans.cluster_whitened  # every path of train.py clusters the whitened rows with it
 
-    def record_cluster(self, features, seed=0, log=None):
-        assignment = real_cluster(self, features, seed=seed, log=log)
+    def record_cluster(self, xb, pca, seed=0, log=None, shards=None):
+        assignment = real_cluster(self, xb, pca, seed=seed, log=log, shards=shards)
         clustered.append(np.array(assignment))
         return assignment
 
@@ -40,7 +40,7 @@ def test_training_loop_pairs_each_image_with_its_own_cluster(color_tree, tmp_pat
             super().__init__(*args)
             built.append(self)
 
-    monkeypatch.setattr(clustering.Kmeans, "cluster", record_cluster)
+    monkeypatch.setattr(clustering.Kmeans, "cluster_whitened", record_cluster)
     monkeypatch.setattr(train, "PseudoLabelDataset", RecordingDataset)
     train.main("cpu", train_args(color_tree, tmp_path / "exp", "--num_epoch", "3", "--num_classes", "4"))
     # one clustering before each of the 3 epochs, plus the clustering of the final network

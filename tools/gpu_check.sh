@@ -2,8 +2,10 @@
 # GPU check: on a CUDA machine, first the ImageNet-scale benchmark (bench/imagenet.py: 12,800
 # synthetic photos, two epochs of train_cuda.py per phase against the network alone, the
 # clustering of 1,281,167 x 4096 to k = 10,000 on the GPU, the projected ImageNet epoch: one
-# table, about 3-6 minutes), then train 2 epochs and predict on the shipped sample with the CUDA
-# entry points, then VGG16-BN throughput at 224 px with amp off / bf16 / fp16.
+# table, about 3-6 minutes), the clustering step sharded over 1 GPU and over every GPU of the machine
+# (bench/sharded.py: GPU memory per phase and time at ImageNet's size), then train 2 epochs and
+# predict on the shipped sample with the CUDA entry points, then VGG16-BN throughput at 224 px with
+# amp off / bf16 / fp16.
 #
 #   bash tools/gpu_check.sh            # from the repository root
 #   bash tools/gpu_check.sh --help
@@ -12,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${GPU_CHECK_DIR:-/tmp/deepcluster_gpu_check}
 case "${1:-}" in
-  -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; echo "output folder: \$GPU_CHECK_DIR (default $OUT)"; exit 0 ;;
+  -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; echo "output folder: \$GPU_CHECK_DIR (default $OUT)"; exit 0 ;;
   "") ;;
   *) echo "gpu_check: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
@@ -41,6 +43,7 @@ set -e
 rm -rf "$OUT" && mkdir -p "$OUT"
 $PY -c "import torch; print('gpu:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 $PY bench/imagenet.py --n "${GPU_CHECK_N:-12800}" --out "$OUT/results_imagenet.json"
+$PY bench/sharded.py --dtypes bfloat16,float32 --out "$OUT/results_sharded_gpu.json"
 start=$(date +%s)
 $PY train_cuda.py --exp_dir "$OUT/exp" --num_epoch 2 --verbose false
 $PY pred_cuda.py --exp_dir "$OUT/exp" --pred_dir "$OUT/pred" --pred_mode recluster --verbose false
