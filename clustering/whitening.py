@@ -164,7 +164,13 @@ def auto_pca_dim(n):
     8-200 real images (Fashion-MNIST; random and trained fc7 features and raw pixels) k-means found the classes
     best with a few whitened dimensions per set and fell to chance towards n - 1 (tools/whitening_dims.py,
     docs/algorithm.md)."""
-    return max(1, min(AUTO_PCA_DIM, n - 2, max(AUTO_PCA_DIM_MIN, n // IMAGES_PER_WHITENED_DIM)))
+    return max(1, min(AUTO_PCA_DIM, n - 2, informative_dims(n)))
+
+
+def informative_dims(n):
+    """The whitened dimensions a set of n images keeps informative in our measurements (auto_pca_dim): one per
+    IMAGES_PER_WHITENED_DIM images, at least AUTO_PCA_DIM_MIN."""
+    return max(AUTO_PCA_DIM_MIN, n // IMAGES_PER_WHITENED_DIM)
 
 
 def clamp_pca_dim(pca_dim, n, d):
@@ -186,7 +192,7 @@ def clamp_note(pca_dim, n, d):
     if dim < pca_dim:
         return (f"pca_dim {pca_dim} clamped to {dim}: {n} images of dimension {d} (whitened to n - 1 dimensions, "
                 f"every pair of images is equally far apart)")
-    small_set_dim = max(AUTO_PCA_DIM_MIN, n // IMAGES_PER_WHITENED_DIM)
+    small_set_dim = informative_dims(n)
     if pca_dim > small_set_dim:
         return (f"pca_dim {pca_dim} kept as set; on {n} images whitened distances beyond about {small_set_dim} "
                 f"dimensions were mostly noise in our measurements (pca_dim 0 chooses {auto_pca_dim(n)})")
