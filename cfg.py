@@ -39,7 +39,7 @@ DEFAULTS = {
     # --- clustering ---
     "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
     "clustering_device": "auto",  # where PCA-whitening, k-means, equal_size and PIC's k-NN graph run: "auto" (torch on the GPU the network runs on; faiss on a CPU), "cpu" (faiss on the CPU, the reference's path) or "torch" (torch on the network's device, a CPU included)
-    "num_classes": 0,  # k of k-means: number of clusters = outputs of the classifier head; 0 = automatic: one per 20 images, 2 to 10 (10 on the shipped sample)
+    "num_classes": 0,  # k of k-means: number of clusters = outputs of the classifier head; 0 = automatic: one per 10 images, 2 to 10 (10 on the shipped sample); a list (10,50,100 on the command line) = one k-means and one head per k every epoch, the first k is the run's clustering
     "pca_dim": 0,  # PCA-whitening dimension before k-means; 0 = automatic: 16, fewer on a small set (the rule in the README); N > 0 is kept below the number of images - 1. The paper: 256 (for k = 10000)
     "pca_method": "torch",  # "torch" (covariance or Gram matrix + eigh; a randomised subspace iteration above 2048 dims; many times faster) or "faiss" (PCAMatrix, the reference)
     "pca_fit_samples": 0,  # 0 = fit the PCA on all features (reference); N > 0 = fit on N images and stream the rest (memory)
@@ -122,9 +122,11 @@ CHOICES = {
 WORDS = {"pred_k": ("auto",)}
 # list-valued keys and the type of their items: on the command line every value after the flag up to the next --flag
 LISTS = {"pred_k_range": int, "similar_to": str}
+# keys that take one integer or a list of them (comma-separated on the command line: --num_classes 10,50,100)
+INT_OR_LIST = ("num_classes",)
 # smallest allowed value of numeric keys
 MINIMUM = {
-    "input_size": 32, "workers": -1, "decode_side": 0, "num_classes": 0, "pca_dim": 0, "kmeans_niter": 1,
+    "input_size": 32, "workers": -1, "decode_side": 0, "pca_dim": 0, "kmeans_niter": 1,
     "kmeans_nredo": 1,
     "check_workers": -1,
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
@@ -162,6 +164,8 @@ def _parse_flag(key, text, default):
     given after its flag, each turned into the type of its items."""
     if key in LISTS:
         return [_parse_text(key, item, LISTS[key], "s") for item in text]
+    if key in INT_OR_LIST and "," in text:
+        return [_parse_text(key, item.strip(), int, "s") for item in text.split(",")]
     return _parse_text(key, text, type(default))
 
 
@@ -194,6 +198,8 @@ def _check_json_value(key, value, default):
         return [_check_type(key, item, LISTS[key]) for item in value]
     if isinstance(value, str) and value in WORDS.get(key, ()):
         return value
+    if key in INT_OR_LIST and isinstance(value, list):
+        return [_check_type(key, item, int) for item in value]
     return _check_type(key, value, type(default))
 
 
@@ -206,6 +212,39 @@ def _check_type(key, value, kind):
     return value
 
 
+def cluster_ks(c):
+    """The k of every clustering of an epoch (cfg num_classes: one k or a list); the first is the run's
+    clustering (its assignment, centroids, head, metrics and pred.py's assign mode). [0]: automatic k."""
+    ks = c["num_classes"]
+    return list(ks) if isinstance(ks, list) else [ks]
+
+
+def first_k(c):
+    """The k of the run's clustering: num_classes, or the first k of a list."""
+    return cluster_ks(c)[0]
+
+
+def _check_num_classes(c):
+    """num_classes: 0 (automatic), k >= 2, or a list of distinct k >= 2; a list of one k becomes that k."""
+    ks = c["num_classes"]
+    if isinstance(ks, list):
+        if not ks:
+            raise ConfigError("'num_classes' takes one k or a list of them, got an empty list")
+        if any(k < 2 for k in ks) and len(ks) > 1:
+            raise ConfigError(f"'num_classes' as a list takes k >= 2 for every clustering (0, automatic, only "
+                              f"alone), got {ks}")
+        if len(set(ks)) != len(ks):
+            raise ConfigError(f"'num_classes' lists a k twice: {ks}; every clustering of an epoch takes its own k")
+        c["num_classes"] = ks = ks[0] if len(ks) == 1 else list(ks)
+    if isinstance(ks, int) and ks < 0:
+        raise ConfigError(f"'num_classes' must be >= 0, got {ks}")
+    if ks == 1:
+        raise ConfigError("'num_classes' must be 0 (automatic) or >= 2, got 1")
+    if isinstance(ks, list) and c["clustering"] != "kmeans":
+        raise ConfigError(f"a list of num_classes ({ks}) needs clustering kmeans: PIC's number of clusters is its "
+                          "outcome")
+
+
 def validate(c):
     """Range and choice checks that do not need the data."""
     for key, allowed in CHOICES.items():
@@ -214,6 +253,7 @@ def validate(c):
     for key, value in c.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"'{key}' must be a finite number, got {value}")
+    _check_num_classes(c)
     for key, low in MINIMUM.items():
         if c[key] not in WORDS.get(key, ()) and c[key] < low:
             raise ConfigError(f"'{key}' must be >= {low}, got {c[key]}")
@@ -222,8 +262,6 @@ def validate(c):
             raise ConfigError(f"'{key}' must be <= {high}, got {c[key]}")
     if c["arch"] == "alexnet" and c["input_size"] < 64:
         raise ConfigError(f"arch alexnet needs input_size >= 64, got {c['input_size']}")
-    if c["num_classes"] == 1:
-        raise ConfigError("'num_classes' must be 0 (automatic) or >= 2, got 1")
     low, high = (c["pred_k_range"] + [0, 0])[:2]
     if len(c["pred_k_range"]) != 2 or not 2 <= low <= high:
         raise ConfigError(f"'pred_k_range' takes two integers low high with 2 <= low <= high, got {c['pred_k_range']}")

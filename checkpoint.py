@@ -5,7 +5,8 @@ run at a time.
 Layout (every value a tensor, number, string, list or dict, so that torch.load(weights_only=True)
 reads it without pickle): epoch (epochs completed), arch, sobel, input_size, num_classes, cfg,
 state_dict, optimizer, scheduler, rng, assignment, pca_A, pca_b, centroids, cluster_offsets,
-clustering_state_dict, data_fingerprint, classes, metrics, clustering_metrics, selected, ema_state_dict.
+clustering_state_dict, data_fingerprint, classes, metrics, clustering_metrics, selected, ema_state_dict,
+other_clusterings.
 The clustering (assignment, pca_*, centroids, cluster_offsets) is the one of the saved weights: image i
 is in argmin_j ||whitened_i - centroids_j||^2 + cluster_offsets_j, exactly the rule of pred.py's assign
 mode; after an epoch that did not re-cluster (reassign > 1) clustering_state_dict holds the earlier
@@ -14,6 +15,9 @@ images is refused). selected ({rule, epoch, score} or None) names the epoch that
 chose so far, whose checkpoint train.py keeps as selected.pth.tar beside checkpoint.pth.tar.
 ema_state_dict (None when cfg ema is 0) holds the weight average: then the features, the clustering
 and the network of pred.py are the average's, and state_dict holds the weights the optimizer trains.
+other_clusterings (cfg num_classes a list) holds the further clusterings of the same whitened features, one
+dict each {k, assignment, centroids, cluster_offsets, kmeans_loss}, in the order of the list ([] for one k);
+their heads are state_dict's extra_heads.*.
 """
 import contextlib
 import fcntl
@@ -35,7 +39,7 @@ import cfg
 from cfg import SCRIPT_KEYS
 from engine import memory_format
 from errors import BusyError, CheckpointError, printable
-from models import build_model
+from models import HEAD_PREFIXES, build_model
 from models.pretrained import unwrapped_names
 
 CHECKPOINT = "checkpoint.pth.tar"
@@ -113,7 +117,15 @@ def training_state(epochs_done, c, model, body_optimizer, scheduler, clusterer, 
         "clustering_metrics": clustering_row,
         "selected": selected,
         "ema_state_dict": {k: v.detach().cpu() for k, v in ema_model.state_dict().items()} if ema_model else None,
+        "other_clusterings": [other_clustering(cl) for cl in clusterer.others],
     }
+
+
+def other_clustering(cl):
+    """One further clustering of an epoch (a Kmeans of clusterer.others) as a checkpoint entry."""
+    return {"k": int(cl.k), "assignment": torch.from_numpy(np.asarray(cl.assignment, dtype=np.int64)),
+            "centroids": torch.from_numpy(np.asarray(cl.centroids, dtype=np.float32)),
+            "cluster_offsets": torch.from_numpy(np.asarray(cl.offsets, dtype=np.float32)), "kmeans_loss": float(cl.loss)}
 
 
 # What a checkpoint of an earlier layout may lack (keys added to the layout since), and what a resume does
@@ -131,6 +143,7 @@ EARLIER_LAYOUT = {
     "clustering_metrics": "the clustering's metrics are recomputed from the stored assignment",
     "selected": "no epoch chosen so far: select_epoch starts choosing now",
     "ema_state_dict": "the weight average starts from the weights",
+    "other_clusterings": "one clustering per epoch (the only kind then)",
 }
 
 
@@ -150,11 +163,13 @@ def restore_training(ckpt, model, body_optimizer, scheduler, clusterer, ema_mode
     earlier layout lacks (None: see earlier_layout) is left as built: a fresh optimizer and schedule, and RNGs
     seeded from (seed, epoch)."""
     state = ckpt["state_dict"]
-    if "top_layer.weight" in state:
-        model.add_head(state["top_layer.weight"].shape[0])
+    if "top_layer.weight" in state:  # the heads as saved: top_layer, then extra_heads.0, .1, ...
+        extra = sum(1 for key in state if key.startswith("extra_heads.") and key.endswith(".weight"))
+        names = ["top_layer"] + [f"extra_heads.{i}" for i in range(extra)]
+        model.add_heads([state[f"{name}.weight"].shape[0] for name in names])
     model.load_state_dict(state)
     if ema_model is not None:
-        body = {k: v for k, v in state.items() if not k.startswith("top_layer.")}
+        body = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
         ema_model.load_state_dict(ckpt.get("ema_state_dict") or body)  # the average is never DDP-wrapped
     if ckpt.get("optimizer") is not None:
         try:
@@ -173,6 +188,13 @@ def restore_training(ckpt, model, body_optimizer, scheduler, clusterer, ema_mode
         random.seed(reseed)
     clusterer.assignment, clusterer.pca, clusterer.centroids, clusterer.offsets = stored_clustering(ckpt)
     clusterer.k = int(clusterer.centroids.shape[0])
+    stored = ckpt.get("other_clusterings") or []
+    if [int(o["k"]) for o in stored] != [cl.k for cl in clusterer.others]:
+        raise CheckpointError(f"the checkpoint holds further clusterings with k = {[int(o['k']) for o in stored]}, this "
+                              f"run asks for {[cl.k for cl in clusterer.others]}; {RESUME_ADVICE}")
+    for cl, o in zip(clusterer.others, stored):
+        cl.assignment, cl.centroids = o["assignment"].numpy(), o["centroids"].numpy()
+        cl.offsets, cl.loss, cl.pca = o["cluster_offsets"].numpy(), float(o["kmeans_loss"]), clusterer.pca
 
 
 # ---------------------------------------------------------------- files
@@ -334,7 +356,7 @@ def load_model(c, device, ckpt, state=None):
     or the given state_dict, head removed, in eval mode."""
     model = build_model(c["arch"], c["sobel"], out=0, input_size=c["input_size"])
     state = state or ckpt.get("ema_state_dict") or ckpt["state_dict"]  # load_checkpoint unwrapped state_dict
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("top_layer.")})
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)})
     return model.to(device, memory_format=memory_format(device)).eval()
 
 

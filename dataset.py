@@ -336,13 +336,16 @@ class PseudoLabelDataset(Dataset):
 
     Built from the base ClusterDataset every epoch, never from an earlier epoch's
     pseudo-label set, so a label can only ever point at the image it was computed for.
+    assignment: (n,) int, one clustering (the label is an int), or (n, H) for H clusterings of the same
+    epoch (the label is the (H,) int64 tensor of image i's pseudo-labels, one per head).
+    Raises ValueError when the rows are not the dataset's n images.
     """
 
     def __init__(self, base, assignment, transform):
         if not isinstance(base, ClusterDataset):
             raise TypeError("PseudoLabelDataset needs the original ClusterDataset, not a derived dataset")
         assignment = np.asarray(assignment, dtype=np.int64)
-        if assignment.shape != (len(base),):
+        if assignment.ndim not in (1, 2) or len(assignment) != len(base):
             raise ValueError(f"assignment has shape {assignment.shape}, the dataset has {len(base)} images")
         self.base = base
         self.assignment = assignment
@@ -353,7 +356,8 @@ class PseudoLabelDataset(Dataset):
 
     def __getitem__(self, index):
         img = self.base.load(index)
-        return self.transform(img), int(self.assignment[index])
+        label = self.assignment[index]
+        return self.transform(img), int(label) if label.ndim == 0 else torch.from_numpy(label.copy())
 
 
 class Transform:

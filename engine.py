@@ -18,7 +18,7 @@ from tqdm import tqdm
 from dataset import seed_worker
 from distributed import usable_cores
 from errors import UserError, printable
-from models import FEATURE_DIM
+from models import FEATURE_DIM, HEAD_PREFIXES
 from progress import Bar
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -134,7 +134,7 @@ def average_into(average, model, decay):
     in place (the state_dict of the averaged copy of the network)."""
     with torch.no_grad():
         for name, value in model.state_dict().items():
-            if name.startswith("top_layer."):
+            if name.startswith(HEAD_PREFIXES):
                 continue
             if value.is_floating_point():
                 average[name].mul_(decay).add_(value, alpha=1 - decay)
@@ -156,7 +156,7 @@ def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbo
     for batch, (images, target) in enumerate(bar, 1):
         images, target = to_device(images, device), target.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = criterion(model(images), target)
+            loss = pseudo_label_loss(criterion, model(images), target)
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"the loss became {value} at batch {batch}")
@@ -173,6 +173,15 @@ def train_one_epoch(loader, model, body_optimizer, head_optimizer, device, verbo
         losses.update(value, images.size(0))
         bar.set_postfix(loss=f"{losses.avg:.4f}")
     return losses
+
+
+def pseudo_label_loss(criterion, logits, target):
+    """The training loss: criterion(logits, target) for one head (logits (B, k), target (B,) int64); for several
+    (cfg num_classes a list: logits a list of H (B, k_h) tensors, target (B, H)) the mean over the heads of each
+    head's loss on its own pseudo-labels, so that every clustering weighs the same whatever its k."""
+    if not isinstance(logits, (list, tuple)):
+        return criterion(logits, target)
+    return sum(criterion(out, target[:, h]) for h, out in enumerate(logits)) / len(logits)
 
 
 def weights_finite(model):

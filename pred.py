@@ -36,7 +36,7 @@ import clustering
 import collection
 import metrics
 import report
-from cfg import load_cfg
+from cfg import first_k, load_cfg
 from checkpoint import checkpoint_path, clustering_network, hold_lock, load_model, run_settings, stored_clustering
 from dataset import PRED_MANIFEST as MANIFEST
 from dataset import ClusterDataset, decode_side, eval_transform, file_identities, open_split, training_images_among
@@ -231,7 +231,7 @@ def cluster_images(c, dataset, features, ckpt, device=None, neighbours=None):
         ids, dist = clustering.nearest_centroid(xb, centroids, offsets, device)  # the training rule, offsets included
         return ids, dist, len(centroids), clustering.to_numpy(xb), None
     auto = c["pred_k"] == "auto"
-    k = 0 if auto else c["pred_k"] or (len(dataset.classes) if dataset.has_labels else c["num_classes"]
+    k = 0 if auto else c["pred_k"] or (len(dataset.classes) if dataset.has_labels else first_k(c)
                                        or clustering.auto_k(len(dataset)))  # a run of PIC has no k of its own
     if len(dataset) < 2 + auto:
         raise PredError(f"recluster{' with pred_k auto' * auto} needs at least {2 + auto} images to cluster, got "

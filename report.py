@@ -11,6 +11,7 @@ import glob
 import html
 import io
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -509,6 +510,17 @@ CLUSTERING_KEYS = ("nmi_prev", "nmi", "ari", "kmeans_loss", "clusters_found", "c
                    "time_clustering_s")
 
 
+def is_clustering_key(key):
+    """A key of CLUSTERING_KEYS, or one of a further clustering's (nmi_k50, nmi_prev_k50: cfg num_classes a list)."""
+    return re.sub(r"_k\d+$", "", key) in CLUSTERING_KEYS
+
+
+def further_ks(rows, key):
+    """The k of every further clustering whose `key` the rows hold (key_k50 -> 50), increasing."""
+    pattern = re.compile(re.escape(key) + r"_k(\d+)$")
+    return sorted({int(m.group(1)) for row in rows for name in row for m in [pattern.match(name)] if m})
+
+
 @dataclass
 class Curves:
     """One run's curves: `rows` (metrics.jsonl rows, any order), `final` (the clustering half of a row for the network
@@ -524,7 +536,7 @@ def curve_points(run, key):
     """(x, y) of one metric against the network's epochs: a clustering metric of row e belongs to the network after
     e epochs (e = 0: the random network; `final` after the last), a training metric of row e to epoch e + 1."""
     rows = sorted(run.rows, key=lambda r: r["epoch"])
-    if key in CLUSTERING_KEYS:  # an epoch that did not re-cluster (reassign > 1) repeats an earlier clustering
+    if is_clustering_key(key):  # an epoch that did not re-cluster (reassign > 1) repeats an earlier clustering
         pts = [(r["epoch"], r.get(key)) for r in rows if r.get("reclustered", True)]
         if run.final is not None and rows and run.final.get("reclustered", True):
             pts.append((rows[-1]["epoch"] + 1, run.final.get(key)))
@@ -540,21 +552,32 @@ def curve_points(run, key):
 def draw_panel(ax, runs, key, name):
     from matplotlib.ticker import MaxNLocator
     keys = [("nmi", "NMI"), ("ari", "ARI")] if key == "labels" else [(key, "")]
-    plotted = False
+    plotted = further = False
     for n, run in enumerate(runs):
         colour = f"C{n}"
+        main_k = next((r["clusters_found"] for r in run.rows if r.get("clusters_found")), None)
         for (k, what), style in zip(keys, ("-", "--")):
             x, y = curve_points(run, k)
             if x:
-                label = " ".join(s for s in (run.label, what) if s)
+                named = k != "ari" and further_ks(run.rows, k) and main_k  # beside further clusterings: its k
+                label = " ".join(s for s in (run.label, what, f"k = {main_k}" if named else "") if s)
                 ax.plot(x, y, style, color=colour, marker="o", markersize=3, linewidth=1.3, label=label or None)
                 plotted = True
+            if k == "ari":
+                continue
+            for j, other in enumerate(further_ks(run.rows, k)):  # the further clusterings (num_classes a list)
+                x, y = curve_points(run, f"{k}_k{other}")
+                if x:
+                    label = " ".join(s for s in (run.label, what, f"k = {other}") if s)
+                    ax.plot(x, y, ":", color=colour, marker="os^vD"[j % 5], markersize=3, linewidth=1.0, alpha=0.7,
+                            label=label)
+                    plotted = further = True
         if run.selected is not None:
             ax.axvline(run.selected, color=colour, linestyle=":", linewidth=1.2)
     if not plotted:  # (the dotted line of the chosen epoch is no data)
         ax.text(0.5, 0.5, "no labels" if key == "labels" else "not yet", ha="center", va="center",
                 transform=ax.transAxes, color="grey")
-    elif len(runs) > 1 or key == "labels":
+    elif len(runs) > 1 or key == "labels" or further:
         ax.legend(fontsize=7)
     ax.set_title(name, fontsize=10)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -649,6 +672,6 @@ def log_scalars(writer, row):
     those of the clustering it trained on at e, as on curves.png)."""
     for key, value in row.items():
         if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
-            step = row["epoch"] + (0 if key in CLUSTERING_KEYS else 1)
-            writer.add_scalar(f"{'clustering' if key in CLUSTERING_KEYS else 'train'}/{key}", value, step)
+            step = row["epoch"] + (0 if is_clustering_key(key) else 1)
+            writer.add_scalar(f"{'clustering' if is_clustering_key(key) else 'train'}/{key}", value, step)
     writer.flush()

@@ -28,7 +28,7 @@ import clustering
 import distributed
 import metrics
 import report
-from cfg import load_cfg, save_cfg
+from cfg import cluster_ks, load_cfg, save_cfg
 from checkpoint import (CHECKPOINT, EARLIER_LAYOUT, METRICS, MODEL_KEYS, SELECTED, TRAINING_KEYS, append_metrics,
                         earlier_layout, hold_lock, keep_as_selected, keep_selected_apart, load_checkpoint,
                         read_metrics, remove_stale_temporaries, restore_training, save_checkpoint, training_state,
@@ -38,7 +38,7 @@ from dataset import PseudoLabelDataset, eval_transform, file_fingerprint, open_s
 from engine import Logger, amp_dtype, average_into, compile_body, compute_features, feature_dtype, format_metric
 from engine import iter_features, make_loader, memory_format, train_one_epoch, weights_finite
 from errors import BusyError, CheckpointError, ConfigError, DataError, TrainingError, UserError, counted
-from models import FEATURE_DIM, build_model
+from models import FEATURE_DIM, HEAD_PREFIXES, build_model
 from models.pretrained import load_pretrained, read_state_dict
 
 CPU = torch.device("cpu")
@@ -65,8 +65,9 @@ def make_clusterer(c, device=None):
     if c["clustering"] == "pic":  # PIC's cluster sizes are its outcome: equal_size applies to k-means only
         return PIC(c["pca_dim"], c["pic_nnn"], c["pic_sigma"], c["pic_alpha"], c["pic_iterations"], c["pca_method"],
                    device)
-    return Kmeans(c["num_classes"], c["pca_dim"], c["kmeans_niter"], c["pca_method"], c["kmeans_nredo"],
-                  c["equal_size"], c["equal_size_eps"], device)
+    ks = cluster_ks(c)  # one k-means per k on the same whitened features, the first is the run's clustering
+    return Kmeans(ks[0], c["pca_dim"], c["kmeans_niter"], c["pca_method"], c["kmeans_nredo"],
+                  c["equal_size"], c["equal_size_eps"], device, other_ks=ks[1:])
 
 
 def check_processes(c, device, world):
@@ -154,24 +155,27 @@ class Run:
         self.log(f"data: {n} images in '{c['dataset_path']}'{held_out}, {labels}{skipped}")
 
     def choose_k(self):
-        """k-means' k: num_classes, or with num_classes 0 the resumed run's k or clustering.auto_k of the images
-        (written back into the config, so that config.json and the checkpoint keep the number)."""
+        """k-means' k: num_classes (one k or a list: one clustering per k), or with num_classes 0 the resumed run's
+        k or clustering.auto_k of the images (written back into the config, so that config.json and the checkpoint
+        keep the number)."""
         c = self.c
         if c["clustering"] != "kmeans":
             return
-        given = c["num_classes"] > 0
+        given = cluster_ks(c)[0] > 0
         if not given:
-            c["num_classes"] = int(self.ckpt["num_classes"]) if self.ckpt is not None else clustering.auto_k(self.n)
-        if c["num_classes"] > self.n:
-            raise DataError(f"num_classes (k) = {c['num_classes']}{'' if given else ' (automatic)'} is larger than the "
-                            f"{self.where}")
+            c["num_classes"] = self.ckpt["num_classes"] if self.ckpt is not None else clustering.auto_k(self.n)
+        ks = cluster_ks(c)
+        for k in ks:
+            if k > self.n:
+                raise DataError(f"num_classes (k) = {k}{'' if given else ' (automatic)'} is larger than the "
+                                f"{self.where}")
         if c["equal_size"]:  # sharded: each rank's rows, in torch
-            clustering.check_equal_size_fits(-(-self.n // self.world) if self.shard_kmeans else self.n,
-                                             c["num_classes"],
+            clustering.check_equal_size_fits(-(-self.n // self.world) if self.shard_kmeans else self.n, max(ks),
                                              self.clustering_device or (CPU if self.shard_kmeans else None))
-        note = clustering.k_note(c["num_classes"], self.n, given or self.ckpt is not None)
-        if note:
-            self.log(note)
+        for k in ks:
+            note = clustering.k_note(k, self.n, given or self.ckpt is not None)
+            if note:
+                self.log(note)
 
     def previous_checkpoint(self):
         """The checkpoint to resume from, checked against the config and the data; None to start anew."""
@@ -249,7 +253,8 @@ class Run:
                 if os.path.exists(stale):
                     os.remove(stale)
         self.log(f"model: {c['arch']}{' + sobel' if c['sobel'] else ''} at {c['input_size']} px, "
-                 + (f"k-means with k = {c['num_classes']}" if c["clustering"] == "kmeans" else "PIC clustering")
+                 + (f"k-means with k = {describe_ks(cluster_ks(c))}" if c["clustering"] == "kmeans"
+                    else "PIC clustering")
                  + f", device {self.device}")
         if self.ckpt is None:
             self.clustering_row = self.cluster(0, None)  # epoch 0 trains on the clusters of the random network
@@ -286,20 +291,20 @@ class Run:
         return self.clustering_metrics(previous, t0, t1)
 
     def share_clustering(self):
-        """Rank 0's clustering on every rank, where rank 0 clustered alone."""
-        clusterer = self.clusterer
+        """Rank 0's clusterings on every rank, where rank 0 clustered alone."""
         if self.world > 1:
-            shared = distributed.broadcast((clusterer.assignment, clusterer.k, clusterer.loss, clusterer.pca,
-                                            clusterer.centroids, clusterer.offsets) if self.main_process else None)
-            clusterer.assignment, clusterer.k, clusterer.loss, clusterer.pca, clusterer.centroids, clusterer.offsets \
-                = shared
+            every = self.clusterer.clusterings()
+            shared = distributed.broadcast([(cl.assignment, cl.k, cl.loss, cl.pca, cl.centroids, cl.offsets)
+                                            for cl in every] if self.main_process else None)
+            for cl, state in zip(every, shared):
+                cl.assignment, cl.k, cl.loss, cl.pca, cl.centroids, cl.offsets = state
 
     def keep_clustering_weights(self, state):
         """reassign > 1: a copy of the weights that made the current clustering, stored with the checkpoints of
         the epochs that do not re-cluster, so that pred.py assigns with the network the clustering belongs to."""
         if self.c["reassign"] > 1 and self.main_process:
             self.clustering_weights = {k: v.detach().to("cpu", copy=True) for k, v in state.items()
-                                       if not k.startswith("top_layer.")}
+                                       if not k.startswith(HEAD_PREFIXES)}
 
     def cluster_gathered(self, seed):
         """Each rank computes its share of the features; rank 0 gathers all of them and clusters once (the
@@ -381,36 +386,46 @@ class Run:
         return {**row, "kmeans_loss": None, "time_features_s": 0.0, "time_clustering_s": 0.0}
 
     def clustering_metrics(self, previous, t0, t1):
-        assignment, labels = self.clusterer.assignment, self.dataset.labels
-        return {
-            "nmi_prev": metrics.nmi(previous, assignment) if previous is not None else None,
-            "nmi": metrics.nmi(labels, assignment) if self.dataset.has_labels else None,
-            "ari": metrics.ari(labels, assignment) if self.dataset.has_labels else None,
-            "clusters_found": self.clusterer.k,
-            "clusters_nonempty": int(len(np.unique(assignment))),
-            "kmeans_loss": self.clusterer.loss,
-            "reclustered": True,
-            "time_features_s": round(t1 - t0, 3),
-            "time_clustering_s": round(time.time() - t1, 3),
-        }
+        """The clustering half of a metrics row; previous: the assignments of the clusterings before (one per
+        clustering, as clusterer.clusterings()) or None. The further clusterings' scores carry their k in the name
+        (nmi_k50, nmi_prev_k50, ari_k50, kmeans_loss_k50, clusters_nonempty_k50)."""
+        labels, row = self.dataset.labels, {}
+        for j, cl in enumerate(self.clusterer.clusterings()):
+            scores = {
+                "nmi_prev": metrics.nmi(previous[j], cl.assignment) if previous is not None else None,
+                "nmi": metrics.nmi(labels, cl.assignment) if self.dataset.has_labels else None,
+                "ari": metrics.ari(labels, cl.assignment) if self.dataset.has_labels else None,
+                "clusters_found": cl.k,
+                "clusters_nonempty": int(len(np.unique(cl.assignment))),
+                "kmeans_loss": cl.loss,
+            }
+            if j == 0:
+                row.update(scores, reclustered=True)
+            else:
+                row.update({f"{key}_k{cl.k}": value for key, value in scores.items() if key != "clusters_found"})
+        row["time_features_s"] = round(t1 - t0, 3)
+        row["time_clustering_s"] = round(time.time() - t1, 3)
+        return row
 
     # ------------------------------------------------------------ steps 5-8: head, sample, train
 
     def new_head(self, epoch):
         """The classifier this epoch trains, and a fresh SGD for it (None when it has no parameters)."""
-        c = self.c
+        c, every = self.c, self.clusterer.clusterings()  # one head per clustering of the epoch
         if c["head"] == "centroids":  # DeepCluster-v2: the head is the clustering, rebuilt every epoch
-            self.model.set_centroid_head(self.clusterer.pca, self.clusterer.centroids, c["head_temperature"])
+            self.model.set_centroid_heads(self.clusterer.pca, [cl.centroids for cl in every], c["head_temperature"])
         elif epoch % c["reassign"] == 0 and not (c["head"] == "match" and self.model.top_layer is not None):
-            self.model.add_head(self.clusterer.k)  # a new Linear(4096, k) ("match": the first epoch only)
-        params = list(self.model.top_layer.parameters())
+            self.model.add_heads([cl.k for cl in every])  # a new Linear(4096, k) each ("match": the first epoch only)
+        params = [p for head in self.model.heads() for p in head.parameters()]
         lr = self.body_optimizer.param_groups[0]["lr"]
         return torch.optim.SGD(params, lr=lr, weight_decay=c["weight_decay"]) if params else None
 
     def sample(self, epoch):
-        """Each original image with its own cluster, drawn uniformly over the clusters; a disjoint share per rank."""
-        assignment = self.clusterer.assignment
-        train_set = PseudoLabelDataset(self.dataset, assignment,
+        """Each original image with its own cluster (with several clusterings: its pseudo-label in each), drawn
+        uniformly over the first clustering's clusters; a disjoint share per rank."""
+        assignment, every = self.clusterer.assignment, self.clusterer.clusterings()
+        labels = assignment if len(every) == 1 else np.stack([cl.assignment for cl in every], axis=1)
+        train_set = PseudoLabelDataset(self.dataset, labels,
                                        train_transform(self.c["input_size"], self.c["rrc_scale_min"]))
         order = UnifLabelSampler(assignment, seed=epoch_seed(self.c["seed"], epoch))
         if self.world > 1:
@@ -462,8 +477,10 @@ class Run:
         if self.main_process:
             append_metrics(self.metrics_path, row)
         total = time.time() - t_start + clus["time_features_s"] + clus["time_clustering_s"]
+        others = "".join(f"nmi_k{cl.k} {format_metric(row.get(f'nmi_k{cl.k}'))}  "
+                         for cl in self.clusterer.others)
         self.log(f"epoch {epoch + 1}/{self.c['num_epoch']}  loss {loss:.4f}  nmi {format_metric(row['nmi'])}  "
-                 f"ari {format_metric(row['ari'])}  nmi_prev {format_metric(row['nmi_prev'])}  "
+                 f"ari {format_metric(row['ari'])}  nmi_prev {format_metric(row['nmi_prev'])}  {others}"
                  f"clusters {row['clusters_nonempty']}/{row['clusters_found']}  time {total:.0f}s "
                  f"(features {clus['time_features_s']:.0f}s, clustering {clus['time_clustering_s']:.0f}s, "
                  f"train {seconds:.0f}s at {row['images_per_s']:.0f} img/s)")
@@ -472,15 +489,17 @@ class Run:
     def recluster(self, epoch):
         """The clusters of the next epoch (`epoch`), from the weights just trained, every `reassign` epochs."""
         if epoch % self.c["reassign"] != 0:
-            self.clustering_row = {**self.clustering_row, "nmi_prev": None, "kmeans_loss": None,
-                                   "reclustered": False, "time_features_s": 0.0, "time_clustering_s": 0.0}
+            unknown = {key: None for key in self.clustering_row if key.startswith(("nmi_prev", "kmeans_loss"))}
+            self.clustering_row = {**self.clustering_row, **unknown, "reclustered": False, "time_features_s": 0.0,
+                                   "time_clustering_s": 0.0}
             return
-        head, previous = self.model.top_layer, self.clusterer.assignment
+        heads, every = self.model.heads(), self.clusterer.clusterings()
+        previous = [cl.assignment for cl in every]
         self.clustering_row = self.cluster(epoch, previous)
         if self.c["head"] == "match":  # the trained rows follow their clusters into the new clustering
-            self.model.top_layer = head
-            self.model.carry_head(clustering.match_clusters(previous, self.clusterer.assignment,
-                                                            head.out_features, self.clusterer.k))
+            self.model.set_heads(heads)
+            self.model.carry_heads([clustering.match_clusters(old, cl.assignment, head.out_features, cl.k)
+                                    for old, cl, head in zip(previous, every, heads)])
 
     def choose(self, epochs_done):
         """select_epoch: does the network after `epochs_done` epochs become the chosen one? Only trained
@@ -524,6 +543,11 @@ class Run:
                                os.path.join(self.c["exp_dir"], "curves.png"))
         except Exception as e:  # matplotlib, a full disk, ...: the run goes on
             self.log(f"warning: curves.png not written: {type(e).__name__}: {e}")
+
+
+def describe_ks(ks):
+    """The k of a run for its log: "10", or "10 (and 50, 100: one head each)"."""
+    return str(ks[0]) + (f" (and {', '.join(map(str, ks[1:]))}: one head each)" if len(ks) > 1 else "")
 
 
 def exp_dir_lock(c):

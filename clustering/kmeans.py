@@ -215,22 +215,41 @@ def run_kmeans(x, k, niter=20, seed=0, nredo=1, device=None, shards=None):
     return torch_kmeans(to_tensor(x, device or "cpu"), k, niter, seed, nredo, shards)
 
 
+def other_seed(seed, j):
+    """The seed of the j-th further clustering of an epoch (j >= 1; cfg num_classes a list): its own k-means starts."""
+    return int((seed + 104_729 * j) & 0x7FFFFFFF)
+
+
 class Kmeans(WhitenThenCluster):
     """preprocess_features + run_kmeans (then, with equal_size, equal_size_offsets); keeps what pred.py needs
     (pca, centroids, offsets): the assignment is nearest_centroid(whitened rows, centroids, offsets).
-    device None: faiss on the CPU; a torch.device: every step in torch there."""
+    device None: faiss on the CPU; a torch.device: every step in torch there.
+
+    other_ks (cfg num_classes a list): after this clustering, one more k-means (and equal-size step) per k on the
+    same whitened rows, each a Kmeans in `others` with its own seed (other_seed); `k`, `assignment`, `centroids`
+    and `offsets` stay the first clustering's."""
 
     def __init__(self, k, pca_dim=256, niter=20, pca_method="torch", nredo=1, equal_size=False,
-                 equal_size_eps=0.01, device=None):
+                 equal_size_eps=0.01, device=None, other_ks=()):
         self.k, self.pca_dim, self.niter, self.pca_method, self.nredo = k, pca_dim, niter, pca_method, nredo
         self.equal_size, self.equal_size_eps, self.device = equal_size, equal_size_eps, device
         self.assignment = self.centroids = self.pca = self.offsets = None
         self.loss = float("nan")
+        self.others = [Kmeans(other, pca_dim, niter, pca_method, nredo, equal_size, equal_size_eps, device)
+                       for other in other_ks]
 
     def cluster_whitened(self, xb, pca, seed=0, log=None, shards=None):
-        """k-means (then the equal-size step) of the whitened rows xb; with shards (distributed.Shards) xb is this
-        process' rows and every step is the torch form with all-reduced sums (on the CPU when device is None):
-        every process ends with the same centroids, offsets and assignment of all n rows."""
+        """k-means (then the equal-size step) of the whitened rows xb, then the same for every k of `others`; with
+        shards (distributed.Shards) xb is this process' rows and every step is the torch form with all-reduced sums
+        (on the CPU when device is None): every process ends with the same centroids, offsets and assignment of all
+        n rows. Returns the first clustering's assignment."""
+        self.cluster_one(xb, pca, seed, log, shards)
+        for j, other in enumerate(self.others, 1):
+            other.cluster_one(xb, pca, other_seed(seed, j), log, shards)
+        return self.assignment
+
+    def cluster_one(self, xb, pca, seed=0, log=None, shards=None):
+        """This clustering alone (see cluster_whitened)."""
         t0 = time.time()
         device = self.device if shards is None or self.device is not None else torch.device("cpu")
         self.pca = pca

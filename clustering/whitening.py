@@ -286,6 +286,12 @@ class WhitenThenCluster:
     """cluster(features) = preprocess_features, then the subclass's cluster_whitened. Features on the
     clustering device (a tensor) keep the whole step there."""
 
+    others = ()  # the further clusterings of an epoch on the same whitened rows (Kmeans with a list of k)
+
+    def clusterings(self):
+        """This clustering and the others of the epoch, the first first."""
+        return [self, *self.others]
+
     def cluster(self, features, seed=0, log=None):
         return self.cluster_whitened(*self.whiten(features, seed, log), seed, log)
 

@@ -8,6 +8,7 @@ from torch import nn
 from .sobel import make_sobel
 
 FEATURE_DIM = 4096
+HEAD_PREFIXES = ("top_layer.", "extra_heads.")  # state_dict names of the heads (replaced every clustering)
 
 
 class DeepClusterNet(nn.Module):
@@ -15,6 +16,8 @@ class DeepClusterNet(nn.Module):
 
     With `top_layer = None` the output is the pre-ReLU fc7 activation, the feature that
     DeepCluster clusters. `add_head(k)` appends the ReLU and a fresh Linear(4096, k).
+    Several clusterings per epoch (cfg num_classes a list) train one head each: `top_layer` is the
+    first clustering's, `extra_heads` the others', and the output is then the list of their logits.
     `block_ends[b - 1]` is the index in `features` where conv block b ends (the linear probe's layers).
     """
 
@@ -25,6 +28,7 @@ class DeepClusterNet(nn.Module):
         self.features = features
         self.classifier = classifier
         self.top_layer = None
+        self.extra_heads = nn.ModuleList()  # empty: no parameters, no state_dict entries
         self.init_weights()
         if out:
             self.add_head(out)
@@ -35,36 +39,61 @@ class DeepClusterNet(nn.Module):
         x = self.features(x)
         x = torch.flatten(x, 1)
         x = self.classifier(x)
-        if isinstance(self.top_layer, CentroidHead):
-            x = self.top_layer(x)  # the clustering's own input: pre-ReLU fc7
-        elif self.top_layer is not None:
-            x = self.top_layer(torch.relu(x))
-        return x
+        if self.top_layer is None:
+            return x
+        logits = [head(x if isinstance(head, CentroidHead) else torch.relu(x))  # a CentroidHead reads pre-ReLU fc7
+                  for head in self.heads()]
+        return logits if self.extra_heads else logits[0]
+
+    def heads(self):
+        """The heads, the first clustering's first ([] in features mode)."""
+        return [] if self.top_layer is None else [self.top_layer, *self.extra_heads]
+
+    def set_heads(self, heads):
+        """Put back heads taken by heads() (the first becomes top_layer)."""
+        self.top_layer = heads[0] if heads else None
+        self.extra_heads = nn.ModuleList(heads[1:])
 
     def remove_head(self):
-        """Features mode: the network outputs the 4096-d pre-ReLU fc7 activation."""
-        self.top_layer = None
+        """Features mode: the network outputs the 4096-d pre-ReLU fc7 activation (every head removed)."""
+        self.set_heads([])
 
-    def add_head(self, k):
-        """A new Linear(4096, k) with N(0, 0.01) weights and zero bias, after the fc7 ReLU."""
+    def new_linear(self, k):
+        """A Linear(4096, k) with N(0, 0.01) weights and zero bias, on the network's device."""
         head = nn.Linear(FEATURE_DIM, k)
         head.weight.data.normal_(0, 0.01)
         head.bias.data.zero_()
-        param = next(self.features.parameters())
-        self.top_layer = head.to(device=param.device)
+        return head.to(device=next(self.features.parameters()).device)
+
+    def add_head(self, k):
+        """A new Linear(4096, k) (new_linear) after the fc7 ReLU: the only head."""
+        self.set_heads([self.new_linear(k)])
         return self.top_layer
+
+    def add_heads(self, ks):
+        """One new head per clustering, Linear(4096, k) for each k of ks, drawn in that order."""
+        self.set_heads([self.new_linear(k) for k in ks])
+        return self.heads()
 
     def carry_head(self, source):
         """A head for a new clustering that keeps the trained rows: row j <- old row source[j]
         (source from clustering.match_clusters), fresh N(0, 0.01) rows where source[j] = -1."""
-        old = self.top_layer
-        head = self.add_head(len(source))
+        return self.carry_heads([source])[0]
+
+    def carry_heads(self, sources):
+        """carry_head for every head: head h keeps its trained rows by sources[h] (one per head, in order)."""
+        old = self.heads()
+        if len(old) != len(sources):
+            raise ValueError(f"{len(sources)} row matchings for {len(old)} heads")
+        new = [self.new_linear(len(source)) for source in sources]
         with torch.no_grad():
-            idx = torch.as_tensor(source, dtype=torch.long, device=head.weight.device)
-            kept = idx >= 0
-            head.weight[kept] = old.weight[idx[kept]]
-            head.bias[kept] = old.bias[idx[kept]]
-        return head
+            for head, previous, source in zip(new, old, sources):
+                idx = torch.as_tensor(source, dtype=torch.long, device=head.weight.device)
+                kept = idx >= 0
+                head.weight[kept] = previous.weight[idx[kept]]
+                head.bias[kept] = previous.bias[idx[kept]]
+        self.set_heads(new)
+        return new
 
     def set_centroid_head(self, pca, centroids, temperature):
         """DeepCluster-v2's head: the clustering itself (whitening, L2, cosine to the centroids) / temperature.
@@ -72,13 +101,18 @@ class DeepClusterNet(nn.Module):
         Fixed for the epoch (no trainable parameters, not saved: it is rebuilt from the checkpoint's
         PCA and centroids), so the loss pulls each image's feature towards its own centroid.
         """
-        param = next(self.features.parameters())
-        self.top_layer = CentroidHead(pca["A"], pca["b"], centroids, temperature).to(device=param.device)
-        return self.top_layer
+        return self.set_centroid_heads(pca, [centroids], temperature)[0]
+
+    def set_centroid_heads(self, pca, centroids, temperature):
+        """set_centroid_head for every clustering of the epoch: one CentroidHead per (k, pca_dim) centroid array
+        of the list `centroids`, all on the same PCA-whitening."""
+        device = next(self.features.parameters()).device
+        self.set_heads([CentroidHead(pca["A"], pca["b"], c, temperature).to(device=device) for c in centroids])
+        return self.heads()
 
     def body_parameters(self):
-        """Trainable parameters without the head and without the frozen Sobel filters."""
-        return [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("top_layer.")]
+        """Trainable parameters without the heads and without the frozen Sobel filters."""
+        return [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith(HEAD_PREFIXES)]
 
     def init_weights(self):
         for m in self.modules():

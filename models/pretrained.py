@@ -17,7 +17,9 @@ import torch
 
 from errors import ConfigError
 
-DROPPED = ("top_layer.", "classifier.6.")  # heads of other label sets
+from .common import HEAD_PREFIXES
+
+DROPPED = (*HEAD_PREFIXES, "classifier.6.")  # heads of other label sets
 
 
 def read_state_dict(path):
@@ -44,7 +46,7 @@ def unwrapped_names(state):
 def load_pretrained(model, state, log=print):
     """Copy `state` (any of the formats above) into model; returns the names of what was loaded."""
     state = {k: v for k, v in unwrapped_names(state).items() if not k.startswith(DROPPED)}
-    ours = {k: v for k, v in model.state_dict().items() if not k.startswith("top_layer.")}
+    ours = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
     convs = [k for k in ours if k.startswith(("features.", "sobel.")) and not k.endswith("num_batches_tracked")]
     missing = [k for k in convs if k not in state]
     if missing:

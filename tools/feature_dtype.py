@@ -23,7 +23,7 @@ import clustering  # noqa: E402
 import metrics  # noqa: E402
 from dataset import ClusterDataset, eval_transform  # noqa: E402
 from engine import compute_features, make_loader  # noqa: E402
-from models import build_model  # noqa: E402
+from models import HEAD_PREFIXES, build_model  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
 SETTINGS = [(16, 10), (64, 100), (256, 100)]  # (pca_dim, k): the defaults, and overclustering as the paper does
@@ -38,7 +38,7 @@ def network(checkpoint):
     if checkpoint:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
         state = ckpt.get("ema_state_dict") or ckpt["state_dict"]  # the network the run clustered with
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("top_layer.")})
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)})
     return model.eval()
 
 

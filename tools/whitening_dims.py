@@ -27,7 +27,7 @@ import clustering  # noqa: E402
 import metrics  # noqa: E402
 from dataset import ClusterDataset, eval_transform  # noqa: E402
 from engine import compute_features, make_loader  # noqa: E402
-from models import build_model  # noqa: E402
+from models import HEAD_PREFIXES, build_model  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
 IDX_DIR = "/usr/share/datasets/fashion-mnist"
@@ -72,7 +72,7 @@ def fc7(dataset, state=None):
     torch.manual_seed(31)
     model = build_model("vgg16", True, 0, 32)
     if state is not None:
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("top_layer.")})
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)})
     loader = make_loader(dataset, {"batch_size": 100, "workers": 0}, torch.device("cpu"))
     return compute_features(loader, model.eval(), torch.device("cpu"), False)
 
