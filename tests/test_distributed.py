@@ -58,21 +58,26 @@ def test_mixed_precision_only_on_cuda():
 def test_two_processes_cluster_like_one_and_stay_in_sync(tmp_path):
     """torchrun with 2 gloo processes, each clustering its own share of the features (all-reduced sums): epoch 0
     clusters as 1 process does with the same torch form (and with features held in float16), a training epoch
-    leaves identical weights on both ranks, and a resumed run ends exactly where an uninterrupted one does."""
+    leaves identical weights on both ranks, and a resumed run ends exactly where an uninterrupted one does; with
+    two clusterings per epoch (num_classes 3,5), both sharded, and one head each."""
     tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=7)  # 21 images: uneven shares
     one, half, two, straight = tmp_path / "one", tmp_path / "half", tmp_path / "two", tmp_path / "straight"
-    train.main("cpu", train_args(tree, one, "--num_epoch", "0", "--clustering_device", "torch"))
-    train.main("cpu", train_args(tree, half, "--num_epoch", "0", "--feature_dtype", "float16"))
+    ks = ("--num_classes", "3,5")
+    train.main("cpu", train_args(tree, one, "--num_epoch", "0", "--clustering_device", "torch", *ks))
+    train.main("cpu", train_args(tree, half, "--num_epoch", "0", "--feature_dtype", "float16", *ks))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, two, "--num_epoch", "0")], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+    gathered = ("--shard_clustering", "false", "--clustering_device", "torch")  # epoch 0: rank 0 clusters, shares
+    r = subprocess.run(TORCHRUN + ["train.py", *train_args(tree, two, "--num_epoch", "0", *ks, *gathered)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b, h = (torch.load(run / "checkpoint.pth.tar", weights_only=True) for run in (one, two, half))
     assert torch.equal(a["assignment"], b["assignment"]) and torch.equal(a["assignment"], h["assignment"])
+    other = [ckpt["other_clusterings"][0]["assignment"] for ckpt in (a, b, h)]
+    assert torch.equal(other[0], other[1]) and torch.equal(other[0], other[2]) and len(other[0].unique()) == 5
     loss = [ckpt["clustering_metrics"]["kmeans_loss"] for ckpt in (a, b)]
     assert loss[1] == pytest.approx(loss[0], rel=1e-3)
-    assert "all-reduced sums" in (two / "train.log").read_text()
-    args = ["--num_epoch", "1", "--verbose", "true"]
+    assert "2 processes, clustering with torch on cpu\n" in (two / "train.log").read_text()  # gathered on rank 0
+    args = ["--num_epoch", "1", "--verbose", "true", *ks]
     started = [subprocess.Popen(TORCHRUN + ["train.py", *train_args(tree, run, *args)], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for run in (two, straight)]  # resumed after epoch 0, and in one go: both at once (free ports each)
@@ -81,11 +86,13 @@ def test_two_processes_cluster_like_one_and_stay_in_sync(tmp_path):
     assert outputs[0][0].count("resuming from") == 1  # only rank 0 speaks
     rows = [json.loads(line) for line in open(two / "metrics.jsonl")]
     assert len(rows) == 1 and rows[0]["ranks_in_sync"] is True and np.isfinite(rows[0]["loss"])
-    assert "2 processes" in (two / "train.log").read_text()
+    assert "2 processes" in (two / "train.log").read_text() and "all-reduced sums" in (two / "train.log").read_text()
     resumed, whole = (torch.load(run / "checkpoint.pth.tar", weights_only=True) for run in (two, straight))
     assert torch.equal(resumed["assignment"], whole["assignment"]) and torch.equal(resumed["centroids"],
                                                                                   whole["centroids"])
     assert all(torch.equal(resumed["state_dict"][k], whole["state_dict"][k]) for k in whole["state_dict"])
+    assert torch.equal(resumed["other_clusterings"][0]["assignment"], whole["other_clusterings"][0]["assignment"])
+    assert resumed["state_dict"]["extra_heads.0.weight"].shape == (5, 4096)
 
 
 def test_more_processes_than_gpus_is_one_line(monkeypatch):
