@@ -17,6 +17,9 @@ Prints a table and writes bench/results.json (see docs/performance.md):
       decode_jpeg + tensor transforms; Pillow's reduced decode against decode_jpeg per photo size
   startup                        a tree of 100,000 small JPEGs scanned and checked, before and now
       (bench/decoding.py; the trees are built in a temporary folder and removed)
+  heads                          several clusterings per epoch: train.py for heads_epochs epochs on the sample with
+      num_classes 10 and with 10,30,100, alternated heads_reps times; seconds per phase and the ratio of the whole
+      processes (the mean over the repetitions of each)
   sharded                        the clustering step sharded over 1, 2 and 4 gloo processes on the same
       synthetic features: peak memory per rank and time of each phase, agreement with one process, and the
       projection of memory and traffic to ImageNet and 100M images on 8, 64, 512 GPUs (bench/sharded.py)
@@ -48,11 +51,12 @@ SAMPLE = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
 FULL = {"images": {32: 640, 128: 96}, "train_images": {32: 384, 128: 48}, "cluster_n": 60_000, "pca_n": 6000,
         "scale_n": 1_281_167, "scale_k": 1000, "scale_fit": 50_000, "reps": 2, "photos": 300,
         "decode_images": 200, "decode_reps": 3, "crossover_pixels": 12e6, "startup_images": 100_000, "startup_reps": 3,
-        "sharded_n": 100_000, "sharded_k": 1000}
+        "sharded_n": 100_000, "sharded_k": 1000, "heads_epochs": 2, "heads_reps": 2}
 QUICK = {"images": {32: 256, 128: 24}, "train_images": {32: 128, 128: 16}, "cluster_n": 10_000, "pca_n": 2000,
          "scale_n": 100_000, "scale_k": 100, "scale_fit": 10_000, "reps": 1, "photos": 60,
          "decode_images": 40, "decode_reps": 1, "crossover_pixels": 2e6, "startup_images": 10_000, "startup_reps": 1,
-         "sharded_n": 20_000, "sharded_k": 100}
+         "sharded_n": 20_000, "sharded_k": 100, "heads_epochs": 1, "heads_reps": 1}
+HEADS = ("10", "10,30,100")  # the default k against three clusterings per epoch
 CPU = torch.device("cpu")
 
 
@@ -223,6 +227,30 @@ def bench_epoch(tree):
             "train_img_s": row["images_per_s"], "peak_rss_gib": peak}
 
 
+def bench_heads(tree, epochs, reps, heads=HEADS):
+    """train.py with one k and with several, alternated (A B A B ...) so that a load that changes during the run
+    weighs on both alike. Returns {num_classes: seconds per phase (sum over the epochs, mean over reps)} and
+    the ratio of the whole processes."""
+    runs = {ks: [] for ks in heads}
+    for _ in range(reps):
+        for ks in heads:
+            with tempfile.TemporaryDirectory() as exp:
+                seconds, _, _ = child_run(["train.py", "--dataset_path", tree, "--exp_dir", exp, "--num_epoch",
+                                           str(epochs), "--num_classes", ks, "--verbose", "false"])
+                with open(os.path.join(exp, "metrics.jsonl")) as f:
+                    rows = [json.loads(line) for line in f]
+            runs[ks].append({"process_s": seconds,
+                             **{phase: sum(r[f"time_{phase}_s"] for r in rows)
+                                for phase in ("features", "clustering", "train")}})
+    out = {ks: {key: float(np.mean([r[key] for r in rs])) for key in rs[0]} for ks, rs in runs.items()}
+    one, several = (out[ks] for ks in heads)
+    out["ratio_process"] = several["process_s"] / one["process_s"]
+    out["ratio_clustering"] = several["clustering"] / max(one["clustering"], 1e-9)
+    out["ratio_train"] = several["train"] / one["train"]
+    out.update(tree=os.path.relpath(tree, ROOT), epochs=epochs, reps=reps)
+    return out
+
+
 def scale_child(n, k, fit, batch=8192):
     """In a child process: stream n synthetic 4096-d features through streamed_whitening into k-means."""
     t0 = time.perf_counter()
@@ -284,7 +312,8 @@ def measure_clustering(res, parts, plan, c):
 
 
 def measure_runs(res, parts, plan, epoch_tree):
-    """One epoch of train.py on a real tree, and the streamed ImageNet-sized clustering."""
+    """One epoch of train.py on a real tree, the same with several clusterings per epoch, and the streamed
+    ImageNet-sized clustering."""
     if "epoch" in parts:
         r = res["epoch"] = bench_epoch(epoch_tree)
         res["epoch_seconds"] = {k: r[k] for k in ("features", "clustering", "train", "process_s")}
@@ -292,6 +321,14 @@ def measure_runs(res, parts, plan, epoch_tree):
         print(f"epoch on {r['tree']}: features {r['features']:.1f} s, clustering {r['clustering']:.1f} s, "
               f"train {r['train']:.1f} s ({r['train_img_s']:.0f} img/s), whole process {r['process_s']:.1f} s, "
               f"peak RSS {r['peak_rss_gib']:.2f} GiB")
+    if "heads" in parts:
+        r = res["heads"] = bench_heads(epoch_tree, plan["heads_epochs"], plan["heads_reps"])
+        for ks in HEADS:
+            print(f"num_classes {ks}: {r['epochs']} epochs on {r['tree']}: features {r[ks]['features']:.1f} s, "
+                  f"clustering {r[ks]['clustering']:.1f} s, train {r[ks]['train']:.1f} s, process "
+                  f"{r[ks]['process_s']:.1f} s")
+        print(f"{HEADS[1]} / {HEADS[0]}: process {r['ratio_process']:.3f}x, clustering {r['ratio_clustering']:.2f}x, "
+              f"train {r['ratio_train']:.3f}x (mean of {r['reps']} alternated runs each)")
     if "scale" in parts:
         r = res["scale_run"] = bench_scale(plan["scale_n"], plan["scale_k"], plan["scale_fit"])
         print(f"scale run {r['n']} x 4096 streamed (PCA fitted on {r['pca_fit_samples']}), k-means k = {r['k']}: "
@@ -351,9 +388,9 @@ def measure_sharded(res, plan):
 def main(argv=None):
     p = argparse.ArgumentParser(description="DeepCluster benchmarks (ratios measured in one run)")
     p.add_argument("--quick", action="store_true", help="a reduced version of everything (smaller sets, one repetition)")
-    p.add_argument("--parts", default="features,train,clustering,pca,epoch,scale,photos,decode,startup,sharded",
-                   help="comma-separated subset of features,train,clustering,pca,epoch,scale,photos,decode,startup,"
-                        "sharded")
+    p.add_argument("--parts", default="features,train,clustering,pca,epoch,heads,scale,photos,decode,startup,sharded",
+                   help="comma-separated subset of features,train,clustering,pca,epoch,heads,scale,photos,decode,"
+                        "startup,sharded")
     p.add_argument("--photo_tree", default=os.path.join(ROOT, "bench", "photos_tree"),
                    help="where the photo tree is built (once) from Debian's wallpaper packages")
     p.add_argument("--sizes", default="32,128", help="input sizes for the feature and training passes")
