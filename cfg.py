@@ -74,7 +74,7 @@ DEFAULTS = {
     "ckpt_path": "",  # checkpoint to predict with; "" = the run's selected epoch (exp_dir/selected.pth.tar) when train.py kept one, else exp_dir/checkpoint.pth.tar
     "pred_dir": "",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/; "" = exp_dir/pred
     "pred_mode": "assign",  # "assign": nearest centroid of the last training clustering; "recluster": fresh k-means
-    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else the run's num_classes; "auto" = chosen without labels over pred_k_range
+    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else the run's num_classes (its first k); "auto" = chosen without labels over pred_k_range
     "copy_images": False,  # clusters/<id>/ holds copies instead of symlinks
     "save_features": False,  # also write features.npy (4096-d fc7, float16) and embeddings.npy (whitened), row-aligned with predictions.csv
     "report": True,  # also write index.html: a page of the clusters (largest first) with thumbnails (thumbs/), the cluster x class table and the scores
