@@ -17,9 +17,8 @@ Prints a table and writes bench/results.json (see docs/performance.md):
       decode_jpeg + tensor transforms; Pillow's reduced decode against decode_jpeg per photo size
   startup                        a tree of 100,000 small JPEGs scanned and checked, before and now
       (bench/decoding.py; the trees are built in a temporary folder and removed)
-  heads                          several clusterings per epoch: train.py for heads_epochs epochs on the sample with
-      num_classes 10 and with 10,30,100, alternated heads_reps times; seconds per phase and the ratio of the whole
-      processes (the mean over the repetitions of each)
+  heads                          several clusterings per epoch: the clustering step and the training pass with
+      num_classes 10 and with 10,30,100 on the sample, alternated; seconds per phase and the ratio of an epoch
   sharded                        the clustering step sharded over 1, 2 and 4 gloo processes on the same
       synthetic features: peak memory per rank and time of each phase, agreement with one process, and the
       projection of memory and traffic to ImageNet and 100M images on 8, 64, 512 GPUs (bench/sharded.py)
@@ -51,11 +50,11 @@ SAMPLE = os.path.join(ROOT, "data", "fashion_mnist_small", "train")
 FULL = {"images": {32: 640, 128: 96}, "train_images": {32: 384, 128: 48}, "cluster_n": 60_000, "pca_n": 6000,
         "scale_n": 1_281_167, "scale_k": 1000, "scale_fit": 50_000, "reps": 2, "photos": 300,
         "decode_images": 200, "decode_reps": 3, "crossover_pixels": 12e6, "startup_images": 100_000, "startup_reps": 3,
-        "sharded_n": 100_000, "sharded_k": 1000, "heads_epochs": 2, "heads_reps": 2}
+        "sharded_n": 100_000, "sharded_k": 1000, "heads_n": 2000, "heads_train": 256, "heads_reps": 5}
 QUICK = {"images": {32: 256, 128: 24}, "train_images": {32: 128, 128: 16}, "cluster_n": 10_000, "pca_n": 2000,
          "scale_n": 100_000, "scale_k": 100, "scale_fit": 10_000, "reps": 1, "photos": 60,
          "decode_images": 40, "decode_reps": 1, "crossover_pixels": 2e6, "startup_images": 10_000, "startup_reps": 1,
-         "sharded_n": 20_000, "sharded_k": 100, "heads_epochs": 1, "heads_reps": 1}
+         "sharded_n": 20_000, "sharded_k": 100, "heads_n": 500, "heads_train": 128, "heads_reps": 2}
 HEADS = ("10", "10,30,100")  # the default k against three clusterings per epoch
 CPU = torch.device("cpu")
 
@@ -227,27 +226,46 @@ def bench_epoch(tree):
             "train_img_s": row["images_per_s"], "peak_rss_gib": peak}
 
 
-def bench_heads(tree, epochs, reps, heads=HEADS):
-    """train.py with one k and with several, alternated (A B A B ...) so that a load that changes during the run
-    weighs on both alike. Returns {num_classes: seconds per phase (sum over the epochs, mean over reps)} and
-    the ratio of the whole processes."""
-    runs = {ks: [] for ks in heads}
-    for _ in range(reps):
+def bench_heads(n, train_images, reps, c, heads=HEADS):
+    """What several clusterings per epoch add, in one process on `n` images of the sample (32 px): the clustering
+    step (PCA-whitening, k-means with kmeans_nredo starts and the equal-size step per k) and the training pass
+    (train_images images, one head per k) of each setting of `heads`, alternated rep by rep so that a load that
+    changes during the run weighs on both alike; the fastest rep of each. The feature pass is the same for both
+    (the heads are off), measured once. Returns the seconds of each phase per setting, scaled to one epoch of n
+    images, and the ratios (several / one) of each phase and of the whole epoch."""
+    torch.manual_seed(0)
+    ds = sample_dataset(n, 32, c)
+    model = build_model("vgg16", c["sobel"], 0, 32)
+    t0 = time.perf_counter()
+    features = compute_features(make_loader(ds, c, CPU), model, CPU, verbose=False)
+    out = {"features": time.perf_counter() - t0}
+    body = torch.optim.SGD(model.body_parameters(), lr=c["lr"], momentum=c["momentum"])
+    best = {ks: {"clustering": float("inf"), "train": float("inf")} for ks in heads}
+    sub = ds.subset(np.arange(train_images))
+    for rep in range(reps):
         for ks in heads:
-            with tempfile.TemporaryDirectory() as exp:
-                seconds, _, _ = child_run(["train.py", "--dataset_path", tree, "--exp_dir", exp, "--num_epoch",
-                                           str(epochs), "--num_classes", ks, "--verbose", "false"])
-                with open(os.path.join(exp, "metrics.jsonl")) as f:
-                    rows = [json.loads(line) for line in f]
-            runs[ks].append({"process_s": seconds,
-                             **{phase: sum(r[f"time_{phase}_s"] for r in rows)
-                                for phase in ("features", "clustering", "train")}})
-    out = {ks: {key: float(np.mean([r[key] for r in rs])) for key in rs[0]} for ks, rs in runs.items()}
+            k = [int(x) for x in ks.split(",")]
+            km = clustering.Kmeans(k[0], 16, c["kmeans_niter"], c["pca_method"], c["kmeans_nredo"], c["equal_size"],
+                                   c["equal_size_eps"], other_ks=k[1:])
+            t0 = time.perf_counter()
+            km.cluster(features, seed=rep)
+            best[ks]["clustering"] = min(best[ks]["clustering"], time.perf_counter() - t0)
+            every = km.clusterings()
+            labels = np.stack([cl.assignment[:train_images] for cl in every], 1) if len(every) > 1 else \
+                km.assignment[:train_images]
+            loader = make_loader(PseudoLabelDataset(sub, labels, train_transform(32, c["rrc_scale_min"])), c, CPU,
+                                 clustering.UnifLabelSampler(labels if labels.ndim == 1 else labels[:, 0], seed=rep))
+            model.add_heads(k)
+            head = torch.optim.SGD([p for h in model.heads() for p in h.parameters()], lr=c["lr"])
+            t0 = time.perf_counter()
+            train_one_epoch(loader, model, body, head, CPU, verbose=False)
+            best[ks]["train"] = min(best[ks]["train"], (time.perf_counter() - t0) * n / train_images)
+            model.remove_head()
+    for ks in heads:
+        out[ks] = {**best[ks], "epoch": out["features"] + best[ks]["clustering"] + best[ks]["train"]}
     one, several = (out[ks] for ks in heads)
-    out["ratio_process"] = several["process_s"] / one["process_s"]
-    out["ratio_clustering"] = several["clustering"] / max(one["clustering"], 1e-9)
-    out["ratio_train"] = several["train"] / one["train"]
-    out.update(tree=os.path.relpath(tree, ROOT), epochs=epochs, reps=reps)
+    out["ratio"] = {phase: several[phase] / one[phase] for phase in ("clustering", "train", "epoch")}
+    out.update(images=n, train_images=train_images, reps=reps)
     return out
 
 
@@ -312,7 +330,7 @@ def measure_clustering(res, parts, plan, c):
 
 
 def measure_runs(res, parts, plan, epoch_tree):
-    """One epoch of train.py on a real tree, the same with several clusterings per epoch, and the streamed
+    """One epoch of train.py on a real tree, what several clusterings per epoch add, and the streamed
     ImageNet-sized clustering."""
     if "epoch" in parts:
         r = res["epoch"] = bench_epoch(epoch_tree)
@@ -322,13 +340,12 @@ def measure_runs(res, parts, plan, epoch_tree):
               f"train {r['train']:.1f} s ({r['train_img_s']:.0f} img/s), whole process {r['process_s']:.1f} s, "
               f"peak RSS {r['peak_rss_gib']:.2f} GiB")
     if "heads" in parts:
-        r = res["heads"] = bench_heads(epoch_tree, plan["heads_epochs"], plan["heads_reps"])
+        r = res["heads"] = bench_heads(plan["heads_n"], plan["heads_train"], plan["heads_reps"], dict(DEFAULTS))
         for ks in HEADS:
-            print(f"num_classes {ks}: {r['epochs']} epochs on {r['tree']}: features {r[ks]['features']:.1f} s, "
-                  f"clustering {r[ks]['clustering']:.1f} s, train {r[ks]['train']:.1f} s, process "
-                  f"{r[ks]['process_s']:.1f} s")
-        print(f"{HEADS[1]} / {HEADS[0]}: process {r['ratio_process']:.3f}x, clustering {r['ratio_clustering']:.2f}x, "
-              f"train {r['ratio_train']:.3f}x (mean of {r['reps']} alternated runs each)")
+            print(f"num_classes {ks}: an epoch of {r['images']} images: features {r['features']:.1f} s, clustering "
+                  f"{r[ks]['clustering']:.2f} s, train {r[ks]['train']:.1f} s (from {r['train_images']} images)")
+        print(f"{HEADS[1]} / {HEADS[0]}: epoch {r['ratio']['epoch']:.3f}x, clustering {r['ratio']['clustering']:.2f}x, "
+              f"train {r['ratio']['train']:.3f}x (the fastest of {r['reps']} alternated repetitions)")
     if "scale" in parts:
         r = res["scale_run"] = bench_scale(plan["scale_n"], plan["scale_k"], plan["scale_fit"])
         print(f"scale run {r['n']} x 4096 streamed (PCA fitted on {r['pca_fit_samples']}), k-means k = {r['k']}: "

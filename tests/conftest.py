@@ -1,5 +1,8 @@
 """Tiny image trees and a fast training config shared by the tests."""
 import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -73,3 +76,15 @@ def trained(tmp_path_factory):
     import train
     train.main("cpu", train_args(tree, exp, "--num_epoch", "2", "--select_epoch", "nmi_prev"))
     return tree, exp
+
+
+def kill_after_first_metrics(cmd, exp, cwd):
+    """Start train.py (cmd) and kill -9 it right after its first metrics line (the next clustering under way,
+    the checkpoint that matches the line not yet written). Returns the epochs its checkpoint holds."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (exp / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return torch.load(exp / "checkpoint.pth.tar", weights_only=True)["epoch"]

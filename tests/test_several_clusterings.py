@@ -3,10 +3,8 @@ features, the loss the mean of the heads' cross-entropies, the first k the run's
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from torch import nn
 import cfg
 import clustering
 import train
-from conftest import index_of, make_blob_tree, make_tree, train_args
+from conftest import index_of, kill_after_first_metrics, make_blob_tree, train_args
 from dataset import ClusterDataset, PseudoLabelDataset, eval_transform
 from engine import pseudo_label_loss
 from errors import CheckpointError, ConfigError
@@ -222,13 +220,7 @@ def test_kill_minus_nine_then_rerun_continues_every_clustering(blob_tree, tmp_pa
     written); the same command again loses nothing and repeats nothing, with both clusterings."""
     exp = tmp_path / "exp"
     cmd = [sys.executable, "train.py", *train_args(blob_tree, exp, "--num_epoch", "3", "--num_classes", "3,6")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (exp / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = torch.load(exp / "checkpoint.pth.tar", weights_only=True)["epoch"]
+    done = kill_after_first_metrics(cmd, exp, ROOT)
     assert 0 <= done < 3
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

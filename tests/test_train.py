@@ -13,7 +13,7 @@ import torch
 import checkpoint
 import clustering
 import train
-from conftest import make_blob_tree, train_args
+from conftest import kill_after_first_metrics, make_blob_tree, train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = {"epoch", "loss", "nmi_prev", "nmi", "ari", "clusters_nonempty", "time_features_s", "time_clustering_s",
@@ -180,13 +180,7 @@ def test_kill_minus_nine_then_rerun_continues(blob_tree, tmp_path):
     checkpoint that matches the line is written; re-run the same command, lose nothing, repeat nothing."""
     exp = tmp_path / "exp"
     cmd = [sys.executable, "train.py", *train_args(blob_tree, exp, "--num_epoch", "4")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (exp / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = torch.load(exp / "checkpoint.pth.tar", weights_only=True)["epoch"]
+    done = kill_after_first_metrics(cmd, exp, ROOT)
     assert 0 <= done < 4
     r = subprocess.run(cmd + ["--verbose", "true"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
