@@ -1,5 +1,5 @@
 """bench/imagenet.py, the ImageNet-scale benchmark, in miniature on the CPU: its tree, its clustering step and
-its projection (the GPU runs it at full size through tools/gpu_check.sh)."""
+its projection (the GPU runs it at full size through tools/gpu_check.sh); and bench/run.py's heads part."""
 import os
 import sys
 
@@ -64,3 +64,15 @@ def test_the_sharded_projection_divides_the_features_not_the_traffic():
     assert {(r["n"], r["world"]) for r in rows} >= {(1_281_167, 8), (100_000_000, 512)}
     imagenet = next(r for r in rows if r["n"] == 1_281_167 and r["world"] == 1)
     assert imagenet["kmeans_s"] == pytest.approx(4.22)  # the measured rate it starts from
+
+
+def test_the_heads_benchmark_times_both_settings_on_the_same_features():
+    """bench/run.py --parts heads in miniature: both settings timed on the same images, the feature pass once."""
+    import run
+    from cfg import DEFAULTS
+    r = run.bench_heads(40, 16, 1, dict(DEFAULTS), heads=("3", "3,5"))
+    assert r["images"] == 40 and r["features"] > 0
+    for ks in ("3", "3,5"):
+        assert r[ks]["clustering"] > 0 and r[ks]["train"] > 0
+        assert r[ks]["epoch"] == pytest.approx(r["features"] + r[ks]["clustering"] + r[ks]["train"])
+    assert set(r["ratio"]) == {"clustering", "train", "epoch"} and all(v > 0 for v in r["ratio"].values())
