@@ -423,9 +423,8 @@ class Run:
     def sample(self, epoch):
         """Each original image with its own cluster (with several clusterings: its pseudo-label in each), drawn
         uniformly over the first clustering's clusters; a disjoint share per rank."""
-        assignment, every = self.clusterer.assignment, self.clusterer.clusterings()
-        labels = assignment if len(every) == 1 else np.stack([cl.assignment for cl in every], axis=1)
-        train_set = PseudoLabelDataset(self.dataset, labels,
+        assignment = self.clusterer.assignment
+        train_set = PseudoLabelDataset(self.dataset, self.clusterer.pseudo_labels(),
                                        train_transform(self.c["input_size"], self.c["rrc_scale_min"]))
         order = UnifLabelSampler(assignment, seed=epoch_seed(self.c["seed"], epoch))
         if self.world > 1:

@@ -250,11 +250,9 @@ def bench_heads(n, train_images, reps, c, heads=HEADS):
             t0 = time.perf_counter()
             km.cluster(features, seed=rep)
             best[ks]["clustering"] = min(best[ks]["clustering"], time.perf_counter() - t0)
-            every = km.clusterings()
-            labels = np.stack([cl.assignment[:train_images] for cl in every], 1) if len(every) > 1 else \
-                km.assignment[:train_images]
+            labels = km.pseudo_labels()[:train_images]
             loader = make_loader(PseudoLabelDataset(sub, labels, train_transform(32, c["rrc_scale_min"])), c, CPU,
-                                 clustering.UnifLabelSampler(labels if labels.ndim == 1 else labels[:, 0], seed=rep))
+                                 clustering.UnifLabelSampler(km.assignment[:train_images], seed=rep))
             model.add_heads(k)
             head = torch.optim.SGD([p for h in model.heads() for p in h.parameters()], lr=c["lr"])
             t0 = time.perf_counter()

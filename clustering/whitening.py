@@ -292,6 +292,12 @@ class WhitenThenCluster:
         """This clustering and the others of the epoch, the first first."""
         return [self, *self.others]
 
+    def pseudo_labels(self):
+        """Each image's pseudo-labels: the assignment (n,), or with further clusterings the (n, H) int64 array of
+        every clustering's assignment, the first's in column 0."""
+        every = self.clusterings()
+        return self.assignment if len(every) == 1 else np.stack([cl.assignment for cl in every], axis=1)
+
     def cluster(self, features, seed=0, log=None):
         return self.cluster_whitened(*self.whiten(features, seed, log), seed, log)
 
