@@ -95,3 +95,36 @@ def test_head_removal_gives_pre_relu_fc7_and_new_head_is_fresh():
 def test_build_model_rejects_unknown_arch():
     with pytest.raises(ValueError, match="resnet"):
         build_model("resnet", False, 10, 32)
+
+
+class _Body(nn.Module):
+    """The two parts compile_body compiles, tiny: a conv block and a linear classifier, called from a parent."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.classifier = nn.Sequential(nn.Linear(16, 5))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def test_compile_body_runs_the_compiled_graphs_from_the_parent_and_keeps_the_weights_names():
+    from torch._dynamo.utils import counters
+
+    from cfg import DEFAULTS
+    from engine import compile_body
+
+    torch.manual_seed(0)
+    model, x = _Body(), torch.randn(3, 3, 8, 8)
+    eager, names = model(x).detach(), list(model.state_dict())
+    assert not compile_body(model, {**DEFAULTS, "compile": "auto"}, torch.device("cpu"))  # auto: CUDA only
+    assert not compile_body(model, {**DEFAULTS, "compile": "off"}, torch.device("cuda"))
+    torch._dynamo.reset()
+    counters.clear()
+    assert compile_body(model, {**DEFAULTS, "compile": "on"}, torch.device("cpu"))
+    out = model(x)
+    assert counters["stats"]["unique_graphs"] == 2  # both parts traced, called through the parent's forward
+    assert torch.allclose(out, eager, atol=1e-5)
+    out.sum().backward()  # the training step goes through the compiled graphs too
+    assert model.features[0].weight.grad is not None and list(model.state_dict()) == names
