@@ -109,9 +109,12 @@ def transposed_kernel(kernel, ids, k):
     one sparse matrix-vector product."""
     n, m = kernel.shape
     rows = torch.arange(n, device=kernel.device).repeat_interleave(m)
-    kernel_t = torch.sparse_coo_tensor(torch.stack([ids.flatten(), rows]), kernel.flatten(), (k, n),
-                                       check_invariants=False).coalesce()
-    with warnings.catch_warnings():  # torch calls its CSR tensors beta: the warning says nothing about this use
+    # the indices are in range by construction; opting out of the checks explicitly (not only for this tensor)
+    # also silences the warning torch 2.11 on CUDA prints when they are off "implicitly"
+    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
+        kernel_t = torch.sparse_coo_tensor(torch.stack([ids.flatten(), rows]), kernel.flatten(), (k, n),
+                                           check_invariants=False).coalesce()
+        # torch calls its CSR tensors beta: the warning says nothing about this use
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return kernel_t.to_sparse_csr()
 
