@@ -8,14 +8,17 @@ epoch would take at the rates measured.
 1. A synthetic ImageNet-like tree: N JPEGs of 500x375 (smooth colour fields with texture, 100 class folders),
    built once under bench/imagenet_tree_<N>/ (ignored by git) with one process per core.
 2. Two epochs of train.py on it (VGG16-BN + Sobel, amp and compile as the defaults, k = N / 100), timed per
-   phase: start-up (scan and image check, until the first feature pass), feature pass, clustering and
-   training pass of the second epoch (no compilation inside), each in images/s against the network alone
-   (the same model, amp and compile on synthetic tensors of the same batch).
+   phase: start-up (until the first feature pass), feature pass, clustering and training pass of the second
+   epoch (no compilation inside), each in images/s against the network alone (the same model, amp and
+   compile on synthetic tensors of the same batch). Start-up is split in two: the part that does not grow
+   with the images (a fresh process importing train.py and opening the device, then building the network)
+   and the scan and image check, which does.
 3. The clustering of 1,281,167 x 4096 synthetic fc7-like features to k = 10,000 (20 iterations, 256 dims) on
    the clustering device: PCA-whitening, k-means, the equal-size step; on a CPU at --cluster_n rows, the time
    scaled by 1,281,167 / n (every step is linear in n at fixed k). Beside it both forms (faiss, torch) on the
    same rows at a size both can do: loss ratio and NMI between their partitions.
-4. The projected ImageNet epoch (1,281,167 images) from those rates, and what 500 epochs (the paper's) cost.
+4. The projected ImageNet epoch (1,281,167 images) from those rates, and what a run of 500 epochs (the paper's)
+   costs: the start-up once, then 500 epochs.
 
 Prints one table; writes bench/results_imagenet.json.
 """
@@ -122,9 +125,23 @@ def log_seconds(line):
     return time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
 
 
+IMPORTS = "import torch, train\nif torch.cuda.is_available():\n    torch.zeros(1, device='cuda')\n"
+
+
+def import_seconds():
+    """Seconds for a fresh process to import train.py (torch, torchvision, faiss...) and open the CUDA context
+    where there is one: the part of start-up before the data that does not grow with the images."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "imports.py")
+        with open(script, "w") as f:
+            f.write(IMPORTS)
+        return child_run([script])[0]
+
+
 def epoch_phases(tree, n, c, script):
     """Two epochs of train.py (or train_cuda.py) on the tree; seconds of each phase, from metrics.jsonl, the
-    checkpoint and train.log (start-up: the process start to the line that precedes the first feature pass)."""
+    checkpoint and train.log (start-up: the process start to the line that precedes the first feature pass;
+    of it, check_s is the process start to the data line, less the imports, and fixed_s the rest)."""
     flags = ["--dataset_path", tree, "--input_size", str(c["input_size"]), "--num_classes", str(c["num_classes"]),
              "--batch_size", str(c["batch_size"]), "--num_epoch", "2", "--verbose", "false", "--test_path", ""]
     with tempfile.TemporaryDirectory() as exp:
@@ -133,10 +150,15 @@ def epoch_phases(tree, n, c, script):
         with open(os.path.join(exp, "metrics.jsonl")) as f:
             second = [json.loads(line) for line in f][1]
         with open(os.path.join(exp, "train.log")) as f:
-            model_line = next(line for line in f if " model: " in line)
+            lines = f.readlines()
+    model_line = next(line for line in lines if " model: " in line)
+    data_line = next(line for line in lines if " data: " in line)
     images = second["images_per_s"] * second["time_train_s"]
+    startup = max(log_seconds(model_line) - int(started), 1.0)
+    imports = import_seconds()
+    check = min(max(log_seconds(data_line) - int(started) - imports, 0.0), startup)  # the log's clock has 1 s steps
     return {"images": n, "training_images": images, "process_s": seconds, "peak_rss_gib": peak,
-            "startup_s": max(log_seconds(model_line) - int(started), 1.0),
+            "startup_s": startup, "check_s": check, "fixed_s": startup - check, "imports_s": imports,
             "features_s": second["time_features_s"], "clustering_s": second["time_clustering_s"],
             "train_s": second["time_train_s"]}
 
@@ -201,31 +223,38 @@ def both_forms(n, k, network_device):
 
 
 def project(run, alone, scale, n_cluster):
-    """Minutes of one ImageNet epoch from the measured rates: start-up and passes linear in the images, the
-    clustering scaled from n_cluster rows (1 when measured at full size)."""
-    per = {"startup": run["startup_s"] / run["images"] * IMAGENET,
-           "features": run["features_s"] / run["images"] * IMAGENET,
+    """Seconds of one ImageNet epoch's phases from the measured rates: the passes linear in the images, the
+    clustering scaled from n_cluster rows (1 when measured at full size); and of the run's start-up (once per
+    run): its fixed part as measured, the scan and image check linear in the images."""
+    startup = run["fixed_s"] + run["check_s"] / run["images"] * IMAGENET
+    per = {"features": run["features_s"] / run["images"] * IMAGENET,
            "clustering": (scale["pca_s"] + scale["kmeans_s"] + (scale["equal_size_s"] or 0)) * IMAGENET / n_cluster,
            "training": run["train_s"] / run["training_images"] * IMAGENET}
     network = {"features": IMAGENET / alone[0], "training": IMAGENET / alone[1]}
-    return per, network
+    return startup, per, network
 
 
 def table(run, alone, scale, n_cluster, forms):
-    """The one table of the run, and the projection."""
-    per, network = project(run, alone, scale, n_cluster)
-    rows = [("start-up (scan + image check)", run["startup_s"], run["images"], None, per["startup"]),
-            ("feature pass", run["features_s"], run["images"], alone[0], per["features"]),
-            ("clustering (PCA, k-means, equal size)", run["clustering_s"], run["images"], None, per["clustering"]),
-            ("training pass", run["train_s"], run["training_images"], alone[1], per["training"])]
-    lines = [f"{'phase':<38} | {'this run':>18} | {'network alone':>13} | {'share':>5} | {'ImageNet epoch':>14}"]
-    for name, seconds, images, net, projected in rows:
-        here = f"{seconds:6.1f} s {images / seconds:7.0f}/s"
+    """The one table of the run, and the projection (an epoch: features, clustering, training; a run of 500
+    epochs: the start-up once, then 500 epochs)."""
+    startup, per, network = project(run, alone, scale, n_cluster)
+    lines = [f"{'phase':<38} | {'this run':>18} | {'network alone':>13} | {'share':>5} | {'ImageNet':>14}"]
+
+    def row(name, seconds, images, net, projected, note="min"):
+        here = f"{seconds:6.1f} s " + (f"{images / seconds:7.0f}/s" if images else " " * 9)
         share = f"{images / seconds / net:5.0%}" if net else "  -  "
         lines.append(f"{name:<38} | {here:>18} | {f'{net:.0f}/s' if net else '-':>13} | {share:>5} | "
-                     f"{projected / 60:11.1f} min")
-    total = sum(per.values())
-    lines.append(f"{'epoch':<38} | {run['process_s']:6.1f} s (2 epochs) | {'':>13} | {'':>5} | {total / 60:11.1f} min")
+                     f"{projected / 60:10.1f} {note}")
+
+    row("start-up: imports, device, network", run["fixed_s"], None, None, run["fixed_s"], "min, once")
+    row("start-up: scan + image check", run["check_s"], run["images"] if run["check_s"] else None, None,
+        startup - run["fixed_s"], "min, once")
+    row("feature pass", run["features_s"], run["images"], alone[0], per["features"])
+    row("clustering (PCA, k-means, equal size)", run["clustering_s"], run["images"], None, per["clustering"])
+    row("training pass", run["train_s"], run["training_images"], alone[1], per["training"])
+    epoch = sum(per.values())
+    days = (startup + 500 * epoch) / 86400
+    lines.append(f"{'epoch':<38} | {run['process_s']:6.1f} s (2 epochs) | {'':>13} | {'':>5} | {epoch / 60:10.1f} min")
     lines.append(f"clustering {n_cluster:,} x 4096 -> 256, k = {scale['k']:,}, {scale['device']}: PCA {scale['pca_s']:.2f} s,"
                  f" k-means (20 it.) {scale['kmeans_s']:.2f} s, equal size "
                  + (f"{scale['equal_size_s']:.2f} s" if scale["equal_size_s"] is not None else "not run (CPU form)")
@@ -234,10 +263,11 @@ def table(run, alone, scale, n_cluster, forms):
     lines.append(f"k-means {forms['n']:,} x 256, k = {forms['k']:,}: faiss (CPU) {forms['faiss_s']:.2f} s, torch "
                  f"({forms['torch_device']}) {forms['torch_s']:.2f} s; loss torch / faiss "
                  f"{forms['loss_torch_over_faiss']:.4f}, NMI between the partitions {forms['nmi_between']:.3f}")
-    lines.append(f"projected ImageNet epoch {total / 60:.1f} min (the network alone: {network['features'] / 60:.1f} + "
-                 f"{network['training'] / 60:.1f} min); 500 epochs {500 * total / 86400:.1f} days")
-    return lines, {"phases_min": {k: v / 60 for k, v in per.items()}, "epoch_min": total / 60,
-                   "epochs_500_days": 500 * total / 86400}
+    lines.append(f"projected ImageNet epoch {epoch / 60:.1f} min (the network alone: {network['features'] / 60:.1f} + "
+                 f"{network['training'] / 60:.1f} min); start-up {startup / 60:.1f} min once; 500 epochs "
+                 f"{days:.1f} days")
+    return lines, {"phases_min": {k: v / 60 for k, v in per.items()}, "startup_min": startup / 60,
+                   "epoch_min": epoch / 60, "epochs_500_days": days}
 
 
 def main(argv=None):
