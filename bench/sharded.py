@@ -27,6 +27,7 @@ sys.path.insert(0, ROOT)  # before bench/ (a script's own folder): bench/decodin
 # would shadow the repository's decoding.py and report.py
 
 import clustering  # noqa: E402
+from clustering.equal_size import torch_bytes  # noqa: E402
 import distributed  # noqa: E402
 import metrics  # noqa: E402
 from synthetic import SyntheticFeatures  # noqa: E402
@@ -161,15 +162,14 @@ def rank_memory(n, world, k, feature_bytes=2, fit_samples=0, chunk=2 * GIB):
     whitened rows (rows x 256 float32, and the float64 copy the equal-size step's candidate search makes), the
     PCA's covariance (4096^2 float32 twice: its sum and the all-reduced copy; float64 once, in the eigensolver's
     last step) and one float32 chunk of 8192 rows, k-means' centroids, float64 sums and
-    their all-reduce buffer, one distance chunk, the equal-size step's (rows x m) float64 / int64 arrays (nine of
-    them at once: distances, ids, kernel, its sparse transpose in COO and CSR form, the products of an
-    iteration; measured: 104 bytes per row and candidate with the float64 copy of the rows, at 300,000 rows),
-    and the n int64 ids gathered at the end."""
+    their all-reduce buffer, one distance chunk, the equal-size step's candidates (clustering.equal_size.torch_bytes:
+    nine rows x m float64 / int64 arrays at once and the float64 copy of the rows; 104 bytes per row and candidate
+    at m = 64, as measured at 300,000 rows), and the n int64 ids gathered at the end."""
     rows, m = -(-n // world), min(k, CANDIDATES)
     features = (-(-fit_samples // world) * D * 4) if fit_samples else rows * D * feature_bytes
     whitened, cov, ids = rows * PCA_DIM * 4, D * D * (4 + 4 + 8) + 8192 * D * 4, n * 8
     kmeans = k * PCA_DIM * (4 + 8 + 8 + 8) + min(chunk, rows * k * 4) + rows * 12
-    equal = rows * m * 8 * 9 + rows * PCA_DIM * 8
+    equal = torch_bytes(rows, m, PCA_DIM)
     return {"pca": features + cov + whitened, "kmeans": whitened + kmeans + ids, "equal_size": whitened + equal + ids,
             "features": features, "whitened": whitened}
 

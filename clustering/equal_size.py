@@ -21,26 +21,38 @@ from .nearest import nearest_rows, torch_nearest
 
 EQUAL_SIZE_MAX_CELLS = 50_000_000  # n x k cells of the numpy form: three float64 arrays of that size (1.2 GB)
 EQUAL_SIZE_CANDIDATES = 64  # centroids per image in the torch form; with k <= 64 it is the dense plan
+EQUAL_SIZE_ENTRY_BYTES = 72  # the torch form's peak per row and candidate: nine (n x m) float64 / int64 arrays at
+# once (distances, ids, kernel, its sparse transpose in COO and CSR form, an iteration's products)
+EQUAL_SIZE_ROW_BYTES = 8  # ... and per row and whitened dimension: the float64 copy of the rows
+
+
+def torch_bytes(n, m, dim=256):
+    """Bytes the torch form holds at its peak for n rows of dim whitened dimensions and m candidates each (the
+    model bench/sharded.py prints beside its measured peaks: for n = 1,281,167 and m = 64 this gives 7.9 GiB, 9.2
+    with the float32 whitened rows themselves, where an H200 measured a peak of 11.0 GiB)."""
+    return n * (m * EQUAL_SIZE_ENTRY_BYTES + dim * EQUAL_SIZE_ROW_BYTES)
 
 
 def torch_budget(device):
-    """Bytes the torch form may hold: its three n x m float64 / int64 arrays (kernel, ids, a gathered copy)."""
-    return (16 if torch.device(device).type == "cuda" else 2) * 2**30
+    """Bytes the torch form may hold (torch_bytes): 16 GiB on a GPU, 8 GiB on the CPU."""
+    return (16 if torch.device(device).type == "cuda" else 8) * 2**30
 
 
-def check_equal_size_fits(n, k, device=None):
+def check_equal_size_fits(n, k, device=None, candidates=None, dim=256):
     """The one-line error for a plan too large for memory (train.py asks before any work): the numpy form
-    holds n x k float64 cells, at most EQUAL_SIZE_MAX_CELLS; the torch form n x min(k, 64) candidates of 24
-    bytes within torch_budget (16 GiB on a GPU: k = 10,000 on ImageNet's 1.28M images needs 2 GB)."""
+    holds n x k float64 cells, at most EQUAL_SIZE_MAX_CELLS; the torch form n x min(k, candidates) candidates
+    (EQUAL_SIZE_CANDIDATES unless given) of rows of dim whitened dimensions within torch_budget (torch_bytes:
+    k = 10,000 on ImageNet's 1.28M images needs 8.5 GB of the GPU's 16 GiB)."""
     if device is None and n * k > EQUAL_SIZE_MAX_CELLS:
         raise ConfigError(f"equal_size holds {n:,} images x {k:,} clusters = {n * k:,} distances in memory "
                           f"(at most {EQUAL_SIZE_MAX_CELLS:,} on the CPU); lower num_classes, set equal_size false, "
                           "or cluster on a GPU (train_cuda.py with clustering_device auto)")
-    m = min(k, EQUAL_SIZE_CANDIDATES)
-    if device is not None and n * m * 24 > torch_budget(device):
-        raise ConfigError(f"equal_size holds {n:,} images x {m} candidate clusters = {n * m:,} distances in memory "
-                          f"(at most {torch_budget(device) // 24:,} on {torch.device(device).type}); lower "
-                          "num_classes or set equal_size false")
+    m = min(k, candidates or EQUAL_SIZE_CANDIDATES)
+    if device is not None and torch_bytes(n, m, dim) > torch_budget(device):
+        peak = torch_bytes(n, m, dim) / 2**30
+        raise ConfigError(f"equal_size holds {n:,} images x {m} candidate clusters = {peak:.1f} GiB at its peak"
+                          f" (at most {torch_budget(device) / 2**30:.0f} GiB on "
+                          f"{torch.device(device).type}); lower num_classes or set equal_size false")
 
 
 def numpy_equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3):
@@ -119,21 +131,34 @@ def transposed_kernel(kernel, ids, k):
         return kernel_t.to_sparse_csr()
 
 
+def no_worse_than_kmeans(x, c, offsets, shards):
+    """The offsets of a plan that stopped unconverged (the candidates could not grow within torch_budget, or
+    Sinkhorn ran out of iterations) when their largest cluster is no larger than k-means' own, else zeros (k-means'
+    own partition): such offsets can make sizes less even, not more (on 32,000 synthetic fc7-like rows, k = 250,
+    64 then 128 candidates: one cluster of 7,394 images)."""
+    def largest(shift):
+        ids, _ = torch_nearest(x, c, shift)
+        return int(shards.sum(torch.bincount(ids, minlength=len(c))).max())
+
+    return offsets if largest(offsets.float()) <= largest(None) else torch.zeros_like(offsets)
+
+
 def torch_equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3, candidates=EQUAL_SIZE_CANDIDATES,
                              shards=None):
     """The sparse form on xb's device: the plan restricted to each row's m nearest centroids, m = `candidates`
     (all of them when k <= m). The offsets hold for the full nearest-centroid rule once the iterations converged
-    and every row's chosen cluster is one of its candidates; until then m doubles (up to k, or to
-    torch_budget), so the result is the dense plan's wherever the candidates would change it. mean(D) is exact,
-    from the rows' and centroids' moments. With shards, xb is this process' rows (see candidate_sinkhorn) and
-    every decision is taken on all-reduced numbers, the same on every process."""
+    and every row's chosen cluster is one of its candidates; until then m doubles (up to k, or while torch_bytes
+    stays within torch_budget), so the result is the dense plan's wherever the candidates would change it.
+    mean(D) is exact, from the rows' and centroids' moments. With shards, xb is this process' rows (see
+    candidate_sinkhorn) and every decision is taken on all-reduced numbers, the same on every process."""
     x = xb.float()
     c = to_tensor(centroids, x.device)
     shards = one_process(shards, len(x))
     n, k = shards.n, len(c)
-    check_equal_size_fits(len(x), k, x.device)
+    check_equal_size_fits(len(x), k, x.device, candidates, x.shape[1])
     xd, cd = x.double(), c.double()
     squares, sums = shards.sum((xd ** 2).sum(1).sum(), xd.sum(0))
+    del xd  # 8 bytes a row and dimension, not to be held through the candidate rounds (the search makes its own)
     mean_d = float(squares / n + (cd ** 2).sum(1).mean() - 2 * (sums / n) @ cd.mean(0))
     temperature = eps * max(mean_d, 1e-12)
     m, largest = min(k, candidates), shards.max(len(x))
@@ -143,8 +168,8 @@ def torch_equal_size_offsets(xb, centroids, eps=0.01, max_iter=5000, tol=1e-3, c
         if done and m < k:
             chosen, _ = torch_nearest(x, c, offsets.float())
             done = shards.max(float(not (ids == chosen[:, None]).any(1).all())) == 0
-        if done or m == k or largest * min(k, 2 * m) * 24 > torch_budget(x.device):
-            return to_numpy(offsets), it
+        if done or m == k or torch_bytes(largest, min(k, 2 * m), x.shape[1]) > torch_budget(x.device):
+            return to_numpy(offsets if done else no_worse_than_kmeans(x, c, offsets, shards)), it
         m = min(k, 2 * m)
 
 

@@ -13,6 +13,7 @@ import pred
 import train
 from clustering.kmeans import distinct_start, split_empty
 from conftest import make_blob_tree, train_args
+from errors import ConfigError
 
 CPU = torch.device("cpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,6 +185,28 @@ def test_equal_size_with_fewer_candidates_than_clusters_still_evens_sizes(monkey
     ids, _ = clustering.nearest_centroid(x, centroids, offsets, device=CPU)
     sizes = np.bincount(ids, minlength=40)
     assert sizes.min() >= 15 and sizes.max() <= 25  # 800 / 40 = 20
+
+
+def test_equal_size_candidates_grow_only_within_the_memory_budget(monkeypatch):
+    """Uneven groups with 1 candidate per image cannot be evened, so m doubles, but only while the form's peak
+    (torch_bytes) stays within torch_budget; a start that does not fit is one line, before any work."""
+    eq = clustering.equal_size
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(size=(600, 8)), rng.normal(size=(200, 8)) + 4]).astype(np.float32)
+    _, centroids, _ = clustering.run_kmeans(x, 40, niter=20, seed=0)
+    budget = eq.torch_bytes(len(x), 4, 8) + 1  # m = 1, 2, 4 fit; 8 does not
+    monkeypatch.setattr(eq, "torch_budget", lambda device: budget)
+    seen, search = [], eq.nearest_candidates
+    monkeypatch.setattr(eq, "nearest_candidates", lambda x, c, m: seen.append(m) or search(x, c, m))
+    offsets, _ = eq.torch_equal_size_offsets(torch.from_numpy(x), centroids, candidates=1)
+    assert seen == [1, 2, 4]
+    largest = [np.bincount(clustering.nearest_centroid(x, centroids, o, device=CPU)[0], minlength=40).max()
+               for o in (offsets, None)]
+    assert largest[0] <= largest[1]  # stopped unconverged: never less even than k-means' own partition
+    assert eq.torch_bytes(800, 64, 256) == 800 * (64 * 72 + 256 * 8)
+    with pytest.raises(ConfigError, match=r"equal_size holds 1,000,000 images x 64 candidate clusters = 6\.2 GiB at "
+                                          r"its peak \(at most 0 GiB on cpu\)"):
+        eq.check_equal_size_fits(1_000_000, 100, CPU)
 
 
 def test_nearest_centroid_torch_form_matches_faiss_with_offsets():
