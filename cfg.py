@@ -265,6 +265,9 @@ def validate(c):
     low, high = (c["pred_k_range"] + [0, 0])[:2]
     if len(c["pred_k_range"]) != 2 or not 2 <= low <= high:
         raise ConfigError(f"'pred_k_range' takes two integers low high with 2 <= low <= high, got {c['pred_k_range']}")
+    if c["pca_fit_samples"] == 1:  # a PCA of one image has no direction: it ended in a traceback mid-epoch
+        raise ConfigError("'pca_fit_samples' takes 0 (fit the PCA on all images) or at least 2 (the PCA needs two "
+                          "images to find a direction), got 1")
     for key in ("val_split", "ema"):
         if c[key] >= 1:
             raise ConfigError(f"'{key}' must be < 1, got {c[key]}")

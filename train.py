@@ -146,7 +146,13 @@ class Run:
             f" left after val_split {c['val_split']} was held out" if held_out else "")
         if n < 2:  # k-means' k is at least 2 and PIC needs two: before this check, 1 image was a PCA traceback
             raise DataError(f"training clusters the images: it needs at least 2, there is {self.where}")
-        note = clustering.clamp_note(c["pca_dim"], min(n, c["pca_fit_samples"] or n), FEATURE_DIM)
+        fit = c["pca_fit_samples"]
+        if fit >= n:
+            self.log(f"pca_fit_samples {fit}: the PCA is fitted on all {counted(n, 'image')} (there are no more)")
+        elif fit:
+            self.log(f"pca_fit_samples {fit}: the PCA is fitted on a random {fit} of the {n} images every epoch"
+                     + clustering.fit_sample_note(c["pca_dim"], fit, n, FEATURE_DIM))
+        note = clustering.clamp_note(c["pca_dim"], min(n, fit or n), FEATURE_DIM)
         if note:
             self.log(note)
         labels = (f"{len(self.dataset.classes)} classes" if self.dataset.has_labels

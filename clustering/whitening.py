@@ -180,6 +180,17 @@ def clamp_pca_dim(pca_dim, n, d):
     return max(1, min(dim, d))
 
 
+def fit_sample_note(pca_dim, fit, n, d):
+    """'' when a PCA fitted on `fit` of n samples keeps as many whitened dimensions as one fitted on all of them,
+    else the words that say how many it keeps and the smallest fit sample that keeps them all."""
+    dim, full = clamp_pca_dim(pca_dim, fit, d), clamp_pca_dim(pca_dim, n, d)
+    if dim >= full:
+        return ""
+    enough = next(m for m in range(fit, n + 1) if clamp_pca_dim(pca_dim, m, d) >= full)
+    return (f" (it whitens to {dim} dimension{'s' * (dim != 1)} where all {n} would keep {full}; "
+            f"pca_fit_samples {enough} or more keeps them)")
+
+
 def clamp_note(pca_dim, n, d):
     """The log line about the whitening dimension of n samples of dimension d (train.py and pred.py say it once),
     or None when there is nothing to say: the automatic dimension of a small set, an explicit pca_dim clamped,
@@ -188,7 +199,7 @@ def clamp_note(pca_dim, n, d):
     if pca_dim == 0:
         return None if dim == AUTO_PCA_DIM else (
             f"pca_dim 0 (automatic): {dim} whitened dimensions for {n} images (one per {IMAGES_PER_WHITENED_DIM} "
-            f"images, {min(AUTO_PCA_DIM_MIN, n - 2)} to {AUTO_PCA_DIM}, below the number of images - 1)")
+            f"images, {max(1, min(AUTO_PCA_DIM_MIN, n - 2))} to {AUTO_PCA_DIM}, below the number of images - 1)")
     if dim < pca_dim:
         return (f"pca_dim {pca_dim} clamped to {dim}: {n} images of dimension {d} (whitened to n - 1 dimensions, "
                 f"every pair of images is equally far apart)")

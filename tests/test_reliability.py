@@ -105,6 +105,22 @@ def test_bad_values_stop_before_work_naming_the_key(tmp_path, flag, value, key):
     assert f"'{key}'" in one_line(e) and not (tmp_path / "exp").exists()
 
 
+def test_a_fit_sample_of_one_image_is_refused_before_work_naming_the_smallest_that_works(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        train.main("cpu", train_args(tmp_path / "none", tmp_path / "exp", "--pca_fit_samples", "1"))
+    assert "'pca_fit_samples'" in one_line(e) and "at least 2" in one_line(e) and not (tmp_path / "exp").exists()
+
+
+def test_a_small_fit_sample_is_used_and_the_log_says_what_it_keeps(blob_tree, tmp_path):
+    train.main("cpu", train_args(blob_tree, tmp_path / "exp", "--num_epoch", "0", "--pca_fit_samples", "2",
+                                 "--pca_dim", "0"))
+    log = (tmp_path / "exp" / "train.log").read_text()
+    assert "pca_fit_samples 2: the PCA is fitted on a random 2 of the 18 images" in log
+    assert "whitens to 1 dimension where all 18 would keep 2; pca_fit_samples 4 or more keeps them" in log
+    ckpt = torch.load(tmp_path / "exp" / "checkpoint.pth.tar", weights_only=True)
+    assert ckpt["pca_A"].shape == (1, 4096)
+
+
 def test_outputs_that_are_files_are_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SystemExit) as e:
