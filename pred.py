@@ -243,9 +243,18 @@ def cluster_images(c, dataset, features, ckpt, device=None, neighbours=None):
     if note:
         say(note)
     xb, _ = clustering.preprocess_features(x, c["pca_dim"], log=say, method=c["pca_method"], seed=seed)
-    k, selection = choose_k(c, xb, neighbours, seed, device) if auto else (k, None)
-    ids, centroids, _ = clustering.run_kmeans(xb, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"], device=device)
+    umap = c["clustering_space"] == "umap"
+    if umap and clustering.umap_refusal(len(xb)):
+        raise PredError(clustering.umap_refusal(len(xb)))
+    if umap and auto:  # k is not known yet: the neighbourhood (clustering.umap_neighbors) of the range's smallest
+        k = min(collection.k_candidates(len(xb), *c["pred_k_range"]))
+    rows = clustering.umap_embed(xb, seed, say, k) if umap else xb  # where k-means cuts
+    k, selection = choose_k(c, rows, neighbours, seed, device) if auto else (k, None)
+    ids, centroids, _ = clustering.run_kmeans(rows, k, c["kmeans_niter"], seed=seed, nredo=c["kmeans_nredo"],
+                                              device=device)
     xb = clustering.to_numpy(xb)
+    if umap:  # the distances of predictions.csv stay those of the whitened embeddings, to each cluster's mean
+        centroids = clustering.cluster_means(xb, ids, np.zeros((k, xb.shape[1]), dtype=np.float32))
     return ids, ((xb - centroids[ids]) ** 2).sum(1), k, xb, selection
 
 

@@ -11,10 +11,11 @@ import faiss
 import numpy as np
 import torch
 
-from .common import (cluster_sums, describe, is_tensor, one_process, partition_loss, rows_per_chunk, to_numpy,
+from .common import (cluster_means, cluster_sums, describe, is_tensor, one_process, partition_loss, rows_per_chunk, to_numpy,
                      to_tensor)
 from .equal_size import equal_size_offsets
 from .nearest import flat_index, nearest_centroid, torch_nearest
+from .umap_space import umap_embed
 from .whitening import WhitenThenCluster
 
 SPLIT_EPS = 1.0 / 1024  # faiss' symmetric perturbation of a centroid copied into an empty cluster
@@ -227,40 +228,55 @@ class Kmeans(WhitenThenCluster):
 
     other_ks (cfg num_classes a list): after this clustering, one more k-means (and equal-size step) per k on the
     same whitened rows, each a Kmeans in `others` with its own seed (other_seed); `k`, `assignment`, `centroids`
-    and `offsets` stay the first clustering's."""
+    and `offsets` stay the first clustering's.
+
+    space "umap" (cfg clustering_space): k-means and the equal-size step run on the UMAP embedding of the whitened
+    rows (umap_space.umap_embed, once per epoch, shared by `others`); the kept `centroids` are then each cluster's
+    mean of the whitened rows and `offsets` zero, so that pred.py's assign mode (nearest centroid of the whitened
+    rows) needs no UMAP model. `loss` is the k-means loss in the embedding."""
 
     def __init__(self, k, pca_dim=256, niter=20, pca_method="torch", nredo=1, equal_size=False,
-                 equal_size_eps=0.01, device=None, other_ks=()):
+                 equal_size_eps=0.01, device=None, other_ks=(), space="whitened"):
         self.k, self.pca_dim, self.niter, self.pca_method, self.nredo = k, pca_dim, niter, pca_method, nredo
-        self.equal_size, self.equal_size_eps, self.device = equal_size, equal_size_eps, device
+        self.equal_size, self.equal_size_eps, self.device, self.space = equal_size, equal_size_eps, device, space
         self.assignment = self.centroids = self.pca = self.offsets = None
         self.loss = float("nan")
-        self.others = [Kmeans(other, pca_dim, niter, pca_method, nredo, equal_size, equal_size_eps, device)
-                       for other in other_ks]
+        self.others = [Kmeans(other, pca_dim, niter, pca_method, nredo, equal_size, equal_size_eps, device,
+                              space=space) for other in other_ks]
 
     def cluster_whitened(self, xb, pca, seed=0, log=None, shards=None):
         """k-means (then the equal-size step) of the whitened rows xb, then the same for every k of `others`; with
         shards (distributed.Shards) xb is this process' rows and every step is the torch form with all-reduced sums
         (on the CPU when device is None): every process ends with the same centroids, offsets and assignment of all
         n rows. Returns the first clustering's assignment."""
-        self.cluster_one(xb, pca, seed, log, shards)
+        embedded = None
+        if self.space == "umap":
+            if getattr(shards, "world", 1) > 1:
+                raise ValueError("clustering_space umap embeds all rows in one process: not with sharded clustering")
+            embedded = umap_embed(xb, seed, log, k=max(cl.k for cl in self.clusterings()))
+        self.cluster_one(xb, pca, seed, log, shards, embedded)
         for j, other in enumerate(self.others, 1):
-            other.cluster_one(xb, pca, other_seed(seed, j), log, shards)
+            other.cluster_one(xb, pca, other_seed(seed, j), log, shards, embedded)
         return self.assignment
 
-    def cluster_one(self, xb, pca, seed=0, log=None, shards=None):
-        """This clustering alone (see cluster_whitened)."""
+    def cluster_one(self, xb, pca, seed=0, log=None, shards=None, embedded=None):
+        """This clustering alone (see cluster_whitened); embedded: the UMAP rows of xb, clustered instead."""
         t0 = time.time()
         device = self.device if shards is None or self.device is not None else torch.device("cpu")
         self.pca = pca
-        self.assignment, self.centroids, self.loss = run_kmeans(xb, self.k, self.niter, seed, self.nredo, device,
+        rows = xb if embedded is None else embedded
+        self.assignment, self.centroids, self.loss = run_kmeans(rows, self.k, self.niter, seed, self.nredo, device,
                                                                 shards)
         if log is not None:
-            log(f"k-means with k = {self.k}: {time.time() - t0:.1f} s ({describe(device)}), k-means loss "
-                f"{self.loss:.4f}")
+            log(f"k-means with k = {self.k}{' in the UMAP space' * (embedded is not None)}: {time.time() - t0:.1f} s "
+                f"({describe(device)}), k-means loss {self.loss:.4f}")
         self.offsets = np.zeros(self.k, dtype=np.float32)
         if self.equal_size:
-            self.equal_size_step(xb, device, log, shards)
+            self.equal_size_step(rows, device, log, shards)
+        if embedded is not None:  # keep centroids of the whitened rows: assign mode then needs no UMAP model
+            fallback = np.zeros((self.k, xb.shape[1]), dtype=np.float32)
+            self.centroids = to_numpy(cluster_means(xb, self.assignment, fallback))
+            self.offsets = np.zeros(self.k, dtype=np.float32)
         return self.assignment
 
     def equal_size_step(self, xb, device, log=None, shards=None):
