@@ -38,6 +38,7 @@ DEFAULTS = {
     "init": "",  # weights to start from: a DeepCluster checkpoint (VGG16/AlexNet + Sobel) or torchvision's VGG16-BN; "" = random
     # --- clustering ---
     "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
+    "clustering_space": "whitened",  # where k-means cuts the images (pseudo-labels, and pred.py's recluster): "whitened" (the PCA-whitened, L2-normalised features, the paper) or "umap" (their UMAP embedding to 10 dimensions, seeded; "kmeans" only, one process, at most 200,000 images)
     "clustering_device": "auto",  # where PCA-whitening, k-means, equal_size and PIC's k-NN graph run: "auto" (torch on the GPU the network runs on; faiss on a CPU), "cpu" (faiss on the CPU, the reference's path) or "torch" (torch on the network's device, a CPU included)
     "num_classes": 0,  # k of k-means: number of clusters = outputs of the classifier head; 0 = automatic: one per 10 images, 2 to 10 (10 on the shipped sample); a list (10,50,100 on the command line) = one k-means and one head per k every epoch, the first k is the run's clustering
     "pca_dim": 0,  # PCA-whitening dimension before k-means; 0 = automatic: 16, fewer on a small set (the rule in the README); N > 0 is kept below the number of images - 1. The paper: 256 (for k = 10000)
@@ -70,6 +71,7 @@ DEFAULTS = {
     "head_temperature": 0.1,  # "centroids": logits are cosines / this temperature
     "select_epoch": "last",  # which epoch pred.py / eval_linear.py use: "last", or one chosen without labels: "nmi_prev" (the clustering that agrees most with the one before it) or "kmeans_loss" (the tightest clustering)
     "rrc_scale_min": 0.3,  # smallest crop area of the training RandomResizedCrop (the paper: torchvision's default 0.08)
+    "views": 1,  # augmented crops of each drawn image per epoch, side by side in one batch with one pseudo-label (2 = two views, as DeepCluster-v2's multi-crop); the epoch's training work grows with it
     # --- prediction ---
     "ckpt_path": "",  # checkpoint to predict with; "" = the run's selected epoch (exp_dir/selected.pth.tar) when train.py kept one, else exp_dir/checkpoint.pth.tar
     "pred_dir": "",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/; "" = exp_dir/pred
@@ -109,6 +111,7 @@ CHOICES = {
     "optimizer": ("sgd", "adam"),
     "pred_mode": ("assign", "recluster"),
     "clustering": ("kmeans", "pic"),
+    "clustering_space": ("whitened", "umap"),
     "pca_method": ("torch", "faiss"),
     "head": ("new", "match", "centroids"),
     "amp": ("bf16", "fp16", "off"),
@@ -131,7 +134,7 @@ MINIMUM = {
     "check_workers": -1,
     "reassign": 1, "num_epoch": 0, "batch_size": 1, "lr": 0.0, "momentum": 0.0,
     "weight_decay": 0.0, "lr_step_size": 1, "lr_gamma": 0.0, "lr_patience": 0,
-    "rrc_scale_min": 0.0, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0, "map_points": 3,
+    "rrc_scale_min": 0.0, "views": 1, "val_split": 0.0, "cache_mb": 0, "pca_fit_samples": 0, "pred_k": 0, "map_points": 3,
     "probe_layer": 1, "probe_dims": 1, "probe_epochs": 1, "probe_lr": 0.0, "probe_weight_decay": 0.0,
     "ema": 0.0, "equal_size_eps": 1e-3, "pic_nnn": 1, "pic_sigma": 1e-6, "pic_alpha": 0.0, "pic_iterations": 1, "head_temperature": 1e-6,
     "duplicate_threshold": 0.0, "similar_k": 1,
@@ -265,6 +268,9 @@ def validate(c):
     low, high = (c["pred_k_range"] + [0, 0])[:2]
     if len(c["pred_k_range"]) != 2 or not 2 <= low <= high:
         raise ConfigError(f"'pred_k_range' takes two integers low high with 2 <= low <= high, got {c['pred_k_range']}")
+    if c["clustering_space"] == "umap" and c["clustering"] != "kmeans":
+        raise ConfigError("'clustering_space' umap is a space for k-means: PIC builds its own neighbour graph of the "
+                          "whitened features; use clustering kmeans or clustering_space whitened")
     if c["pca_fit_samples"] == 1:  # a PCA of one image has no direction: it ended in a traceback mid-epoch
         raise ConfigError("'pca_fit_samples' takes 0 (fit the PCA on all images) or at least 2 (the PCA needs two "
                           "images to find a direction), got 1")
@@ -305,8 +311,8 @@ SCRIPT_KEYS = {
                                                 "baseline")],
     "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
              "jpeg_decoder", "check_workers",
-             "input_size", "num_classes", "clustering_device", "pca_dim", "pca_method", "kmeans_niter",
-             "kmeans_nredo", "batch_size", "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
+             "input_size", "num_classes", "clustering_device", "clustering_space", "pca_dim", "pca_method",
+             "kmeans_niter", "kmeans_nredo", "batch_size", "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
              "save_features", "report", "map", "map_points", "pred_k_range", "duplicate_threshold", "similar_to",
              "similar_k", "exp_dir", "workers", "amp", "seed", "verbose"],
     "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch",

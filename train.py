@@ -67,7 +67,7 @@ def make_clusterer(c, device=None):
                    device)
     ks = cluster_ks(c)  # one k-means per k on the same whitened features, the first is the run's clustering
     return Kmeans(ks[0], c["pca_dim"], c["kmeans_niter"], c["pca_method"], c["kmeans_nredo"],
-                  c["equal_size"], c["equal_size_eps"], device, other_ks=ks[1:])
+                  c["equal_size"], c["equal_size_eps"], device, other_ks=ks[1:], space=c["clustering_space"])
 
 
 def check_processes(c, device, world):
@@ -75,6 +75,9 @@ def check_processes(c, device, world):
     if world > 1 and c["sync_bn"] and device.type != "cuda":
         raise ConfigError("sync_bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
                           "use train_cuda.py under torchrun or --sync_bn false")
+    if world > 1 and c["shard_clustering"] and c["clustering_space"] == "umap":  # UMAP's graph needs every row
+        raise ConfigError("clustering_space umap embeds all features in one process; under torchrun set "
+                          "--shard_clustering false (rank 0 then gathers the features and clusters them)")
 
 
 class Run:
@@ -167,6 +170,9 @@ class Run:
         c = self.c
         if c["clustering"] != "kmeans":
             return
+        refusal = clustering.umap_refusal(self.n) if c["clustering_space"] == "umap" else None
+        if refusal:
+            raise ConfigError(refusal)
         given = cluster_ks(c)[0] > 0
         if not given:
             c["num_classes"] = self.ckpt["num_classes"] if self.ckpt is not None else clustering.auto_k(self.n)
@@ -261,6 +267,8 @@ class Run:
         self.log(f"model: {c['arch']}{' + sobel' if c['sobel'] else ''} at {c['input_size']} px, "
                  + (f"k-means with k = {describe_ks(cluster_ks(c))}" if c["clustering"] == "kmeans"
                     else "PIC clustering")
+                 + " in the UMAP space of the whitened features" * (c["clustering_space"] == "umap")
+                 + f", {c['views']} augmented views of each image per epoch" * (c["views"] > 1)
                  + f", device {self.device}")
         if self.ckpt is None:
             self.clustering_row = self.cluster(0, None)  # epoch 0 trains on the clusters of the random network
@@ -432,9 +440,12 @@ class Run:
         assignment = self.clusterer.assignment
         train_set = PseudoLabelDataset(self.dataset, self.clusterer.pseudo_labels(),
                                        train_transform(self.c["input_size"], self.c["rrc_scale_min"]))
-        order = UnifLabelSampler(assignment, seed=epoch_seed(self.c["seed"], epoch))
+        order = UnifLabelSampler(assignment, seed=epoch_seed(self.c["seed"], epoch)).indexes
+        if self.c["views"] > 1:  # each drawn image views times in a row: its augmented crops share a batch and a label
+            order = np.repeat(order, self.c["views"])
+        order = order.tolist()
         if self.world > 1:
-            order = distributed.share_of(order.indexes, self.rank, self.world).tolist()
+            order = distributed.share_of(np.asarray(order), self.rank, self.world).tolist()
             torch.manual_seed(epoch_seed(self.c["seed"], epoch) + self.rank)  # each rank its own augmentations
         return make_loader(train_set, self.c, self.device, order)
 

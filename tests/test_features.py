@@ -1,0 +1,87 @@
+"""The clustering space (clustering_space umap) and the augmented views of each image (views)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import cfg
+import clustering
+import metrics
+import pred
+import train
+from conftest import train_args
+from errors import ConfigError
+
+
+def groups(n_per=20, k=3, d=8, seed=0):
+    """k well-separated groups of L2-normalised rows (n_per each) and their labels."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(d, dtype=np.float32)[:k] * 4
+    x = np.concatenate([c + 0.3 * rng.standard_normal((n_per, d)).astype(np.float32) for c in centres])
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.repeat(np.arange(k), n_per)
+
+
+def test_umap_space_finds_the_groups_and_keeps_centroids_of_the_whitened_rows():
+    xb, y = groups()
+    km = clustering.Kmeans(3, pca_dim=8, niter=10, equal_size=True, space="umap")
+    ids = km.cluster_whitened(xb, pca=None, seed=5)
+    assert metrics.nmi(y, ids) == pytest.approx(1.0)
+    assert km.centroids.shape == (3, 8) and not km.offsets.any()
+    for j in range(3):  # the stored centroids are the whitened rows' means: assign mode needs no UMAP model
+        np.testing.assert_allclose(km.centroids[j], xb[ids == j].mean(0), atol=1e-5)
+    again = clustering.Kmeans(3, pca_dim=8, niter=10, equal_size=True, space="umap").cluster_whitened(xb, None, 5)
+    np.testing.assert_array_equal(ids, again)
+
+
+def test_umap_embedding_is_seeded_and_keeps_the_rows_kind():
+    xb, _ = groups()
+    a, b = clustering.umap_embed(xb, 3), clustering.umap_embed(torch.from_numpy(xb), 3)
+    assert a.shape == (60, clustering.UMAP_DIM) and a.dtype == np.float32 and torch.is_tensor(b)
+    np.testing.assert_array_equal(a, b.numpy())
+    assert clustering.umap_embed(xb[:5], 3) is not None and clustering.umap_embed(xb[:5], 3).shape == (5, 8)
+
+
+def test_umap_is_refused_in_one_line_where_it_cannot_run(blob_tree, tmp_path):
+    assert clustering.umap_refusal(clustering.UMAP_MAX_IMAGES) is None
+    assert "use clustering_space whitened" in clustering.umap_refusal(clustering.UMAP_MAX_IMAGES + 1)
+    with pytest.raises(ValueError, match="clustering_space umap"):
+        clustering.umap_embed(np.zeros((clustering.UMAP_MAX_IMAGES + 1, 1), dtype=np.float32))
+    with pytest.raises(ConfigError, match="'clustering_space' umap is a space for k-means"):
+        cfg.load_cfg(["--clustering_space", "umap", "--clustering", "pic"], script="train", given=set())
+    c = cfg.load_cfg(["--clustering_space", "umap"], script="train", given=set())
+    with pytest.raises(ConfigError, match="--shard_clustering false"):
+        train.check_processes(c, torch.device("cpu"), world=2)
+    train.check_processes({**c, "shard_clustering": False}, torch.device("cpu"), world=2)
+
+
+def test_a_run_in_the_umap_space_trains_saves_and_predicts(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1", "--clustering_space", "umap"))
+    assert "k-means with k = 3 in the UMAP space of the whitened features" in (exp / "train.log").read_text()
+    ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=False)
+    assert ckpt["centroids"].shape == (3, 8) and ckpt["cfg"]["clustering_space"] == "umap"
+    for mode in ("assign", "recluster"):
+        out = tmp_path / mode
+        pred.main("cpu", ["--exp_dir", str(exp), "--pred_mode", mode, "--pred_dir", str(out), "--report", "false",
+                          "--map", "false", "--verbose", "false"])
+        result = json.loads((out / "metrics.json").read_text())
+        assert result["k"] == 3 and len((out / "predictions.csv").read_text().splitlines()) == 19
+
+
+def test_two_views_repeat_each_drawn_image_side_by_side(blob_tree, tmp_path, monkeypatch):
+    orders, original = {}, train.make_loader
+
+    def record(views):
+        def loader(dataset, c, device, sampler=None):
+            if sampler is not None:
+                orders[views] = list(sampler)
+            return original(dataset, c, device, sampler)
+        return loader
+
+    for views in (1, 2):
+        monkeypatch.setattr(train, "make_loader", record(views))
+        train.main("cpu", train_args(blob_tree, tmp_path / f"v{views}", "--num_epoch", "1", "--views", str(views)))
+    assert len(orders[2]) == 2 * len(orders[1]) == 36
+    assert orders[2] == np.repeat(orders[1], 2).tolist()  # the same draw, each image twice in a row
+    assert "2 augmented views of each image per epoch" in (tmp_path / "v2" / "train.log").read_text()
