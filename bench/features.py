@@ -1,0 +1,192 @@
+"""What the learned features are worth: trained networks beside their random start and beside features that need
+no learning (raw pixels, HOG), each clustered in the same spaces and scored against the class folders
+(docs/results.md, "Features against no learning").
+
+    python bench/features.py --images data/fashion_mnist_200_val/test \\
+        --runs random=exp/feat/random_s31,exp/feat/random_s32 trained=exp/feat/base_s31,exp/feat/base_s32 \\
+        --out exp/feat/test.json
+
+Feature sets: `pixels` (the grayscale image at --side x --side, in [0, 1], flattened), `hog` (scikit-image's
+`hog` of the same grayscale image: 9 orientations, 4 x 4-pixel cells, 2 x 2-cell blocks, L2-Hys), and one per
+--runs name: the 4096-d fc7 features of each run's network (its selected epoch, as pred.py reads it), so a name
+given several runs (one per seed) is reported as mean +- std over them.
+
+Spaces, the same for every feature set:
+  whitened  the fixed protocol of this project's tables: PCA-whitening to 16 dimensions, L2 normalisation,
+            k-means with k = the number of classes, 20 iterations, the best of 5 starts (pred.py --pred_mode
+            recluster --pca_dim 16 --kmeans_nredo 5); neighbours by cosine.
+  umap      PCA to 50 dimensions (not whitened), then UMAP (umap-learn: 20 neighbours, min_dist 0, 10 dimensions,
+            seeded), then the same k-means; neighbours by Euclidean distance in the 10 dimensions. The recipe of N2D
+            (McConville et al., 2020) applied to each feature set.
+Scores: ACC (Hungarian), NMI, ARI at the true k, and the 10-nearest precision (the share of each image's 10
+nearest other images that are of its class). Features that need no learning are scored once per --seeds value
+(the clustering seed), a network once per run with its run's seed.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import clustering  # noqa: E402
+import metrics  # noqa: E402
+from cfg import load_cfg  # noqa: E402
+from checkpoint import load_model, run_settings  # noqa: E402
+from dataset import ClusterDataset, eval_transform, open_split  # noqa: E402
+from decoding import as_pil  # noqa: E402
+from engine import compute_features, make_loader  # noqa: E402
+from errors import UserError  # noqa: E402
+
+SPACES = ("whitened", "umap")
+PROTOCOL = {"pca_dim": 16, "niter": 20, "nredo": 5}
+UMAP = {"pca": 50, "n_neighbors": 20, "min_dist": 0.0, "n_components": 10}
+
+
+def gray_images(root, side):
+    """(n, side, side) float32 grayscale images in [0, 1] of the tree, and its labels (n,) int64."""
+    data = ClusterDataset(root, log=lambda msg: None)
+    if not data.has_labels:
+        raise UserError(f"'{root}' has no class folders: the features are scored against them")
+    rows = [np.asarray(as_pil(data.load(i)).convert("L").resize((side, side)), dtype=np.float32) / 255.0
+            for i in range(len(data))]
+    return np.stack(rows), np.asarray(data.labels)
+
+
+def hog_features(images):
+    """(n, 1764) float32 HOG descriptors of (n, 32, 32) images (scikit-image)."""
+    from skimage.feature import hog
+    return np.stack([hog(im, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(2, 2), block_norm="L2-Hys")
+                     for im in images]).astype(np.float32)
+
+
+def network_features(exp_dir, images):
+    """(fc7 features (n, 4096) float32 of the images with the run's network, the run's seed)."""
+    given = set()
+    c = load_cfg(["--exp_dir", exp_dir, "--test_path", images, "--verbose", "false"], script="pred", given=given)
+    c, ckpt = run_settings(c, given, "pred.py")
+    cpu = torch.device("cpu")
+    data = open_split(c, "test", eval_transform(c["input_size"]), log=lambda msg: None)
+    return compute_features(make_loader(data, c, cpu), load_model(c, cpu, ckpt), cpu, False), c["seed"]
+
+
+def whitened_space(x, seed):
+    """The fixed protocol's rows: PCA-whitened to 16 dimensions, L2-normalised (n, 16) float32."""
+    xb, _ = clustering.preprocess_features(x, PROTOCOL["pca_dim"], seed=seed)
+    return np.ascontiguousarray(clustering.to_numpy(xb), dtype=np.float32)
+
+
+def umap_space(x, seed):
+    """(n, 10) float32 UMAP embedding of the top 50 principal components of x (see the module docstring)."""
+    import umap
+    from sklearn.decomposition import PCA
+    pcs = PCA(min(UMAP["pca"], *x.shape), random_state=seed).fit_transform(x)
+    reducer = umap.UMAP(n_neighbors=min(UMAP["n_neighbors"], len(x) - 1), min_dist=UMAP["min_dist"],
+                        n_components=UMAP["n_components"], random_state=seed)
+    return reducer.fit_transform(pcs).astype(np.float32)
+
+
+def precision_at(rows, labels, m=10, cosine=False):
+    """The share of each row's m nearest other rows (Euclidean, or inner product for cosine) that share its label,
+    averaged over the rows."""
+    import faiss
+    index = faiss.IndexFlatIP(rows.shape[1]) if cosine else faiss.IndexFlatL2(rows.shape[1])
+    index.add(rows)
+    _, nn = index.search(rows, m + 1)
+    others = np.array([[j for j in row if j != i][:m] for i, row in enumerate(nn)])
+    return float((labels[others] == labels[:, None]).mean())
+
+
+def score(x, labels, space, seed):
+    """{acc, nmi, ari, p10, seconds} of the features x (n, d) in the space, k = the number of classes."""
+    t0 = time.perf_counter()
+    rows = whitened_space(x, seed) if space == "whitened" else umap_space(x, seed)
+    k = len(np.unique(labels))
+    ids, _, _ = clustering.run_kmeans(rows, k, PROTOCOL["niter"], seed=seed, nredo=PROTOCOL["nredo"])
+    return {"acc": metrics.cluster_accuracy(labels, ids), "nmi": metrics.nmi(labels, ids),
+            "ari": metrics.ari(labels, ids), "p10": precision_at(rows, labels, cosine=space == "whitened"),
+            "seconds": time.perf_counter() - t0}
+
+
+def summarise(rows):
+    """{feature set: {space: {metric: [mean, std, count]}}} of score rows."""
+    out = {}
+    for r in rows:
+        out.setdefault(r["features"], {}).setdefault(r["space"], []).append(r)
+    return {f: {s: {m: [float(np.mean([r[m] for r in rs])), float(np.std([r[m] for r in rs])), len(rs)]
+                    for m in ("acc", "nmi", "ari", "p10")} for s, rs in spaces.items()} for f, spaces in out.items()}
+
+
+def table(summary, spaces):
+    """The summary as a markdown table, one row per feature set and space."""
+    lines = ["| features | space | runs | ACC | NMI | ARI | 10-NN precision |", "|---|---|---|---|---|---|---|"]
+    for f, by_space in summary.items():
+        for s in spaces:
+            if s in by_space:
+                v = by_space[s]
+                cells = " | ".join(f"{v[m][0]:.3f} +- {v[m][1]:.3f}" for m in ("acc", "nmi", "ari", "p10"))
+                lines.append(f"| {f} | {s} | {v['nmi'][2]} | {cells} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", required=True, help="labelled image tree ROOT/<class>/<image> to score on")
+    p.add_argument("--runs", nargs="*", default=[], help="NAME=EXP_DIR[,EXP_DIR...]: networks, one per seed")
+    p.add_argument("--baselines", default="pixels,hog", help="comma-separated: pixels, hog, or empty")
+    p.add_argument("--spaces", default=",".join(SPACES), help="comma-separated: whitened, umap")
+    p.add_argument("--seeds", default="31,32,33", help="clustering seeds of the features that need no learning")
+    p.add_argument("--side", type=int, default=32, help="pixels and HOG: grayscale images resized to side x side")
+    p.add_argument("--out", default="", help="write every row and the summary as JSON here")
+    a = p.parse_args(argv)
+    if not os.path.isdir(a.images):
+        raise UserError(f"'{a.images}' is not a folder")
+    spaces = [s for s in a.spaces.split(",") if s]
+    unknown = sorted(set(spaces) - set(SPACES))
+    if unknown:
+        raise UserError(f"--spaces takes {', '.join(SPACES)}, got {unknown[0]}")
+    seeds = [int(s) for s in a.seeds.split(",") if s]
+    sets = []  # (name, features, clustering seed)
+    baselines = [b for b in a.baselines.split(",") if b]
+    if baselines:
+        images, labels = gray_images(a.images, a.side)
+        for name in baselines:
+            if name not in ("pixels", "hog"):
+                raise UserError(f"--baselines takes pixels, hog, got {name}")
+            x = images.reshape(len(images), -1) if name == "pixels" else hog_features(images)
+            sets += [(name, x, s) for s in seeds]
+    else:
+        labels = np.asarray(ClusterDataset(a.images, log=lambda msg: None).labels)
+    for spec in a.runs:
+        name, _, dirs = spec.partition("=")
+        if not dirs:
+            raise UserError(f"--runs takes NAME=EXP_DIR[,EXP_DIR...], got '{spec}'")
+        for d in dirs.split(","):
+            x, seed = network_features(d, a.images)
+            sets.append((name, x, seed))
+    rows = []
+    for name, x, seed in sets:
+        for space in spaces:
+            r = {"features": name, "space": space, "seed": seed, **score(x, labels, space, seed)}
+            rows.append(r)
+            print(f"{name:12s} {space:9s} seed {seed}: acc {r['acc']:.3f} nmi {r['nmi']:.3f} ari {r['ari']:.3f} "
+                  f"p10 {r['p10']:.3f} ({r['seconds']:.1f} s)", flush=True)
+    summary = summarise(rows)
+    print(table(summary, spaces))
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump({"images": a.images, "n": int(len(labels)), "protocol": PROTOCOL, "umap": UMAP, "rows": rows,
+                       "summary": summary}, f, indent=1)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as e:
+        sys.exit(f"error: {e}")
