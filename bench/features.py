@@ -15,9 +15,10 @@ Spaces, the same for every feature set:
   whitened  the fixed protocol of this project's tables: PCA-whitening to 16 dimensions, L2 normalisation,
             k-means with k = the number of classes, 20 iterations, the best of 5 starts (pred.py --pred_mode
             recluster --pca_dim 16 --kmeans_nredo 5); neighbours by cosine.
-  umap      PCA to 50 dimensions (not whitened), then UMAP (umap-learn: 20 neighbours, min_dist 0, 10 dimensions,
-            seeded), then the same k-means; neighbours by Euclidean distance in the 10 dimensions. The recipe of N2D
-            (McConville et al., 2020) applied to each feature set.
+  umap      the space of clustering_space umap: the whitened rows above embedded by UMAP (umap-learn: 10
+            dimensions, 20 neighbours, min_dist 0, seeded; clustering.umap_embed), then the same k-means; neighbours
+            by Euclidean distance in the 10 dimensions. As N2D (McConville et al., 2020) clusters an autoencoder's
+            features.
 Scores: ACC (Hungarian), NMI, ARI at the true k, and the 10-nearest precision (the share of each image's 10
 nearest other images that are of its class). Features that need no learning are scored once per --seeds value
 (the clustering seed), a network once per run with its run's seed.
@@ -45,7 +46,8 @@ from errors import UserError  # noqa: E402
 
 SPACES = ("whitened", "umap")
 PROTOCOL = {"pca_dim": 16, "niter": 20, "nredo": 5}
-UMAP = {"pca": 50, "n_neighbors": 20, "min_dist": 0.0, "n_components": 10}
+UMAP = {"n_neighbors": clustering.umap_space.UMAP_NEIGHBORS, "min_dist": clustering.umap_space.UMAP_MIN_DIST,
+        "n_components": clustering.UMAP_DIM}
 
 
 def gray_images(root, side):
@@ -81,14 +83,9 @@ def whitened_space(x, seed):
     return np.ascontiguousarray(clustering.to_numpy(xb), dtype=np.float32)
 
 
-def umap_space(x, seed):
-    """(n, 10) float32 UMAP embedding of the top 50 principal components of x (see the module docstring)."""
-    import umap
-    from sklearn.decomposition import PCA
-    pcs = PCA(min(UMAP["pca"], *x.shape), random_state=seed).fit_transform(x)
-    reducer = umap.UMAP(n_neighbors=min(UMAP["n_neighbors"], len(x) - 1), min_dist=UMAP["min_dist"],
-                        n_components=UMAP["n_components"], random_state=seed)
-    return reducer.fit_transform(pcs).astype(np.float32)
+def umap_space(x, seed, k):
+    """(n, 10) float32 UMAP embedding of the fixed protocol's whitened rows, for k clusters."""
+    return clustering.umap_embed(whitened_space(x, seed), seed, k=k)
 
 
 def precision_at(rows, labels, m=10, cosine=False):
@@ -105,8 +102,8 @@ def precision_at(rows, labels, m=10, cosine=False):
 def score(x, labels, space, seed):
     """{acc, nmi, ari, p10, seconds} of the features x (n, d) in the space, k = the number of classes."""
     t0 = time.perf_counter()
-    rows = whitened_space(x, seed) if space == "whitened" else umap_space(x, seed)
     k = len(np.unique(labels))
+    rows = whitened_space(x, seed) if space == "whitened" else umap_space(x, seed, k)
     ids, _, _ = clustering.run_kmeans(rows, k, PROTOCOL["niter"], seed=seed, nredo=PROTOCOL["nredo"])
     return {"acc": metrics.cluster_accuracy(labels, ids), "nmi": metrics.nmi(labels, ids),
             "ari": metrics.ari(labels, ids), "p10": precision_at(rows, labels, cosine=space == "whitened"),
