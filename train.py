@@ -212,6 +212,14 @@ class Run:
             raise CheckpointError(f"'{self.ckpt_path}' was trained on other images: {self.n} files of '{trained_on}', "
                                   f"not the {self.n} of '{self.c['dataset_path']}' (the sorted file names differ); a "
                                   "run continues only on its own images: use another exp_dir or --resume false")
+        chosen, rule = ckpt.get("selected"), self.c["select_epoch"]
+        if (chosen and chosen["rule"] != rule and int(chosen["epoch"]) != int(ckpt["epoch"])
+                and os.path.exists(self.selected_path)):  # a new rule would replace the only copy of that network
+            raise CheckpointError(
+                f"'{self.selected_path}' holds the network of epoch {chosen['epoch']}, chosen by select_epoch "
+                f"{chosen['rule']} ({chosen['rule']} {chosen['score']:.4f}); with select_epoch {rule} the run would "
+                f"drop it: resume with --select_epoch {chosen['rule']}, or move {SELECTED} out of the folder to let "
+                f"{rule} choose from the next epochs, or use another exp_dir")
         return ckpt
 
     def build_network(self):
@@ -280,12 +288,35 @@ class Run:
     def resume_selection(self):
         """The epoch chosen so far (when the rule is still the same); a kill between the checkpoint and its
         selected.pth.tar link is mended here."""
-        chosen = self.ckpt.get("selected")
-        if not chosen or chosen["rule"] != self.c["select_epoch"]:
+        chosen, rule = self.ckpt.get("selected"), self.c["select_epoch"]
+        if chosen and chosen["rule"] != rule:  # previous_checkpoint refused a change that would drop a kept network
+            self.selected = self.rechoose(chosen)
+            chosen = self.selected
+        if not chosen or chosen["rule"] != rule:
             return
         self.selected = chosen
         if self.main_process and int(chosen["epoch"]) == self.start_epoch:
             keep_as_selected(self.ckpt_path, self.selected_path)
+
+    def rechoose(self, chosen):
+        """select_epoch changed on resume: the new rule chooses among the networks the folder still holds (the last
+        epoch's; the one of the old rule when that was the last too), with one line naming the epochs it could
+        not consider. Returns the new `selected` (None for the rule "last" or without a score)."""
+        rule, last = self.c["select_epoch"], self.start_epoch
+        score = self.clustering_row.get(rule) if rule != "last" and last > 0 else None
+        new = {"rule": rule, "epoch": last, "score": float(score)} if score is not None else None
+        lost = (f"epochs 1-{last - 1} (their networks are not kept" if last > 2 else
+                "epoch 1 (its network is not kept" if last == 2 else "")
+        if int(chosen["epoch"]) != last:
+            lost += f"{'; ' if lost else ''}epoch {chosen['epoch']}, the old rule's choice, is no longer in the folder"
+        self.log(f"select_epoch changed from {chosen['rule']} (it had chosen epoch {chosen['epoch']}, "
+                 f"{chosen['rule']} {chosen['score']:.4f}) to {rule}: "
+                 + ("it takes the last epoch" if rule == "last" else
+                    f"it starts from epoch {last} ({rule} {score:.4f})" if new else "it has no score yet")
+                 + (f"; it cannot consider {lost})" if lost else ""))
+        if new is None and self.main_process and os.path.exists(self.selected_path):
+            os.remove(self.selected_path)  # the old rule's link to the last checkpoint: nothing chosen now
+        return new
 
     # ------------------------------------------------------------ steps 1-4: cluster the features
 

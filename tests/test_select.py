@@ -109,3 +109,51 @@ def test_kill_between_checkpoint_and_link_is_mended_on_resume(blob_tree, tmp_pat
     last = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
     kept = torch.load(exp / "selected.pth.tar", weights_only=True)
     assert kept["epoch"] == last["selected"]["epoch"]
+
+
+def chosen_apart(exp, epoch=1, score=0.9):
+    """Make the run in exp look as if nmi_prev had chosen `epoch` (kept apart in selected.pth.tar)."""
+    path = exp / "checkpoint.pth.tar"
+    last = torch.load(path, weights_only=True)
+    last["selected"] = {"rule": "nmi_prev", "epoch": epoch, "score": score}
+    checkpoint.save_checkpoint(str(path), last)
+    if (exp / "selected.pth.tar").exists():
+        os.remove(exp / "selected.pth.tar")
+    if epoch != last["epoch"]:
+        checkpoint.save_checkpoint(str(exp / "selected.pth.tar"), {**last, "epoch": epoch})
+    else:
+        checkpoint.keep_as_selected(str(path), str(exp / "selected.pth.tar"))
+
+
+def test_a_rule_change_that_would_drop_the_kept_network_is_one_line_that_refuses(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "nmi_prev"))
+    chosen_apart(exp, epoch=1)
+    before = {name: (exp / name).read_bytes() for name in ("checkpoint.pth.tar", "selected.pth.tar")}
+    with pytest.raises(SystemExit) as e:
+        train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "3", "--select_epoch", "kmeans_loss"))
+    line = str(e.value)
+    assert "\n" not in line.strip() and "epoch 1, chosen by select_epoch nmi_prev (nmi_prev 0.9000)" in line
+    assert "resume with --select_epoch nmi_prev" in line and "move selected.pth.tar out of the folder" in line
+    assert {name: (exp / name).read_bytes() for name in before} == before  # nothing trained, nothing replaced
+    os.rename(exp / "selected.pth.tar", tmp_path / "kept.pth.tar")  # the user keeps it elsewhere: the change runs
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "3", "--select_epoch", "kmeans_loss"))
+    log = (exp / "train.log").read_text()
+    assert "select_epoch changed from nmi_prev (it had chosen epoch 1, nmi_prev 0.9000) to kmeans_loss" in log
+    assert "epoch 1, the old rule's choice, is no longer in the folder" in log
+    assert torch.load(exp / "checkpoint.pth.tar", weights_only=True)["selected"]["rule"] == "kmeans_loss"
+
+
+def test_a_rule_change_rechooses_among_the_networks_still_there_and_says_which_it_could_not(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "nmi_prev"))
+    chosen_apart(exp, epoch=2)  # the old rule's choice is the last checkpoint: nothing is lost by the change
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "4", "--select_epoch", "kmeans_loss"))
+    log = (exp / "train.log").read_text()
+    assert "to kmeans_loss: it starts from epoch 2 (kmeans_loss " in log
+    assert "it cannot consider epoch 1 (its network is not kept)" in log
+    by_epoch, last = scores(exp, "kmeans_loss")
+    best = min(v for e, v in by_epoch.items() if e >= 2)
+    assert last["selected"]["rule"] == "kmeans_loss" and last["selected"]["score"] == pytest.approx(best)
+    kept = torch.load(exp / "selected.pth.tar", weights_only=True)
+    assert kept["epoch"] == last["selected"]["epoch"]
