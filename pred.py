@@ -242,7 +242,8 @@ def cluster_images(c, dataset, features, ckpt, device=None, neighbours=None):
     note = clustering.clamp_note(c["pca_dim"], *features.shape)
     if note:
         say(note)
-    xb, _ = clustering.preprocess_features(x, c["pca_dim"], log=say, method=c["pca_method"], seed=seed)
+    xb, _ = clustering.preprocess_features(x, c["pca_dim"], log=say, method=c["pca_method"], seed=seed,
+                                           k=None if auto else k)
     umap = c["clustering_space"] == "umap"
     if umap and clustering.umap_refusal(len(xb)):
         raise PredError(clustering.umap_refusal(len(xb)))

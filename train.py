@@ -236,6 +236,7 @@ class Run:
         self.body_optimizer = make_optimizer(self.model, c)
         self.scheduler = make_scheduler(self.body_optimizer, c)
         self.clusterer = make_clusterer(c, self.clustering_device)
+        self.clusterer.say = self.log  # notes that hold for the run (copies_pca_dim) reach the log once
         self.my_share = distributed.shard(self.n, self.rank, self.world)  # the images whose features this rank computes
         self.eval_loader = make_loader(self.dataset if self.world == 1 else self.dataset.subset(self.my_share), c,
                                        self.device)

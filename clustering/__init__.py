@@ -21,12 +21,12 @@ from .pic import PIC, knn_graph, merge_singletons, pic_diffusion, pic_graph, pic
 from .umap_space import UMAP_DIM, UMAP_MAX_IMAGES, umap_embed, umap_neighbors, umap_refusal
 from .pseudo_labels import UnifLabelSampler, match_clusters, uniform_label_indices
 from .whitening import (AUTO_PCA_DIM, IMAGES_PER_WHITENED_DIM, WhitenThenCluster, apply_pca, auto_pca_dim,
-                        clamp_note, clamp_pca_dim, fit_pca_whitening, fit_sample_note, l2_normalize,
+                        clamp_note, clamp_pca_dim, copies_pca_dim, distinct_rows, fit_pca_whitening, fit_sample_note, l2_normalize,
                         preprocess_features,
                         streamed_whitening, top_eigh, torch_pca)
 
 __all__ = ["AUTO_PCA_DIM", "EQUAL_SIZE_CANDIDATES", "IMAGES_PER_WHITENED_DIM", "Kmeans", "MIN_IMAGES_PER_CLUSTER", "auto_k", "k_note", "PIC", "UnifLabelSampler",
-           "WhitenThenCluster", "apply_pca", "assign_to_centroids", "auto_pca_dim", "check_equal_size_fits", "clamp_note",
+           "WhitenThenCluster", "apply_pca", "assign_to_centroids", "auto_pca_dim", "check_equal_size_fits", "clamp_note", "copies_pca_dim", "distinct_rows",
            "clamp_pca_dim", "cluster_means", "describe", "epoch_seed", "equal_size_offsets", "faiss_device",
            "finite", "fit_pca_whitening", "fit_sample_note", "flat_index", "knn_graph", "l2_normalize", "match_clusters",
            "merge_singletons", "nearest_centroid", "partition_loss", "pic_diffusion",

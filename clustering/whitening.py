@@ -210,10 +210,35 @@ def clamp_note(pca_dim, n, d):
     return None
 
 
-def preprocess_features(x, pca_dim=256, log=None, method="torch", seed=0, shards=None):
+def distinct_rows(x):
+    """The number of distinct rows of x (n, d), numpy or tensor, compared at float16 precision (the same image
+    decoded twice gives features equal to rounding)."""
+    rows = to_numpy(x).astype(np.float16)
+    return len(np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()))
+
+
+def copies_pca_dim(n, m, k, d):
+    """pca_dim 0 on a small set whose n rows hold only m distinct ones (copies), for k clusters: None when the
+    automatic dimension stands (no copies, a large set, or no k), else the dimension to use.
+
+    The automatic rule counts images; copies add images without adding directions. When every distinct row can
+    have its own cluster (m <= k) the whitening keeps all m - 1 directions the distinct rows span (20 copies of
+    one image and 3 other images, k = 6: 2 dimensions put two of the 3 together at every seed tried, 3 kept
+    them apart); otherwise the rule counts the distinct rows (never their simplex, m - 1)."""
+    auto = auto_pca_dim(n)
+    if k is None or m >= n or auto >= AUTO_PCA_DIM:
+        return None
+    dim = min(m - 1, AUTO_PCA_DIM) if m <= k else min(auto, auto_pca_dim(m))
+    dim = max(1, min(dim, d))
+    return None if dim == auto else dim
+
+
+def preprocess_features(x, pca_dim=256, log=None, method="torch", seed=0, shards=None, k=None, note=None):
     """PCA-whitening to pca_dim (clamped, clamp_pca_dim), then L2 normalisation. x: (n, d) numpy array or tensor
     (float32, or float16 / bfloat16 held features: no float32 copy of them is made); with shards, this process'
-    rows of the whole matrix (see torch_pca). Non-finite values count as 0.
+    rows of the whole matrix (see torch_pca). Non-finite values count as 0. k: the clusters the rows are cut into
+    next; with pca_dim 0 on a small set it lets the dimension count distinct rows (copies_pca_dim), said in one line
+    to note (default: log).
     Returns (whitened rows (n, dim) float32 of x's kind and device, pca). Raises ValueError below 2 rows."""
     if not is_tensor(x):
         x = np.asarray(x, dtype=np.float32)
@@ -224,7 +249,18 @@ def preprocess_features(x, pca_dim=256, log=None, method="torch", seed=0, shards
         raise ValueError(f"PCA needs at least 2 feature rows, got {shards.n}")
     if not is_tensor(x):
         x = finite(x)  # the faiss path holds one float32 array, as the reference
-    pca = fit_pca_whitening(x, clamp_pca_dim(pca_dim, shards.n, x.shape[1]), method, seed, log, shards)
+    dim = clamp_pca_dim(pca_dim, shards.n, x.shape[1])
+    if pca_dim == 0 and k is not None and shards.world == 1 and auto_pca_dim(shards.n) < AUTO_PCA_DIM:
+        m = distinct_rows(x)
+        copies = copies_pca_dim(shards.n, m, k, x.shape[1])
+        if copies is not None:
+            note = note or log
+            if note is not None:
+                note(f"pca_dim 0 (automatic): {shards.n} images hold {m} distinct feature rows (copies); whitened to "
+                    f"{copies} dimensions instead of {dim}" + (", so that each distinct image can have its own of "
+                                                               f"the {k} clusters" if m <= k else ""))
+            dim = copies
+    pca = fit_pca_whitening(x, dim, method, seed, log, shards)
     return whiten_rows(x, pca), pca
 
 
@@ -298,6 +334,8 @@ class WhitenThenCluster:
     clustering device (a tensor) keep the whole step there."""
 
     others = ()  # the further clusterings of an epoch on the same whitened rows (Kmeans with a list of k)
+    say = None  # where a note that holds for the whole run goes, once, even without verbose (train.py: its log)
+    said = ()
 
     def clusterings(self):
         """This clustering and the others of the epoch, the first first."""
@@ -312,12 +350,18 @@ class WhitenThenCluster:
     def cluster(self, features, seed=0, log=None):
         return self.cluster_whitened(*self.whiten(features, seed, log), seed, log)
 
+    def note_once(self, line):
+        if line not in self.said:
+            self.said = (*self.said, line)
+            self.say(line)
+
     def whiten(self, features, seed=0, log=None, shards=None):
         """preprocess_features with the clusterer's settings (with shards: this process' rows, see torch_pca),
         timed in the log: (whitened rows, pca)."""
         t0 = time.time()
         xb, pca = preprocess_features(features, self.pca_dim, log=log, method=self.pca_method, seed=seed,
-                                      shards=shards)
+                                      k=max(cl.k for cl in self.clusterings()) or None, shards=shards,
+                                      note=self.note_once if self.say else None)
         if log is not None:
             log(f"PCA-whitening: {time.time() - t0:.1f} s")
         return xb, pca

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import checkpoint
+import clustering
 import pred
 import train
 from conftest import make_blob_tree, train_args
@@ -119,6 +120,45 @@ def test_a_small_fit_sample_is_used_and_the_log_says_what_it_keeps(blob_tree, tm
     assert "whitens to 1 dimension where all 18 would keep 2; pca_fit_samples 4 or more keeps them" in log
     ckpt = torch.load(tmp_path / "exp" / "checkpoint.pth.tar", weights_only=True)
     assert ckpt["pca_A"].shape == (1, 4096)
+
+
+def copies_tree(root):
+    """20 byte-identical copies of one Fashion-MNIST image and 3 distinct images of other classes, flat."""
+    import shutil
+    sample = os.path.join(ROOT, "data", "fashion_mnist_small", "test")
+    os.makedirs(root)
+    for i in range(20):
+        shutil.copy(os.path.join(sample, "Ankle_boot", "test_00000.png"), os.path.join(root, f"copy_{i:02d}.png"))
+    for cls in ("Trouser", "Bag", "Sandal"):
+        first = sorted(os.listdir(os.path.join(sample, cls)))[0]
+        shutil.copy(os.path.join(sample, cls, first), os.path.join(root, f"zz_{cls}.png"))
+    return root
+
+
+@pytest.mark.parametrize("seed", ["31", "32", "33"])
+def test_many_copies_beside_few_distinct_images_leave_each_distinct_image_its_own_cluster(tmp_path, seed):
+    # 23 images keep 2 dimensions by the image count; the 4 distinct rows span 3: two of the 3 shared a cluster
+    tree = copies_tree(tmp_path / "imgs")
+    exp = tmp_path / "exp"
+    train.main("cpu", ["--dataset_path", str(tree), "--exp_dir", str(exp), "--num_epoch", "0", "--num_classes", "6",
+                       "--pca_dim", "0", "--workers", "0", "--seed", seed])
+    ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    labels = ckpt["assignment"].tolist()
+    copies, distinct = set(labels[:20]), labels[20:]
+    assert len(copies) == 1 and len(set(distinct)) == 3 and not copies & set(distinct), labels
+    assert ("23 images hold 4 distinct feature rows (copies); whitened to 3 dimensions instead of 2, so that each "
+            "distinct image can have its own of the 6 clusters") in (exp / "train.log").read_text()
+
+
+def test_the_copies_rule_leaves_sets_without_copies_and_large_sets_alone():
+    assert clustering.copies_pca_dim(23, 23, 6, 4096) is None  # no copies: the image count stands
+    assert clustering.copies_pca_dim(23, 4, None, 4096) is None  # no k (pred.py's automatic k)
+    assert clustering.copies_pca_dim(5000, 40, 10, 4096) is None  # 16 dimensions already
+    assert clustering.copies_pca_dim(23, 4, 6, 4096) == 3  # every distinct row its own cluster: m - 1
+    assert clustering.copies_pca_dim(100, 40, 10, 4096) == 5  # else the rule on the distinct rows
+    x = np.zeros((6, 3), np.float32)
+    x[3:] = 1
+    assert clustering.distinct_rows(x) == 2 and clustering.distinct_rows(torch.from_numpy(x)) == 2
 
 
 def test_outputs_that_are_files_are_refused(tmp_path):
