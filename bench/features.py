@@ -5,6 +5,7 @@ no learning (raw pixels, HOG), each clustered in the same spaces and scored agai
     python bench/features.py --images data/fashion_mnist_200_val/test \\
         --runs random=exp/feat/random_s31,exp/feat/random_s32 trained=exp/feat/base_s31,exp/feat/base_s32 \\
         --out exp/feat/test.json
+    python bench/features.py --umap_cost 2000,10000,60000     # seconds of clustering_space umap's step per epoch
 
 Feature sets: `pixels` (the grayscale image at --side x --side, in [0, 1], flattened), `hog` (scikit-image's
 `hog` of the same grayscale image: 9 orientations, 4 x 4-pixel cells, 2 x 2-cell blocks, L2-Hys), and one per
@@ -19,8 +20,8 @@ Spaces, the same for every feature set:
             dimensions, 20 neighbours, min_dist 0, seeded; clustering.umap_embed), then the same k-means; neighbours
             by Euclidean distance in the 10 dimensions. As N2D (McConville et al., 2020) clusters an autoencoder's
             features.
-Scores: ACC (Hungarian), NMI, ARI at the true k, and the 10-nearest precision (the share of each image's 10
-nearest other images that are of its class). Features that need no learning are scored once per --seeds value
+Scores: ACC (Hungarian), NMI, ARI at the true k, the 10-nearest precision (the share of each image's 10
+nearest other images that are of its class), and the silhouette of the partition in the whitened rows (no labels). Features that need no learning are scored once per --seeds value
 (the clustering seed), a network once per run with its run's seed.
 """
 import argparse
@@ -83,11 +84,6 @@ def whitened_space(x, seed):
     return np.ascontiguousarray(clustering.to_numpy(xb), dtype=np.float32)
 
 
-def umap_space(x, seed, k):
-    """(n, 10) float32 UMAP embedding of the fixed protocol's whitened rows, for k clusters."""
-    return clustering.umap_embed(whitened_space(x, seed), seed, k=k)
-
-
 def precision_at(rows, labels, m=10, cosine=False):
     """The share of each row's m nearest other rows (Euclidean, or inner product for cosine) that share its label,
     averaged over the rows."""
@@ -100,14 +96,43 @@ def precision_at(rows, labels, m=10, cosine=False):
 
 
 def score(x, labels, space, seed):
-    """{acc, nmi, ari, p10, seconds} of the features x (n, d) in the space, k = the number of classes."""
+    """{acc, nmi, ari, p10, sil, seconds} of the features x (n, d) in the space, k = the number of classes; sil: the
+    silhouette of the partition in the whitened space whatever the space (what train.log's training-gain line
+    compares, needing no labels)."""
     t0 = time.perf_counter()
     k = len(np.unique(labels))
-    rows = whitened_space(x, seed) if space == "whitened" else umap_space(x, seed, k)
+    white = whitened_space(x, seed)
+    rows = white if space == "whitened" else clustering.umap_embed(white, seed, k=k)
     ids, _, _ = clustering.run_kmeans(rows, k, PROTOCOL["niter"], seed=seed, nredo=PROTOCOL["nredo"])
     return {"acc": metrics.cluster_accuracy(labels, ids), "nmi": metrics.nmi(labels, ids),
             "ari": metrics.ari(labels, ids), "p10": precision_at(rows, labels, cosine=space == "whitened"),
-            "seconds": time.perf_counter() - t0}
+            "sil": metrics.silhouette(white, ids, seed), "seconds": time.perf_counter() - t0}
+
+
+def umap_cost(sizes, idx_dir, seed=31):
+    """Seconds of the UMAP step of one epoch of clustering_space umap (clustering.umap_embed of n whitened rows,
+    k = 10) for each n of sizes: the rows are the fixed protocol's whitening of the first n Fashion-MNIST training
+    images' pixels (real structure, 16 dimensions like the features). The first call also pays numba's
+    compilation, reported apart. Returns [{n, seconds}] and the compile seconds."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from make_fashion_mnist import FILES, read_idx
+    path = os.path.join(idx_dir, FILES["train"][0])
+    if not os.path.exists(path):
+        raise UserError(f"{path} not found; install it with 'apt-get install dataset-fashion-mnist' or pass --idx_dir")
+    pixels = read_idx(path).reshape(-1, 28 * 28).astype(np.float32) / 255.0
+    if max(sizes) > len(pixels):
+        raise UserError(f"--umap_cost takes at most {len(pixels)} images, got {max(sizes)}")
+    t0 = time.perf_counter()
+    clustering.umap_embed(whitened_space(pixels[:200], seed), seed, k=10)  # numba compiles here
+    compile_s = time.perf_counter() - t0
+    out = []
+    for n in sizes:
+        white = whitened_space(pixels[:n], seed)
+        t0 = time.perf_counter()
+        clustering.umap_embed(white, seed, k=10)
+        out.append({"n": n, "seconds": time.perf_counter() - t0})
+        print(f"UMAP of {n} whitened rows: {out[-1]['seconds']:.1f} s", flush=True)
+    return out, compile_s
 
 
 def summarise(rows):
@@ -116,32 +141,44 @@ def summarise(rows):
     for r in rows:
         out.setdefault(r["features"], {}).setdefault(r["space"], []).append(r)
     return {f: {s: {m: [float(np.mean([r[m] for r in rs])), float(np.std([r[m] for r in rs])), len(rs)]
-                    for m in ("acc", "nmi", "ari", "p10")} for s, rs in spaces.items()} for f, spaces in out.items()}
+                    for m in ("acc", "nmi", "ari", "p10", "sil")} for s, rs in spaces.items()} for f, spaces in out.items()}
 
 
 def table(summary, spaces):
     """The summary as a markdown table, one row per feature set and space."""
-    lines = ["| features | space | runs | ACC | NMI | ARI | 10-NN precision |", "|---|---|---|---|---|---|---|"]
+    lines = ["| features | space | runs | ACC | NMI | ARI | 10-NN precision | silhouette (whitened) |",
+             "|---|---|---|---|---|---|---|---|"]
     for f, by_space in summary.items():
         for s in spaces:
             if s in by_space:
                 v = by_space[s]
-                cells = " | ".join(f"{v[m][0]:.3f} +- {v[m][1]:.3f}" for m in ("acc", "nmi", "ari", "p10"))
+                cells = " | ".join(f"{v[m][0]:.3f} +- {v[m][1]:.3f}" for m in ("acc", "nmi", "ari", "p10", "sil"))
                 lines.append(f"| {f} | {s} | {v['nmi'][2]} | {cells} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", required=True, help="labelled image tree ROOT/<class>/<image> to score on")
+    p.add_argument("--images", default="", help="labelled image tree ROOT/<class>/<image> to score on")
     p.add_argument("--runs", nargs="*", default=[], help="NAME=EXP_DIR[,EXP_DIR...]: networks, one per seed")
     p.add_argument("--baselines", default="pixels,hog", help="comma-separated: pixels, hog, or empty")
     p.add_argument("--spaces", default=",".join(SPACES), help="comma-separated: whitened, umap")
     p.add_argument("--seeds", default="31,32,33", help="clustering seeds of the features that need no learning")
     p.add_argument("--side", type=int, default=32, help="pixels and HOG: grayscale images resized to side x side")
     p.add_argument("--out", default="", help="write every row and the summary as JSON here")
+    p.add_argument("--umap_cost", default="", help="comma-separated image counts: time the UMAP step of an epoch "
+                                                    "at each (Fashion-MNIST pixels, --idx_dir) instead of scoring")
+    p.add_argument("--idx_dir", default="/usr/share/datasets/fashion-mnist", help="the Fashion-MNIST IDX files")
     a = p.parse_args(argv)
-    if not os.path.isdir(a.images):
+    if a.umap_cost:
+        sizes = [int(n) for n in a.umap_cost.split(",") if n]
+        cost, compile_s = umap_cost(sizes, a.idx_dir)
+        print(f"(numba's compilation on first use: {compile_s:.1f} s)")
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump({"umap_cost": cost, "compile_s": compile_s, "threads": torch.get_num_threads()}, f, indent=1)
+        return
+    if not a.images or not os.path.isdir(a.images):
         raise UserError(f"'{a.images}' is not a folder")
     spaces = [s for s in a.spaces.split(",") if s]
     unknown = sorted(set(spaces) - set(SPACES))
@@ -172,7 +209,7 @@ def main(argv=None):
             r = {"features": name, "space": space, "seed": seed, **score(x, labels, space, seed)}
             rows.append(r)
             print(f"{name:12s} {space:9s} seed {seed}: acc {r['acc']:.3f} nmi {r['nmi']:.3f} ari {r['ari']:.3f} "
-                  f"p10 {r['p10']:.3f} ({r['seconds']:.1f} s)", flush=True)
+                  f"p10 {r['p10']:.3f} sil {r['sil']:.3f} ({r['seconds']:.1f} s)", flush=True)
     summary = summarise(rows)
     print(table(summary, spaces))
     if a.out:

@@ -78,3 +78,35 @@ def test_the_heads_benchmark_times_both_settings_on_the_same_features():
         assert r[ks]["clustering"] > 0 and r[ks]["train"] > 0
         assert r[ks]["epoch"] == pytest.approx(r["features"] + r[ks]["clustering"] + r[ks]["train"])
     assert set(r["ratio"]) == {"clustering", "train", "epoch"} and all(v > 0 for v in r["ratio"].values())
+
+
+def test_the_features_benchmark_scores_pixels_hog_and_networks_side_by_side(tmp_path):
+    """bench/features.py in miniature: pixels, HOG and a network's run scored side by side on one tree, the scores
+    high for grouped features and near chance for noise, and bad arguments are one-line errors."""
+    import json
+
+    import features
+    import train
+    from conftest import make_blob_tree, train_args
+    from errors import UserError
+    tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=30)  # 16 whitened dims need well over 18 images
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(tree, exp, "--num_epoch", "0"))
+    out = tmp_path / "scores.json"
+    features.main(["--images", tree, "--runs", f"random={exp}", "--seeds", "1", "--spaces", "whitened",
+                   "--out", str(out)])  # the UMAP space's own tests are in test_features.py
+    result = json.loads(out.read_text())
+    assert result["n"] == 90 and {(r["features"], r["space"]) for r in result["rows"]} == {
+        ("pixels", "whitened"), ("hog", "whitened"), ("random", "whitened")}
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    grouped = np.eye(8, dtype=np.float32)[labels] * 3 + rng.standard_normal((120, 8)).astype(np.float32) * 0.3
+    good = features.score(grouped, labels, "whitened", 1)
+    assert good["nmi"] > 0.95 and good["p10"] > 0.8 and good["sil"] > 0.15
+    noise = features.score(rng.standard_normal((120, 64)).astype(np.float32), labels, "whitened", 1)
+    assert noise["nmi"] < 0.2 and noise["p10"] < 0.5
+    assert all(-1 <= r["sil"] <= 1 and 0 <= r["p10"] <= 1 for r in result["rows"])
+    with pytest.raises(UserError, match="--spaces takes"):
+        features.main(["--images", tree, "--spaces", "tsne"])
+    with pytest.raises(UserError, match="--runs takes NAME=EXP_DIR"):
+        features.main(["--images", tree, "--baselines", "", "--runs", str(exp)])
