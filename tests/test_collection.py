@@ -166,7 +166,8 @@ def test_planted_copies_are_found_and_distinct_pictures_are_not_paired(collectio
     assert pairs == expected
     setting = pred.load_cfg([], script="pred")["duplicate_threshold"]
     assert result["duplicates"] == {"threshold": setting, "duplicate_threshold": setting, "crowd_distance": None,
-                                    "pairs": 9, "groups": 3}  # 18 images: too few for the crowd's bound
+                                    "pairs": 9, "groups": 3, "exact_pairs": 0,
+                                    "declined": 0}  # 18 images: too few for the crowd's bound
     rows = read_csv(out / "duplicates.csv")
     assert [float(r["distance"]) for r in rows] == sorted(float(r["distance"]) for r in rows)
 
