@@ -29,7 +29,9 @@ from clustering.common import rows_per_chunk, to_numpy, to_tensor
 from errors import printable
 
 K_CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability")
-K_CRITERION = "silhouette"  # computed in the neighbour space: chosen by measurement (docs/results.md)
+K_CRITERION = "silhouette"  # the curve shown beside the chosen k, computed in the neighbour space (docs/results.md)
+K_RULE = "hdbscan"  # the chosen k: HDBSCAN's number of clusters in the neighbour space (docs/results.md) ...
+K_MIN_CLUSTER = 10  # ... with clusters of at least 10 images (min_cluster_size)
 K_SAMPLE = 3000  # rows that the k-means of every k uses (a seeded random subset above) ...
 K_SCORED = 1000  # ... and the first this many of them, the rows its score is computed on (silhouette: O(rows^2))
 K_PER_CLUSTER = 5  # the largest k tried is at most n_images / K_PER_CLUSTER
@@ -115,15 +117,35 @@ def k_scores(xb, ks, criteria=(K_CRITERION,), niter=20, seed=0, device=None, sam
     return out, (len(rows), len(on))
 
 
+def hdbscan_count(x, min_cluster=K_MIN_CLUSTER):
+    """HDBSCAN's number of clusters (Campello, Moulavi and Sander 2013; scikit-learn's sklearn.cluster.HDBSCAN,
+    min_cluster_size min_cluster, at most n - 1) of the rows of x ((n, d) float numpy); images it calls noise form
+    no cluster. int, 0 when it finds none."""
+    from sklearn.cluster import HDBSCAN
+    if len(x) < 3:
+        return 0
+    labels = HDBSCAN(min_cluster_size=max(2, min(min_cluster, len(x) - 1)), copy=True).fit(x).labels_
+    return int(len(set(labels.tolist()) - {-1}))
+
+
 def choose_k(xb, ks, criterion=K_CRITERION, niter=20, seed=0, device=None, sample=(K_SAMPLE, K_SCORED),
              scored=None):
-    """(the chosen k, metrics.json's k_selection: {"criterion", "scores": {"k": score}, "chosen", "rows"
-    (clustered per k), "rows_scored"}): the k of ks whose k-means partition `criterion` prefers (see k_scores,
-    best_k)."""
+    """(the chosen k, metrics.json's k_selection: {"rule": K_RULE, "hdbscan_clusters" (HDBSCAN's count before it is
+    clamped into ks), "chosen", "runner_up" (the k of ks, other than the chosen one, of the best `criterion`),
+    "criterion", "scores": {"k": score} (the curve the page draws), "rows" (clustered per k), "rows_scored"}).
+    The chosen k is HDBSCAN's number of clusters (hdbscan_count) of the scored rows (the neighbour space; xb
+    without them) of the same seeded random subset the k-means use, clamped into ks; `criterion` scores the
+    k-means partition of every k of ks (k_scores, best_k)."""
     scores, (used, on) = k_scores(xb, ks, (criterion,), niter, seed, device, sample, scored)
-    chosen = best_k(scores[criterion], criterion)
+    rows = np.random.default_rng(seed).permutation(len(xb))[:sample[0]]
+    space = to_numpy(xb, np.float32) if scored is None else np.asarray(scored, dtype=np.float32)
+    found = hdbscan_count(space[rows])
+    chosen = min(max(found, ks[0]), ks[-1])
+    others = {k: s for k, s in scores[criterion].items() if k != chosen}
+    runner_up = best_k(others, criterion) if others else chosen
     curve = {str(k): (round(float(s), 6) if np.isfinite(s) else None) for k, s in scores[criterion].items()}
-    return chosen, {"criterion": criterion, "scores": curve, "chosen": int(chosen), "rows": int(used),
+    return chosen, {"rule": K_RULE, "hdbscan_clusters": int(found), "chosen": int(chosen),
+                    "runner_up": int(runner_up), "criterion": criterion, "scores": curve, "rows": int(used),
                     "rows_scored": int(on)}
 
 

@@ -260,15 +260,18 @@ def cluster_images(c, dataset, features, ckpt, device=None, neighbours=None):
 
 
 def choose_k(c, xb, neighbours, seed, device):
-    """pred_k auto: (k, k_selection) by collection.choose_k over pred_k_range (the k-means of the whitened rows xb,
-    its silhouette in the neighbour space), with one log line."""
+    """pred_k auto: (k, k_selection) by collection.choose_k over pred_k_range (HDBSCAN's number of clusters in the
+    neighbour space; the silhouette there of the k-means of the whitened rows xb for every k, for the curve and the
+    runner-up), with one log line."""
     t0 = time.time()
     ks = collection.k_candidates(len(xb), *c["pred_k_range"])
     k, selection = collection.choose_k(xb, ks, niter=c["kmeans_niter"], seed=seed, device=device,
                                        scored=clustering.to_numpy(neighbours))
     subset = f"a random {selection['rows']} of the images" if selection["rows"] < len(xb) else "all images"
-    say(f"pred_k auto: k = {k}, the highest {selection['criterion']} of k = {ks[0]}-{ks[-1]} (k-means of {subset} "
-        f"for every k, silhouette of {selection['rows_scored']} of them; {time.time() - t0:.1f} s)")
+    clamped = "" if selection["hdbscan_clusters"] == k else f", {selection['hdbscan_clusters']} clamped into {ks[0]}-{ks[-1]}"
+    say(f"pred_k auto: k = {k}, HDBSCAN's number of clusters of {subset} in the neighbour space{clamped}; runner-up "
+        f"k = {selection['runner_up']} (the next best {selection['criterion']} of k-means of them for k = "
+        f"{ks[0]}-{ks[-1]}, scored on {selection['rows_scored']}; {time.time() - t0:.1f} s)")
     return k, selection
 
 

@@ -201,10 +201,13 @@ def info_html(p):
             ("mode", f"{r['mode']}, k = {r['k']}, {r['clusters_nonempty']} clusters not empty")]
     chosen = r.get("k_selection")
     if chosen:
-        ks, best = [int(k) for k in chosen["scores"]], "lowest" if chosen["criterion"] == "davies_bouldin" else "highest"
-        rows.append(("k", f"{chosen['chosen']}, chosen without labels: the {best} {chosen['criterion']} of k = "
-                          f"{min(ks)}-{max(ks)} (k-means of {chosen['rows']} images per k, scored on "
-                          f"{chosen['rows_scored']} in the neighbour space)"))
+        ks = [int(k) for k in chosen["scores"]]
+        found = chosen.get("hdbscan_clusters", chosen["chosen"])
+        clamped = "" if found == chosen["chosen"] else f" ({found}, clamped into {min(ks)}-{max(ks)})"
+        rows.append(("k", f"{chosen['chosen']}, chosen without labels: HDBSCAN's number of clusters of "
+                          f"{chosen['rows']} images in the neighbour space{clamped}; runner-up k = "
+                          f"{chosen.get('runner_up', '-')} (the next best {chosen['criterion']} of the k-means of "
+                          f"k = {min(ks)}-{max(ks)}, scored on {chosen['rows_scored']} images; the curve below)"))
     if r.get("duplicates"):
         d = r["duplicates"]
         rows.append(("near-duplicates", f"{d['pairs']} pair{'s' * (d['pairs'] != 1)} in {d['groups']} "
@@ -417,7 +420,8 @@ def write_page(folder, p, map_file=None, max_clusters=MAX_CLUSTERS):
 
 
 def k_curve_png(selection, n_images):
-    """PNG bytes of metrics.json's k_selection: the criterion's score of every k tried, the chosen k marked."""
+    """PNG bytes of metrics.json's k_selection: the criterion's score of every k tried, the chosen k and the
+    runner-up marked."""
     from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
     points = [(int(k), v) for k, v in selection["scores"].items() if v is not None]
     fig = Figure(figsize=(5.2, 3.2))
@@ -428,6 +432,11 @@ def k_curve_png(selection, n_images):
     ax.axvline(chosen, color="C3", linestyle=":", linewidth=1.2)
     ax.annotate(f"k = {chosen}", (chosen, 1), xycoords=("data", "axes fraction"), xytext=(4, -12),
                 textcoords="offset points", color="C3", fontsize=9)
+    second = selection.get("runner_up")
+    if second is not None and second != chosen:
+        ax.axvline(second, color="C2", linestyle="--", linewidth=1.0)
+        ax.annotate(f"runner-up {second}", (second, 1), xycoords=("data", "axes fraction"), xytext=(4, -24),
+                    textcoords="offset points", color="C2", fontsize=9)
     sample = "" if selection["rows_scored"] >= n_images else f" (a random {selection['rows_scored']:,} of the {n_images:,})"
     ax.set_title(f"{selection['criterion'].replace('_', '-')} of the k-means partition of each k{sample}", fontsize=9)
     ax.set_xlabel("k", fontsize=9)

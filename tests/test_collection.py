@@ -33,9 +33,29 @@ def test_auto_k_recovers_the_number_of_well_separated_groups_and_records_its_sco
     assert ks == list(range(2, min(50, len(xb) // 5) + 1))
     chosen, selection = collection.choose_k(xb, ks, seed=1, scored=neighbours)
     assert chosen == k and selection["chosen"] == k and selection["criterion"] == collection.K_CRITERION
+    assert selection["rule"] == "hdbscan" and selection["hdbscan_clusters"] == k
     assert list(selection["scores"]) == [str(x) for x in ks] and selection["rows"] == len(xb)
-    assert max(selection["scores"].values()) == selection["scores"][str(k)]  # silhouette: the highest wins
+    assert selection["runner_up"] != k and str(selection["runner_up"]) in selection["scores"]
     assert json.loads(json.dumps(selection)) == selection
+
+
+def k_of(features):
+    xb, _ = clustering.preprocess_features(features, 16)
+    rows = collection.neighbour_rows(features, collection.fit_neighbour_space(
+        features, cosine_max=collection.NEIGHBOUR_COSINE_MAX))
+    return collection.choose_k(xb, collection.k_candidates(len(xb), 2, 50), seed=1, scored=rows)[0]
+
+
+def test_auto_k_finds_five_kinds_that_pair_up_and_five_kinds_of_which_one_is_five_times_larger():
+    rng = np.random.default_rng(1)
+    pairs = rng.normal(0, 8, (2, 64))  # five clearly different kinds, three like each other and two like each other
+    centres = np.array([pairs[i % 2] + rng.normal(0, 2.5, 64) for i in range(5)])
+    nested = np.abs(np.vstack([centres[g] + rng.normal(0, 0.5, (12, 64)) for g in range(5)])).astype(np.float32)
+    assert k_of(nested) == 5  # the silhouette: 2
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (5, 64))
+    imbalanced = np.vstack([centres[g] + rng.normal(0, 1, (n, 64)) for g, n in enumerate([75, 15, 15, 15, 15])])
+    assert k_of(imbalanced.astype(np.float32)) == 5  # the silhouette: 8
 
 
 def test_the_k_range_is_capped_by_the_number_of_images():
