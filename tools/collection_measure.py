@@ -4,6 +4,11 @@
     python tools/collection_measure.py rule --trees bench/photos_tree_duplicates
     python tools/collection_measure.py k --runs exp/fashion_mnist_small exp/fm_random --draws 3
     python tools/collection_measure.py similar --runs pixels exp/fashion_mnist_small exp/fm_random
+    python tools/collection_measure.py kwide --runs RUN_TRAINED RUN_RANDOM --draws 2
+    python tools/collection_measure.py textures
+    python tools/collection_measure.py confirm --trees bench/textures_duplicates bench/photos_tree_duplicates
+    python tools/collection_measure.py rule --trees bench/photos_tree_duplicates bench/textures_duplicates bench/textures_sizes
+    python tools/collection_measure.py small --runs RUN_TRAINED RUN_RANDOM
 
 duplicates: a collection of real photographs with planted copies (build_duplicate_tree: the quarters of the
     wallpaper photographs of Debian's mate-backgrounds and plasma-workspace-wallpapers, each quarter a different
@@ -20,6 +25,16 @@ k:  Fashion-MNIST subsets of the TRAINING file (images 200-499 of each class: no
     default range against the true number of groups.
 similar: on the same 3,000 Fashion-MNIST images, for each run's network and candidate space (run "pixels": the
     pixel signatures), the share of every image's 10 nearest other images that are of its class (precision at 10).
+kwide: the rule that chooses k (pred.py's HDBSCAN count against the silhouette, the eigengap, prediction strength
+    and variants) on textures of 4/6/8 kinds, imbalanced textures, Fashion-MNIST 3/5/10 classes x 40 of the
+    training file and crops of 6/8 photographs, through each run's network (features kept in
+    bench/k_features_cache/); prints a markdown table.
+textures: the texture trees with planted copies (bench/textures_duplicates/: two pictures of one kind are the hard
+    negatives) and of pictures kept at 12 sizes beside cropped copies (bench/textures_sizes/).
+confirm: collection.confirm_scores on every original-copy pair and every candidate pair of different pictures.
+rule: as above, before (signatures only) and now (collection.find_duplicates).
+small: the neighbour space of 8-512 images (64 principal directions against the cosine of the features) and the
+    rank of a planted lone picture by the outlier score.
 Prints tables and writes JSON (--out). The trees are built under bench/ (ignored by git) on first use; the
 wallpapers come from `apt-get install -y mate-backgrounds gnome-backgrounds plasma-workspace-wallpapers`.
 """
