@@ -512,7 +512,8 @@ def predict(c, device="cpu", given=None):
         page = getattr(batches, "thumbs", None), start_map(c, dataset, ids, embeddings)  # drawn meanwhile
         prints = getattr(batches, "signatures", None)
         answers = look_around(c, dataset, neighbours, prints, model, (device, search))
-        answers.training = training_duplicates(c, dataset, prints, answers, search)
+        if seen != len(dataset):  # images that are all training images have duplicates.csv for that
+            answers.training = training_duplicates(c, dataset, prints, answers, search)
         staging = beside(pred_dir, f"tmp-{os.getpid()}")
         os.makedirs(staging)
         open(os.path.join(staging, STAGING_MARK), "w").close()
