@@ -309,7 +309,7 @@ def look_around(c, dataset, neighbours, prints, model, devices):
     answers.outlier = collection.outlier_scores(dist, ids, group)
     line = (f"{counted(len(answers.pairs[0]), 'near-duplicate pair')} in {counted(answers.groups, 'group')} "
             f"({answers.exact} of exact copies; distance <= {answers.threshold:.3g}; {answers.declined} candidate "
-            "pairs of different pictures turned down), " if answers.pairs is not None else "")
+            "pairs turned down by the pixel comparison), " if answers.pairs is not None else "")
     if c["similar_to"]:
         answers.similar = similar_queries(c, dataset, model, (net, device), space, rows)
         line += f"the {c['similar_k']} nearest images of {counted(len(answers.similar), 'query image')}, "

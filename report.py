@@ -213,7 +213,7 @@ def info_html(p):
         rows.append(("near-duplicates", f"{d['pairs']} pair{'s' * (d['pairs'] != 1)} in {d['groups']} "
                                         f"group{'s' * (d['groups'] != 1)} (distance <= {d['threshold']:g}; "
                                         f"{d.get('exact_pairs', 0)} of the same pixels; {d.get('declined', 0)} "
-                                        "candidate pairs of different pictures turned down)"))
+                                        "candidate pairs turned down by the pixel comparison)"))
     if "nmi" in r:
         purity = r["purity"] if "purity" in r else metrics.purity(p.labels, p.ids)
         scores = (f"NMI {r['nmi']:.3f} &middot; ACC {r['acc']:.3f} &middot; ARI {r['ari']:.3f} &middot; purity "
@@ -289,9 +289,10 @@ def duplicates_html(p, shown, thumbs_dir):
     i, j, d = p.pairs
     r = p.result["duplicates"]
     lowered = (f", lowered from duplicate_threshold {r['duplicate_threshold']:g} to a quarter of the images' usual "
-               "distance to their 10th nearest image" if r["threshold"] < r["duplicate_threshold"] else "")
-    note = (f"Pairs of images whose pixel signatures are at most {r['threshold']:.3g} apart (squared distance"
-            f"{lowered}), closest first: the same picture resized, re-encoded, lightly cropped or recoloured"
+               "distance to their 10th nearest other picture" if r["threshold"] < r["duplicate_threshold"] else "")
+    note = (f"Exact copies (the same pixels, shown as such) and pairs of images whose pixel signatures are at most "
+            f"{r['threshold']:.3g} apart (squared distance{lowered}) that a comparison of their pixels confirmed, "
+            "closest first: the same picture resized, re-encoded, lightly cropped or recoloured"
             f"{f'; the {PAIRS_SHOWN} closest of the {len(d)} are shown' if len(d) > PAIRS_SHOWN else ''}; "
             "every pair is in duplicates.csv." if len(d) else "No two images are that close.")
     tiles = []
