@@ -50,7 +50,7 @@ DETAIL_SHIFT = 1  # ... compared at every shift of up to 1 pixel (a light crop m
 CONFIRM_SIMILARITY = 0.9  # ... pairs whose best correlation of the gray pixels is below this are different pictures ...
 CONFIRM_COLOUR = 0.7  # ... and so are pairs whose colour fields' cosine is below this ...
 CONFIRM_CHROMA = 0.03  # ... where both images have colour (RMS of RGB minus gray, 0-1, at least this)
-NEIGHBOUR_COSINE_MAX = 256  # up to this many images the neighbour space is the cosine of the features themselves (measured up to 256)
+NEIGHBOUR_COSINE_MAX = 256  # up to this many images the neighbour space is the cosine of the features (measured to 256)
 OUTLIER_SKIP = 20  # outlier_score looks this many neighbours beyond the 5th for images that are not copies
 
 

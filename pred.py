@@ -268,7 +268,8 @@ def choose_k(c, xb, neighbours, seed, device):
     k, selection = collection.choose_k(xb, ks, niter=c["kmeans_niter"], seed=seed, device=device,
                                        scored=clustering.to_numpy(neighbours))
     subset = f"a random {selection['rows']} of the images" if selection["rows"] < len(xb) else "all images"
-    clamped = "" if selection["hdbscan_clusters"] == k else f", {selection['hdbscan_clusters']} clamped into {ks[0]}-{ks[-1]}"
+    found = selection["hdbscan_clusters"]
+    clamped = "" if found == k else f", {found} clamped into {ks[0]}-{ks[-1]}"
     say(f"pred_k auto: k = {k}, HDBSCAN's number of clusters of {subset} in the neighbour space{clamped}; runner-up "
         f"k = {selection['runner_up']} (the next best {selection['criterion']} of k-means of them for k = "
         f"{ks[0]}-{ks[-1]}, scored on {selection['rows_scored']}; {time.time() - t0:.1f} s)")

@@ -661,8 +661,10 @@ def k_wide_summary(results):
                 hits[rule][0] += close
                 hits[rule][1] += len(chosen)
                 cells.append(" / ".join(str(c) for c in chosen) + f" ({close}/{len(chosen)})")
-            lines.append(f"| {name} | {k} | {os.path.basename(run.rstrip('/'))} | {these[0]['n']} | " + " | ".join(cells) + " |")
-    lines.append("| **within 1, all sets** | | | | " + " | ".join(f"**{h[0]}/{h[1]}**" for h in (hits[r] for r in rules)) + " |")
+            net = os.path.basename(run.rstrip("/"))
+            lines.append(f"| {name} | {k} | {net} | {these[0]['n']} | " + " | ".join(cells) + " |")
+    totals = " | ".join(f"**{hits[r][0]}/{hits[r][1]}**" for r in rules)
+    lines.append(f"| **within 1, all sets** | | | | {totals} |")
     return "\n".join(lines)
 
 
@@ -704,7 +706,8 @@ def measure_small(runs, pool, draws=20, seed=0, sizes=(8, 16, 32, 48, 64, 128, 2
                 lone = np.concatenate([rng.choice(np.flatnonzero(labels == classes[0]), n - 1, replace=False),
                                        rng.choice(np.flatnonzero(labels == classes[4]), 1)])
                 x = features[lone]
-                for name, space in (("pca64", collection.fit_neighbour_space(x, seed=seed)), ("cosine", {"cosine": True}),
+                for name, space in (("pca64", collection.fit_neighbour_space(x, seed=seed)),
+                                    ("cosine", {"cosine": True}),
                                     ("pred", collection.fit_neighbour_space(
                                         x, seed=seed, cosine_max=collection.NEIGHBOUR_COSINE_MAX))):
                     dist, ids, _ = collection.self_neighbours(collection.neighbour_rows(x, space), 5)
@@ -749,7 +752,8 @@ def summary(results):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=("duplicates", "rule", "confirm", "k", "kwide", "small", "similar", "tree", "textures"))
+    p.add_argument("part", choices=("duplicates", "rule", "confirm", "k", "kwide", "small", "similar", "tree",
+                                    "textures"))
     p.add_argument("--trees", nargs="*", default=[], help="rule: image folders (with truth.json: planted copies)")
     p.add_argument("--input_size", type=int, default=64, help="rule: images decoded as for this input size")
     p.add_argument("--runs", nargs="*", default=[], help="exp_dirs of trained runs whose networks are measured")
