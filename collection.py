@@ -5,11 +5,16 @@ report.py draws them on the page. The math is here, as plain functions on embedd
 
 Three spaces are used, each of L2-normalised rows, so every distance is a squared L2 distance between unit vectors
 (0 = the same direction, 2 = orthogonal, 4 = opposite):
-  the clustering space   the PCA-whitened, normalised embeddings the clusters are made of; k is chosen there;
+  the clustering space   the PCA-whitened, normalised embeddings the clusters are made of; the k-means of the k
+                         curve run there;
   the neighbour space    the fc7 features projected on their top NEIGHBOUR_DIMS principal directions (centred, not
-                         whitened), then normalised; similar images and outlier scores are found there;
-  the pixel space        each image's pixel_signature (the low frequencies of its gray image); near-duplicates are
-                         found there: the network's features told planted copies of photographs from other
+                         whitened), then normalised; up to NEIGHBOUR_COSINE_MAX images the normalised features
+                         themselves (their cosine); k (HDBSCAN's number of clusters), similar images and outlier
+                         scores are found there;
+  the pixel space        each image's pixel_signature (the low frequencies of its gray image); near-duplicate
+                         candidates are found there, exact copies by a hash of the decoded pixels, and every
+                         candidate pair is confirmed on the two images reduced to DETAIL_SIDE pixels
+                         (confirm_scores): the network's features told planted copies of photographs from other
                          photographs far worse (a Sobel network does not see colour or smooth gradients).
 Why these (and the criterion, the threshold): docs/results.md, "Your own collection".
 """
