@@ -243,15 +243,21 @@ def confirmed(detail, i, j):
 
 def exact_pairs(keys, rows):
     """(i, j) arrays, i < j, of the rows (indices into keys, (n,) int64) whose keys are equal: every pair of every
-    group of exact copies."""
+    group of exact copies (a group of more than about 1,400, whose pairs would pass MAX_PAIRS: each image with the
+    group's first, with a warning)."""
     rows = np.asarray(rows, np.int64)
     order = rows[np.argsort(keys[rows], kind="stable")]
     cuts = np.flatnonzero(np.diff(keys[order])) + 1
     i, j = [], []
     for group in np.split(order, cuts):
         if len(group) > 1:
-            a, b = np.triu_indices(len(group), 1)
             g = np.sort(group)
+            if len(g) * (len(g) - 1) // 2 > MAX_PAIRS:  # thousands of one picture: each with the first, no n^2 list
+                warnings.warn(f"{len(g):,} images have the same pixels; duplicates.csv pairs each with the first")
+                i.append(np.full(len(g) - 1, g[0]))
+                j.append(g[1:])
+                continue
+            a, b = np.triu_indices(len(g), 1)
             i.append(g[a])
             j.append(g[b])
     if not i:

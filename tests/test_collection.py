@@ -401,3 +401,10 @@ def test_duplicates_name_their_files_and_new_images_already_in_training_are_list
     assert '<span class="name">copy_of_pic_0.png</span>' in section
     outliers = page[page.index('id="outliers"'):]
     assert outliers.count('<span class="name">') >= 5
+
+
+def test_thousands_of_the_same_picture_are_listed_without_millions_of_pairs():
+    keys = np.array([5] * 3000 + [7, 7, 9], np.int64)
+    with pytest.warns(UserWarning, match="3,000 images have the same pixels"):
+        i, j = collection.exact_pairs(keys, np.arange(len(keys)))
+    assert len(i) == 3000 and set(zip(i.tolist(), j.tolist())) >= {(0, 2999), (3000, 3001)}
