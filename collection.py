@@ -52,7 +52,8 @@ DUPLICATE_SAME = 0.015  # the crowd's bound: neighbours this close count as copi
 DUPLICATE_SEEN = 40  # ... among each image's 40 nearest (the 10th nearest beyond them, or the 40th)
 DETAIL_SIDE = 32  # the confirmation of a candidate pair: the two images reduced to 32 x 32 RGB pixels ...
 DETAIL_SHIFT = 1  # ... compared at every shift of up to 1 pixel (a light crop moves the picture) ...
-CONFIRM_SIMILARITY = 0.9  # ... pairs whose best correlation of the gray pixels is below this are different pictures ...
+DETAIL_ZOOM = 1  # ... and each zoomed in by 1 pixel a side (a light crop also rescales it) ...
+CONFIRM_SIMILARITY = 0.95  # ... pairs whose best correlation of the gray pixels is below this are different pictures ...
 CONFIRM_COLOUR = 0.7  # ... and so are pairs whose colour fields' cosine is below this ...
 CONFIRM_CHROMA = 0.03  # ... where both images have colour (RMS of RGB minus gray, 0-1, at least this)
 NEIGHBOUR_COSINE_MAX = 256  # up to this many images the neighbour space is the cosine of the features (measured to 256)
@@ -196,14 +197,40 @@ def fingerprint(image):
             "stand_in": np.array([stand_in])}
 
 
+def _best_correlation(ga, gb, s):
+    """(p,) the best Pearson correlation of the gray images ga and gb ((p, side, side) float tensors) over the shifts
+    of gb by up to s pixels (the centre of ga against the shifted window of gb); -1 where either is flat."""
+    side = ga.shape[1]
+    centre = ga[:, s:side - s, s:side - s]
+    centre = centre - centre.mean((1, 2), keepdim=True)
+    na = centre.pow(2).sum((1, 2)).sqrt()
+    best = torch.full((len(ga),), -1.0)
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            other = gb[:, s + dy:side - s + dy, s + dx:side - s + dx]
+            other = other - other.mean((1, 2), keepdim=True)
+            nb = other.pow(2).sum((1, 2)).sqrt()
+            corr = (centre * other).sum((1, 2)) / (na * nb).clamp(min=1e-12)
+            best = torch.maximum(best, torch.where((na < 1e-3) | (nb < 1e-3), -1.0, corr))
+    return best
+
+
+def _zoomed(g, cut):
+    """The gray images g ((p, side, side)) with `cut` pixels cropped off every side, resized back (bilinear)."""
+    side = g.shape[1]
+    return torch.nn.functional.interpolate(g[:, None, cut:side - cut, cut:side - cut], size=(side, side),
+                                           mode="bilinear", align_corners=False)[:, 0]
+
+
 def confirm_scores(detail, i, j, chunk=2048, shift=None):
     """For each candidate pair (rows i[p], j[p] of detail, fingerprint's (n, DETAIL_SIDE^2 * 3) uint8): (the best
-    Pearson correlation of the two gray images over the shifts of up to DETAIL_SHIFT pixels, (p,) float32, 1 for
-    two images of one flat colour each and 0 for a flat one beside one that is not; the cosine of their colour
-    fields (each pixel's RGB minus its gray, on 0-1), (p,) float32, 1 where either image has almost no colour (RMS
-    below CONFIRM_CHROMA)). Brightness, contrast and saturation change neither much, and a copy resized,
-    re-encoded or lightly cropped keeps both near 1; two pictures of one kind (stripes of another phase: the
-    first, two gradients of other colours: the second) do not (docs/results.md)."""
+    Pearson correlation of the two gray images over the shifts of up to DETAIL_SHIFT pixels, each image also
+    compared zoomed in by DETAIL_ZOOM pixels a side (a light crop rescales the picture), (p,) float32, 1 for two
+    images of one flat colour each and 0 for a flat one beside one that is not; the cosine of their colour fields
+    (each pixel's RGB minus its gray, on 0-1), (p,) float32, 1 where either image has almost no colour (RMS below
+    CONFIRM_CHROMA)). Brightness, contrast and saturation change neither much, and a copy resized, re-encoded or
+    lightly cropped keeps both near 1; two pictures of one kind (stripes of another phase: the first, two gradients
+    of other colours: the second) do not (docs/results.md)."""
     s, side = DETAIL_SHIFT if shift is None else shift, DETAIL_SIDE
     corr, chroma = np.zeros(len(i), np.float32), np.zeros(len(i), np.float32)
     weights = torch.tensor([0.299, 0.587, 0.114])
@@ -216,19 +243,12 @@ def confirm_scores(detail, i, j, chunk=2048, shift=None):
         cos = (ca * cb).sum(1) / (na * nb).clamp(min=1e-12)
         faint = torch.minimum(na, nb) < CONFIRM_CHROMA * side
         chroma[start:start + chunk] = torch.where(faint, torch.ones_like(cos), cos).numpy()
-        centre = ga[:, s:side - s, s:side - s]
-        centre = centre - centre.mean((1, 2), keepdim=True)
-        na = centre.pow(2).sum((1, 2)).sqrt()
-        best = torch.full((len(ga),), -1.0)
-        flat_b = torch.zeros(len(ga), dtype=torch.bool)
-        for dy in range(-s, s + 1):
-            for dx in range(-s, s + 1):
-                other = gb[:, s + dy:side - s + dy, s + dx:side - s + dx]
-                other = other - other.mean((1, 2), keepdim=True)
-                nb = other.pow(2).sum((1, 2)).sqrt()
-                flat_b |= nb < 1e-3
-                best = torch.maximum(best, (centre * other).sum((1, 2)) / (na * nb).clamp(min=1e-12))
-        flat_a = na < 1e-3
+        best = _best_correlation(ga, gb, s)
+        if DETAIL_ZOOM:
+            best = torch.maximum(best, _best_correlation(ga, _zoomed(gb, DETAIL_ZOOM), s))
+            best = torch.maximum(best, _best_correlation(_zoomed(ga, DETAIL_ZOOM), gb, s))
+        flat_a = ga.flatten(1).std(1) < 1e-3 / side
+        flat_b = gb.flatten(1).std(1) < 1e-3 / side
         best = torch.where(flat_a & flat_b, torch.ones_like(best), torch.where(flat_a | flat_b, 0.0, best))
         corr[start:start + chunk] = best.numpy()
     return corr, chroma
