@@ -37,7 +37,8 @@ import collection
 import metrics
 import report
 from cfg import first_k, load_cfg
-from checkpoint import checkpoint_path, clustering_network, hold_lock, load_model, run_settings, stored_clustering
+from checkpoint import (METRICS, checkpoint_path, clustering_network, hold_lock, load_model, read_metrics, run_settings,
+                        stored_clustering)
 from dataset import PRED_MANIFEST as MANIFEST
 from dataset import ClusterDataset, decode_side, eval_transform, file_identities, open_split, training_images_among
 from decoding import as_pil
@@ -411,6 +412,9 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
               "cluster_sizes": {str(i): int(sizes[i]) for i in order}, **answers.summary()}
     if selection:
         result["k_selection"] = selection
+    gain = report.training_gain(read_metrics(os.path.join(os.path.dirname(checkpoint_path(c)), METRICS)), ckpt)
+    if gain is not None:
+        result["training_gain"] = gain
     if dataset.has_labels:
         result.update(cluster_metrics(dataset.labels, ids, [printable(name) for name in dataset.classes]))
         result["n_classes"] = len(dataset.classes)

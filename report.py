@@ -208,6 +208,8 @@ def info_html(p):
                           f"{chosen['rows']} images in the neighbour space{clamped}; runner-up k = "
                           f"{chosen.get('runner_up', '-')} (the next best {chosen['criterion']} of the k-means of "
                           f"k = {min(ks)}-{max(ks)}, scored on {chosen['rows_scored']} images; the curve below)"))
+    if r.get("training_gain"):
+        rows.append(("training, without labels", training_gain_line(r["training_gain"])))
     if r.get("duplicates"):
         d = r["duplicates"]
         rows.append(("near-duplicates", f"{d['pairs']} pair{'s' * (d['pairs'] != 1)} in {d['groups']} "
@@ -675,6 +677,45 @@ def chosen_epoch(selected, rule, epochs_done):
     if rule == "last":
         return epochs_done
     return int(selected["epoch"]) if selected else None
+
+
+CLEARER_BY = 0.01  # silhouette points the chosen network must add to the start's to count as clearer clusters
+
+
+def training_gain(rows, ckpt):
+    """Did training make the clusters of the run's own images clearer than those of the network it started from,
+    without labels? rows: the run's metrics.jsonl rows (epoch 0 holds the clustering of the starting network);
+    ckpt: its checkpoint dict (the chosen epoch, `selected`, and the clustering of the last network). The silhouette
+    of the first k-means partition in the whitened space (metrics.silhouette) of both. Returns
+    {start, trained, epoch, k, n_images, start_network: "random" or the cfg init path, clearer: bool} or None where a
+    score is missing (a run of an earlier layout, sharded k-means, or no epoch trained)."""
+    first = next((r for r in rows if r.get("epoch") == 0), None)
+    epochs = int(ckpt["epoch"])
+    cfg = ckpt.get("cfg") or {}
+    epoch = chosen_epoch(ckpt.get("selected"), cfg.get("select_epoch"), epochs) or epochs
+    chosen = ckpt.get("clustering_metrics") if epoch == epochs else next(
+        (r for r in rows if r.get("epoch") == epoch), None)
+    if epochs < 1 or first is None or chosen is None or None in (first.get("silhouette"), chosen.get("silhouette")):
+        return None
+    start, trained = float(first["silhouette"]), float(chosen["silhouette"])
+    n = int(ckpt["assignment"].numel()) if ckpt.get("assignment") is not None else None
+    return {"start": start, "trained": trained, "epoch": epoch, "k": chosen.get("clusters_found"), "n_images": n,
+            "start_network": cfg.get("init") or "random", "clearer": trained >= start + CLEARER_BY}
+
+
+def training_gain_line(gain):
+    """training_gain in one line for train.log and the page."""
+    start = "the random start's" if gain["start_network"] == "random" else "the starting network's (init)"
+    where = f"on the run's {gain['n_images']:,} training images" if gain.get("n_images") else "on the run's images"
+    line = (f"without labels, {where}: the clusters of the network after epoch {gain['epoch']} "
+            f"have silhouette {gain['trained']:.3f}, {start} {gain['start']:.3f} (k-means, k = {gain['k']}, both "
+            "in the whitened space; -1 to 1, higher: images nearer their own cluster than the next one)")
+    if gain["clearer"]:
+        return line + "; training made them clearer (which need not mean closer to your own categories)"
+    if gain["start_network"] == "random":
+        return (line + "; training did not make them clearer than a random network's: a pretrained start is likely "
+                "the better one (--init, README 'Starting from pretrained weights')")
+    return line + "; training did not make them clearer than the network it started from"
 
 
 def read_run(exp_dir, label=""):

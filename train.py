@@ -327,6 +327,7 @@ class Run:
         t0 = time.time()
         self.model.remove_head()
         seed = epoch_seed(self.c["seed"], epoch)
+        self.silhouette = None  # of the first clustering in the whitened space, where one process holds every row
         if self.shard_whitening:
             t1 = self.cluster_sharded(seed)
         elif self.c["pca_fit_samples"]:
@@ -365,6 +366,7 @@ class Run:
             xb, pca = self.clusterer.whiten(features, seed, log)
             del features
             self.clusterer.cluster_whitened(xb, pca, seed, log)
+            self.silhouette = metrics.silhouette(xb, self.clusterer.assignment, seed)
         self.share_clustering()
         return t1
 
@@ -383,6 +385,7 @@ class Run:
         xb = distributed.gather_rows(self.my_share, xb, self.n, self.comm_device)
         if self.main_process:
             self.clusterer.cluster_whitened(xb, pca, seed, log)
+            self.silhouette = metrics.silhouette(xb, self.clusterer.assignment, seed)
         self.share_clustering()
         return t1
 
@@ -419,6 +422,7 @@ class Run:
                                                 c["pca_method"], seed)
         t1 = time.time()
         self.clusterer.cluster_whitened(xb, pca, seed, log=self.log if self.verbose else None)
+        self.silhouette = metrics.silhouette(xb, self.clusterer.assignment, seed)
         return t1
 
     def feature_net(self):
@@ -446,7 +450,7 @@ class Run:
                 "kmeans_loss": cl.loss,
             }
             if j == 0:
-                row.update(scores, reclustered=True)
+                row.update(scores, silhouette=getattr(self, "silhouette", None), reclustered=True)
             else:
                 row.update({f"{key}_k{cl.k}": value for key, value in scores.items() if key != "clusters_found"})
         row["time_features_s"] = round(t1 - t0, 3)
@@ -656,6 +660,9 @@ def train_epochs(run):
     if run.selected and run.selected["epoch"] != c["num_epoch"]:
         run.log(f"select_epoch {c['select_epoch']} chose the network after epoch {run.selected['epoch']}: "
                 f"{run.selected_path} (pred.py and eval_linear.py use it)")
+    gain = report.training_gain(read_metrics(run.metrics_path), run.ckpt)
+    if gain is not None and c["num_epoch"] > run.start_epoch:
+        run.log(report.training_gain_line(gain))
     return run.ckpt
 
 

@@ -9,6 +9,7 @@ import cfg
 import clustering
 import metrics
 import pred
+import report
 import train
 from conftest import train_args
 from errors import ConfigError
@@ -85,3 +86,47 @@ def test_two_views_repeat_each_drawn_image_side_by_side(blob_tree, tmp_path, mon
     assert len(orders[2]) == 2 * len(orders[1]) == 36
     assert orders[2] == np.repeat(orders[1], 2).tolist()  # the same draw, each image twice in a row
     assert "2 augmented views of each image per epoch" in (tmp_path / "v2" / "train.log").read_text()
+
+
+def test_silhouette_is_high_for_separated_groups_low_for_a_random_cut_and_none_without_two_clusters():
+    xb, y = groups()
+    assert metrics.silhouette(xb, y) > 0.8
+    cut = np.random.default_rng(0).integers(0, 3, len(y))
+    assert abs(metrics.silhouette(xb, cut)) < 0.1
+    assert metrics.silhouette(torch.from_numpy(xb), y) == pytest.approx(metrics.silhouette(xb, y))
+    assert metrics.silhouette(xb, y, seed=1, rows=30) == metrics.silhouette(xb, y, seed=1, rows=30)  # seeded sample
+    assert metrics.silhouette(xb, np.zeros(len(y))) is None and metrics.silhouette(xb[:2], y[:2]) is None
+
+
+def gain_of(start, trained, init="", selected=None, epochs=3):
+    rows = [{"epoch": e, "silhouette": s} for e, s in enumerate([start, 0.0, 0.0])]
+    ckpt = {"epoch": epochs, "cfg": {"select_epoch": "last" if selected is None else "nmi_prev", "init": init},
+            "selected": selected, "clustering_metrics": {"silhouette": trained, "clusters_found": 4},
+            "assignment": torch.zeros(40, dtype=torch.long)}
+    return report.training_gain(rows, ckpt)
+
+
+def test_the_training_gain_line_says_when_training_did_not_beat_the_random_start():
+    up, flat = gain_of(0.10, 0.25), gain_of(0.10, 0.105)
+    assert up["clearer"] and not flat["clearer"] and up["n_images"] == 40 and up["k"] == 4
+    assert "training made them clearer" in report.training_gain_line(up)
+    line = report.training_gain_line(flat)
+    assert "\n" not in line and "silhouette 0.105, the random start's 0.100" in line
+    assert "a pretrained start is likely the better one (--init" in line
+    assert "--init" not in report.training_gain_line(gain_of(0.10, 0.05, init="vgg.pth"))
+    chosen = gain_of(0.10, 0.9, selected={"rule": "nmi_prev", "epoch": 1, "score": 0.5})  # the chosen epoch's row
+    assert chosen["epoch"] == 1 and chosen["trained"] == 0.0 and not chosen["clearer"]
+    assert gain_of(None, 0.3) is None and gain_of(0.1, None) is None
+
+
+def test_a_run_logs_the_training_gain_and_pred_shows_it(blob_tree, tmp_path):
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1"))
+    rows = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    assert -1 <= rows[0]["silhouette"] <= 1
+    assert "without labels, on the run's 18 training images: the clusters of the network after epoch 1" in (
+        exp / "train.log").read_text()
+    out = tmp_path / "out"
+    result = pred.main("cpu", ["--exp_dir", str(exp), "--pred_dir", str(out), "--map", "false", "--verbose", "false"])
+    assert result["training_gain"]["start"] == pytest.approx(rows[0]["silhouette"])
+    assert "training, without labels" in (out / "index.html").read_text()

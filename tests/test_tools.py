@@ -53,6 +53,16 @@ def test_tree_builder_writes_train_test_and_a_disjoint_val(idx_dir, tmp_path):
     assert sorted(os.listdir(out / "val")) == sorted(make_fashion_mnist.CLASSES)
 
 
+def test_tree_builder_writes_a_small_set_of_the_first_classes_after_skipped_images(idx_dir, tmp_path):
+    out = tmp_path / "small"
+    make_fashion_mnist.main(["--idx_dir", str(idx_dir), "--out", str(out), "--classes", "3", "--train_per_class", "1",
+                             "--train_skip", "2", "--no_test"])
+    assert sorted(os.listdir(out)) == ["train"] and sorted(os.listdir(out / "train")) == sorted(make_fashion_mnist.CLASSES[:3])
+    assert file_indices(out / "train") == [20, 21, 22]  # the third image of each of classes 0-2
+    with pytest.raises(SystemExit, match="--classes takes 1-10"):
+        make_fashion_mnist.main(["--idx_dir", str(idx_dir), "--out", str(tmp_path / "x"), "--classes", "11"])
+
+
 def test_tree_builder_refuses_val_without_a_train_limit(idx_dir, tmp_path):
     with pytest.raises(SystemExit, match="val_per_class needs --train_per_class"):
         make_fashion_mnist.main(["--idx_dir", str(idx_dir), "--out", str(tmp_path / "x"), "--train_per_class", "0",

@@ -69,13 +69,16 @@ def trees(base):
 
 
 def awkward_images(base):
-    """Trees of the kinds public bug reports describe: copies of one picture, float TIFFs with nodata pixels, a
+    """Trees of the kinds public bug reports describe: copies of one picture (12 beside 3 others, 20 beside 3), float TIFFs with nodata pixels, a
     damaged JPEG that still decodes, and one image file on its own."""
     t = {"copies": images(os.path.join(base, "copies"), 3, seed=7)}
     rng = np.random.default_rng(8)
     burst = rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)
     for i in range(12):
         Image.fromarray(burst).save(os.path.join(t["copies"], f"burst_{i:02d}.png"))
+    t["copies20"] = images(os.path.join(base, "copies20"), 3, seed=10)
+    for i in range(20):
+        Image.fromarray(burst).save(os.path.join(t["copies20"], f"burst_{i:02d}.png"))
     t["nodata"] = os.path.join(base, "nodata")
     os.makedirs(t["nodata"])
     for i in range(6):
@@ -144,6 +147,20 @@ def train_cases(t, exp, run):
         ("train.py", "only unreadable image files", ["--dataset_path", t["bad"], "--exp_dir", exp, *FAST]),
         ("train.py", "num_classes huge (10^6)", [*run, "--exp_dir", exp, "--num_classes", "1000000"]),
         ("train.py", "num_classes 1", [*run, "--exp_dir", exp, "--num_classes", "1"]),
+        ("train.py", "num_classes list with 0", [*run, "--exp_dir", exp, "--num_classes", "10,0"]),
+        ("train.py", "num_classes list with a k twice", [*run, "--exp_dir", exp, "--num_classes", "3,3"]),
+        ("train.py", "num_classes list not integers", [*run, "--exp_dir", exp, "--num_classes", "3,x"]),
+        ("train.py", "num_classes list empty", [*run, "--exp_dir", exp, "--num_classes", ","]),
+        ("train.py", "num_classes list with PIC", [*run, "--exp_dir", exp, "--num_classes", "2,3",
+                                                    "--clustering", "pic"]),
+        ("train.py", "num_classes list above the images", [*run, "--exp_dir", exp, "--num_classes", "3,50"]),
+        ("train.py", "pca_fit_samples 1", [*run, "--exp_dir", exp, "--pca_fit_samples", "1"]),
+        ("train.py", "pca_fit_samples 2 (a fit sample of 2 images, with a log line)",
+         [*run, "--exp_dir", exp + "_fit", "--pca_fit_samples", "2", "--num_epoch", "0"]),
+        ("train.py", "clustering_space tsne", [*run, "--exp_dir", exp, "--clustering_space", "tsne"]),
+        ("train.py", "clustering_space umap with PIC", [*run, "--exp_dir", exp, "--clustering_space", "umap",
+                                                         "--clustering", "pic"]),
+        ("train.py", "views 0", [*run, "--exp_dir", exp, "--views", "0"]),
         ("train.py", "batch_size huge (10^5)", [*run, "--exp_dir", exp + "3", "--batch_size", "100000",
                                                 "--num_epoch", "1"]),
         ("train.py", "pca_dim huge (10^5)", [*run, "--exp_dir", exp + "4", "--pca_dim", "100000", "--num_epoch", "1"]),
@@ -169,6 +186,8 @@ def train_cases(t, exp, run):
 def resume_and_data_cases(t, exp, run):
     return [
         ("train.py", "same run again (finished)", [*run, "--num_epoch", "1"]),
+        ("train.py", "resume with another select_epoch, nothing else kept (re-chosen, with a log line)",
+         [*run, "--num_epoch", "1", "--select_epoch", "kmeans_loss"]),
         ("train.py", "resume with another input_size", [*run, "--num_epoch", "2", "--input_size", "64"]),
         ("train.py", "resume on other images (same count)", [*run, "--num_epoch", "2", "--dataset_path",
                                                               t["other_tree"]]),
@@ -183,6 +202,9 @@ def resume_and_data_cases(t, exp, run):
         ("train.py", "--init DeepCluster's AlexNet file at input_size 64", [*run, "--exp_dir", exp + "10",
                                                                             "--arch", "alexnet", "--input_size", "64",
                                                                             "--init", t["alexnet"], "--num_epoch", "0"]),
+        ("train.py", "20 copies of one picture and 3 others, k = 6, pca_dim 0 (3 dimensions, with a log line)",
+         [*run, "--exp_dir", exp + "_copies", "--dataset_path", t["copies20"], "--num_classes", "6", "--pca_dim", "0",
+          "--num_epoch", "0"]),
         ("train.py", "12 copies of one picture and 3 others, k = 5 (faiss k-means)",
          [*run, "--exp_dir", exp + "11", "--dataset_path", t["copies"], "--num_classes", "5", "--num_epoch", "0"]),
         ("train.py", "float TIFFs with NaN and inf pixels (nodata)", [*run, "--exp_dir", exp + "12", "--dataset_path",

@@ -4,6 +4,8 @@
     python tools/make_fashion_mnist.py --out data/fashion_mnist_small --train_per_class 200 --test_per_class 50
     python tools/make_fashion_mnist.py --out data/fashion_mnist_full  --train_per_class 0 --test_per_class 0   # all 60k/10k
     python tools/make_fashion_mnist.py --out data/fashion_mnist_tune --train_per_class 1000 --val_per_class 500
+    python tools/make_fashion_mnist.py --out data/fm_small_3 --classes 3 --train_per_class 40 --train_skip 300 \
+        --test_per_class 0 --no_test          # a small collection: 40 images of each of the first 3 classes
 
 Writes OUT/train/<class>/<split>_<index>.png and OUT/test/<class>/... as 28x28 grayscale PNGs.
 The first N images of each class in file order are taken, so the tree is the same on every machine.
@@ -33,14 +35,17 @@ def read_idx(path):
         return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
 
 
-def write_split(images, labels, out_dir, split, per_class, skip=0, prefix=None):
-    """Write images skip .. skip + per_class - 1 of every class (in file order; per_class 0 = all)."""
+def write_split(images, labels, out_dir, split, per_class, skip=0, prefix=None, classes=len(CLASSES)):
+    """Write images skip .. skip + per_class - 1 of each of the first `classes` classes (in file order; per_class
+    0 = all)."""
     seen = {c: 0 for c in range(len(CLASSES))}
     written = 0
-    for c in CLASSES:
+    for c in CLASSES[:classes]:
         os.makedirs(os.path.join(out_dir, split, c), exist_ok=True)
     for i, (img, label) in enumerate(zip(images, labels)):
         label = int(label)
+        if label >= classes:
+            continue
         seen[label] += 1
         if seen[label] <= skip or (per_class and seen[label] > skip + per_class):
             continue
@@ -59,12 +64,19 @@ def main(argv=None):
     p.add_argument("--val_per_class", type=int, default=0,
                    help="also write OUT/val: this many TRAINING images per class that follow the ones in OUT/train "
                         "(a held-out set for choosing settings without the test images)")
+    p.add_argument("--classes", type=int, default=len(CLASSES), help="only the first N classes (1-10)")
+    p.add_argument("--train_skip", type=int, default=0,
+                   help="start train/ after this many training images per class (300: none of data/fashion_mnist_"
+                        "small's 200 nor the 100 a --val_per_class 100 set holds out after them)")
+    p.add_argument("--no_test", action="store_true", help="write no test/")
     a = p.parse_args(argv)
+    if not 1 <= a.classes <= len(CLASSES):
+        sys.exit(f"error: --classes takes 1-{len(CLASSES)}, got {a.classes}")
     if a.val_per_class and not a.train_per_class:
         sys.exit("error: --val_per_class needs --train_per_class > 0 (with 0 every training image is in train/)")
-    parts = [("train", a.train_per_class, 0), ("test", a.test_per_class, 0)]
+    parts = [("train", a.train_per_class, a.train_skip)] + [("test", a.test_per_class, 0)] * (not a.no_test)
     if a.val_per_class:
-        parts.append(("val", a.val_per_class, a.train_per_class))
+        parts.append(("val", a.val_per_class, a.train_skip + a.train_per_class))
     for split, per_class, skip in parts:
         source = "train" if split == "val" else split
         img_file, lbl_file = (os.path.join(a.idx_dir, f) for f in FILES[source])
@@ -72,7 +84,8 @@ def main(argv=None):
             if not os.path.exists(f):
                 sys.exit(f"error: {f} not found; install it with 'apt-get install dataset-fashion-mnist' "
                          "or pass --idx_dir")
-        written = write_split(read_idx(img_file), read_idx(lbl_file), a.out, split, per_class, skip, prefix=source)
+        written = write_split(read_idx(img_file), read_idx(lbl_file), a.out, split, per_class, skip, prefix=source,
+                              classes=a.classes)
         print(f"{split}: {written} images -> {os.path.join(a.out, split)}")
 
 
