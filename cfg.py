@@ -26,6 +26,7 @@ DEFAULTS = {
     "dataset_path": "data/fashion_mnist_small/train",  # ImageFolder-style tree ROOT/<class>/<image> (or a flat folder of images)
     "test_path": "data/fashion_mnist_small/test",  # images for pred.py / eval_linear.py; "" = hold out val_split of dataset_path
     "val_split": 0.1,  # with test_path "": fraction of each class of dataset_path held out from training for pred/eval
+    "labels": "auto",  # what the folders of dataset_path / test_path are: "auto" (ROOT/<class>/<image> trees give classes, a flat folder none), "folders" (class folders required) or "none" (albums, not classes: no label metrics, no class table, pred_k 0 not taken from the folder count)
     "check_images": True,  # decode every image once at start-up to drop unreadable files (and fill the cache); false for huge sets
     "cache_mb": 1024,  # keep decoded images in memory up to this many MB (0 = off); larger sets read the rest from disk
     "decode_side": 0,  # images are decoded with their short side reduced to this many pixels (0 = 4 x input_size)
@@ -76,14 +77,14 @@ DEFAULTS = {
     "ckpt_path": "",  # checkpoint to predict with; "" = the run's selected epoch (exp_dir/selected.pth.tar) when train.py kept one, else exp_dir/checkpoint.pth.tar
     "pred_dir": "",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/; "" = exp_dir/pred
     "pred_mode": "assign",  # "assign": nearest centroid of the last training clustering; "recluster": fresh k-means
-    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known, else the run's num_classes (its first k); "auto" = chosen without labels over pred_k_range
+    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known (labels), else the run's num_classes (its first k); "auto" = chosen without labels over pred_k_range (HDBSCAN's number of clusters, with one log line; assign mode switches to recluster, saying so)
     "copy_images": False,  # clusters/<id>/ holds copies instead of symlinks
     "save_features": False,  # also write features.npy (4096-d fc7, float16) and embeddings.npy (whitened), row-aligned with predictions.csv
     "report": True,  # also write index.html: a page of the clusters (largest first) with thumbnails (thumbs/), the cluster x class table and the scores
     "map": True,  # also write map.png: a t-SNE map of the embeddings, one colour per cluster and one marker per class
     "map_points": 3000,  # map: t-SNE of at most this many images (a random subset above); its time grows with this number
-    "pred_k_range": [2, 50],  # pred_k "auto": the smallest and the largest k tried (the largest capped at n_images / 5); the k whose k-means partition has the highest silhouette is kept
-    "duplicate_threshold": 0.23,  # near-duplicates: pairs of images whose pixel signatures are at most this far apart (squared L2, 0-4), and (above 20 images) at most a quarter of an image's usual distance to its 10th nearest image; 0 = no duplicate search
+    "pred_k_range": [2, 50],  # pred_k "auto": the smallest and the largest k tried (the largest capped at n_images / 5); HDBSCAN's number of clusters, clamped into this range, is kept; the silhouette curve of every k is shown beside it
+    "duplicate_threshold": 0.23,  # near-duplicates: exact copies (same decoded pixels) always, and pairs of images whose pixel signatures are at most this far apart (squared L2, 0-4), (above 20 images) at most a quarter of an image's usual distance to its 10th nearest other picture, that a pixel comparison confirms; 0 = no duplicate search
     "similar_to": [],  # images (files or folders; several after one flag) whose similar_k nearest predicted images go to similar.csv and the page
     "similar_k": 10,  # similar_to: neighbours listed per query image
     # --- probe ---
@@ -107,6 +108,7 @@ DEFAULTS = {
 
 CHOICES = {
     "jpeg_decoder": ("auto", "pil"),
+    "labels": ("auto", "folders", "none"),
     "arch": ("vgg16", "alexnet"),
     "optimizer": ("sgd", "adam"),
     "pred_mode": ("assign", "recluster"),
@@ -309,13 +311,13 @@ SCRIPT_KEYS = {
                                                 "duplicate_threshold", "similar_to", "similar_k", "probe_layer",
                                                 "probe_dims", "probe_epochs", "probe_lr", "probe_weight_decay",
                                                 "baseline")],
-    "pred": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
+    "pred": ["dataset_path", "test_path", "labels", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
              "jpeg_decoder", "check_workers",
              "input_size", "num_classes", "clustering_device", "clustering_space", "pca_dim", "pca_method",
              "kmeans_niter", "kmeans_nredo", "batch_size", "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
              "save_features", "report", "map", "map_points", "pred_k_range", "duplicate_threshold", "similar_to",
              "similar_k", "exp_dir", "workers", "amp", "seed", "verbose"],
-    "eval_linear": ["dataset_path", "test_path", "val_split", "check_images", "cache_mb", "decode_side", "arch",
+    "eval_linear": ["dataset_path", "test_path", "labels", "val_split", "check_images", "cache_mb", "decode_side", "arch",
                     "jpeg_decoder", "check_workers",
                     "sobel", "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs",
                     "probe_lr", "probe_weight_decay", "baseline", "exp_dir", "workers", "seed", "verbose"],

@@ -222,7 +222,7 @@ class ClusterDataset(Dataset):
     def load(self, index):
         """The decoded RGB image (decode_file): a uint8 tensor 3 x H x W for a JPEG that decode_jpeg decoded,
         else a PIL image (as_pil turns either into a PIL image); a file that went bad after the scan gives a
-        black 8 x 8 PIL image and one warning."""
+        black 8 x 8 PIL image (its info["stand_in"] True) and one warning."""
         path = self.paths[index]
         cached = self._cache.get(path)
         if cached is not None:
@@ -233,7 +233,9 @@ class ClusterDataset(Dataset):
             if path not in self._warned:
                 self._warned.add(path)
                 warnings.warn(f"'{printable(path)}' could not be decoded ({e}); using a black image")
-            return Image.new("RGB", (8, 8))
+            stand_in = Image.new("RGB", (8, 8))
+            stand_in.info["stand_in"] = True  # collection.fingerprint: never a duplicate of anything
+            return stand_in
 
     def __getitem__(self, index):
         img = self.load(index)
@@ -313,8 +315,25 @@ def open_split(c, part, transform=None, log=print):
 
     With a test_path, "train" is the whole dataset_path tree and "test" the test_path tree.
     With test_path "", val_split of every class of dataset_path is held out: "test" is that
-    held-out part and "train" the rest, the same split in train.py, pred.py and eval_linear.py.
+    held-out part and "train" the rest, the same split in train.py, pred.py and eval_linear.py (stratified by the
+    folders whatever cfg labels says; use_labels applies it to the part returned).
     """
+    return use_labels(c, _open(c, part, transform, log))
+
+
+def use_labels(c, ds):
+    """cfg labels on an opened ClusterDataset: "none" drops the folder labels (the folders are albums, not classes:
+    no label metrics, no class table, no k from the number of folders); "folders" requires class folders (one
+    line otherwise); "auto" keeps what the tree gives. Returns ds."""
+    if c.get("labels", "auto") == "none" and ds.has_labels:
+        ds.classes, ds.labels = [], np.zeros(len(ds.labels), np.int64)
+    elif c.get("labels") == "folders" and not ds.has_labels:
+        raise DataError("labels folders: the images are not in class folders (ROOT/<class>/<image>); use --labels "
+                        "auto or none")
+    return ds
+
+
+def _open(c, part, transform, log):
     options = {"log": log, "cache_mb": c["cache_mb"], "verbose": c["verbose"], "check_images": c["check_images"],
                "exclude": (c["exp_dir"], c["pred_dir"]),  # a run's outputs inside the tree are not images to use
                "decode_side": decode_side(c), "jpeg_decoder": c["jpeg_decoder"],

@@ -172,7 +172,8 @@ def evaluate(c, device="cpu", given=None):
     train_set, test_set = open_split(c, "train", transform), open_split(c, "test", transform)
     for name, ds in (("training", train_set), ("test", test_set)):
         if not ds.has_labels:
-            raise DataError(f"the linear probe needs class folders; the {name} images have none")
+            why = " (labels none: the folders are not classes)" if c["labels"] == "none" else ""
+            raise DataError(f"the linear probe needs class folders; the {name} images have none{why}")
     if train_set.classes != test_set.classes:
         raise DataError(f"training classes {train_set.classes} differ from test classes {test_set.classes}")
     train_set, test_set, split = probe_split(c, train_set, test_set)

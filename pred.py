@@ -261,50 +261,96 @@ def cluster_images(c, dataset, features, ckpt, device=None, neighbours=None):
 
 
 def choose_k(c, xb, neighbours, seed, device):
-    """pred_k auto: (k, k_selection) by collection.choose_k over pred_k_range (the k-means of the whitened rows xb,
-    its silhouette in the neighbour space), with one log line."""
+    """pred_k auto: (k, k_selection) by collection.choose_k over pred_k_range (HDBSCAN's number of clusters in the
+    neighbour space; the silhouette there of the k-means of the whitened rows xb for every k, for the curve and the
+    runner-up), with one log line."""
     t0 = time.time()
     ks = collection.k_candidates(len(xb), *c["pred_k_range"])
     k, selection = collection.choose_k(xb, ks, niter=c["kmeans_niter"], seed=seed, device=device,
                                        scored=clustering.to_numpy(neighbours))
     subset = f"a random {selection['rows']} of the images" if selection["rows"] < len(xb) else "all images"
-    say(f"pred_k auto: k = {k}, the highest {selection['criterion']} of k = {ks[0]}-{ks[-1]} (k-means of {subset} "
-        f"for every k, silhouette of {selection['rows_scored']} of them; {time.time() - t0:.1f} s)")
+    found = selection["hdbscan_clusters"]
+    clamped = "" if found == k else f", {found} clamped into {ks[0]}-{ks[-1]}"
+    say(f"pred_k auto: k = {k}, HDBSCAN's number of clusters of {subset} in the neighbour space{clamped}; runner-up "
+        f"k = {selection['runner_up']} (the next best {selection['criterion']} of k-means of them for k = "
+        f"{ks[0]}-{ks[-1]}, scored on {selection['rows_scored']}; {time.time() - t0:.1f} s)")
     return k, selection
 
 
 def neighbour_space(c, features, device=None):
-    """(the projection, the images' rows) of the neighbour space (collection.fit_neighbour_space) of the features;
-    the rows are a tensor on `device` (the clustering's), a numpy array for None."""
+    """(the projection, the images' rows) of the neighbour space (collection.fit_neighbour_space: up to
+    collection.NEIGHBOUR_COSINE_MAX images the cosine of the features) of the features, with one log line; the rows
+    are a tensor on `device` (the clustering's), a numpy array for None."""
     t0 = time.time()
     x = features if device is None else torch.from_numpy(features).to(device)
-    space = collection.fit_neighbour_space(x, seed=c["seed"])
-    rows = clustering.apply_pca(x, space)
-    say(f"neighbour space: the top {len(space['A'])} principal directions of the features ({time.time() - t0:.1f} s)")
+    space = collection.fit_neighbour_space(x, seed=c["seed"], cosine_max=collection.NEIGHBOUR_COSINE_MAX)
+    rows = collection.neighbour_rows(x, space)
+    what = (f"the cosine of the features ({len(features)} images: too few for principal directions to mean "
+            "something)" if space.get("cosine") else f"the top {len(space['A'])} principal directions of the features")
+    say(f"neighbour space: {what} ({time.time() - t0:.1f} s)")
     return space, rows
 
 
-def look_around(c, dataset, neighbours, signatures, model, devices):
-    """collection.py's answers (collection.Answers): outlier scores and the neighbours of the similar_to images in
-    the neighbour space (neighbours: neighbour_space's (projection, rows)), and with duplicate_threshold > 0 the
-    near-duplicate pairs of the images' pixel signatures ((n, m) float32, collection.pixel_signature). devices: (the
+def look_around(c, dataset, neighbours, prints, model, devices):
+    """collection.py's answers (collection.Answers): with duplicate_threshold > 0 the near-duplicate pairs
+    (collection.find_duplicates of the images' fingerprints, prints: collection.fingerprint's arrays stacked, one row
+    per image), outlier scores (the distance to the 5th nearest image that is not a copy) and the neighbours of the
+    similar_to images in the neighbour space (neighbours: neighbour_space's (projection, rows)). devices: (the
     network's, the clustering's: where the searches run, in torch; None: torch on the CPU). One log line."""
     (net, device), (space, rows) = devices, neighbours
     t0 = time.time()
-    dist, _, _ = collection.self_neighbours(rows, collection.OUTLIER_NEIGHBOUR, 0, device)
-    answers = collection.Answers(collection.outlier_scores(dist))
+    answers, group = collection.Answers(np.zeros(len(dataset), np.float32)), None
     if c["duplicate_threshold"] > 0:
-        answers.pairs, answers.threshold, answers.crowd = collection.duplicate_pairs(
-            signatures, c["duplicate_threshold"], device)
+        answers.pairs, answers.threshold, answers.crowd, answers.declined = collection.find_duplicates(
+            prints, c["duplicate_threshold"], device)
         answers.setting = c["duplicate_threshold"]
-        answers.groups, _ = collection.duplicate_groups(answers.pairs, len(dataset))
+        answers.groups, group = collection.duplicate_groups(answers.pairs, len(dataset))
+        answers.group = group
+        answers.exact = int((answers.pairs[2] == 0).sum())
+    dist, ids, _ = collection.self_neighbours(rows, collection.OUTLIER_NEIGHBOUR + collection.OUTLIER_SKIP, 0, device)
+    answers.outlier = collection.outlier_scores(dist, ids, group)
     line = (f"{counted(len(answers.pairs[0]), 'near-duplicate pair')} in {counted(answers.groups, 'group')} "
-            f"(distance <= {answers.threshold:.3g}), " if answers.pairs is not None else "")
+            f"({answers.exact} of exact copies; distance <= {answers.threshold:.3g}; {answers.declined} candidate "
+            "pairs turned down by the pixel comparison), " if answers.pairs is not None else "")
     if c["similar_to"]:
         answers.similar = similar_queries(c, dataset, model, (net, device), space, rows)
         line += f"the {c['similar_k']} nearest images of {counted(len(answers.similar), 'query image')}, "
     say(f"neighbours: {line}outlier scores ({time.time() - t0:.1f} s)")
     return answers
+
+
+def no_pixels(image):
+    """The transform of images read for their fingerprints only: no network input."""
+    return torch.zeros(0)
+
+
+def training_duplicates(c, dataset, prints, answers, device):
+    """pred.py --images NEW (test_path set, duplicate_threshold > 0): the new images that are near-duplicates of
+    the run's training images (dataset_path), by collection.duplicates_across at the radius of the new images' own
+    search; a file that is both is left out. Decodes the training images once more (fingerprints only, no
+    network). Returns (pairs (new row, training row, distance), training paths) or None (no training tree)."""
+    if not c["test_path"] or c["duplicate_threshold"] <= 0 or prints is None:
+        return None
+    t0 = time.time()
+    try:
+        training = ClusterDataset(c["dataset_path"], no_pixels, check_images=False, log=lambda msg: None,
+                                  exclude=(c["exp_dir"], c["pred_dir"]), decode_side=decode_side(c),
+                                  jpeg_decoder=c["jpeg_decoder"])
+    except DataError:
+        say(f"note: the training images '{printable(c['dataset_path'])}' cannot be read; no "
+            "duplicates_of_training.csv")
+        return None
+    batches = report.CollectThumbnails(make_loader(report.ThumbnailItems(training, False, collection.fingerprint),
+                                                   c, torch.device("cpu")))
+    for _ in batches:
+        pass
+    own = {f: i for i, f in enumerate(file_identities(training.paths))}
+    same = [(i, own[f]) for i, f in enumerate(file_identities(dataset.paths)) if f in own]
+    pairs = collection.duplicates_across(prints, batches.signatures, answers.threshold, np.array(same).reshape(-1, 2),
+                                         device)
+    say(f"duplicates of training images: {counted(len(np.unique(pairs[0])), 'new image')} near-duplicates of "
+        f"{counted(len(np.unique(pairs[1])), 'training image')} ({time.time() - t0:.1f} s)")
+    return pairs, training.paths
 
 
 def similar_queries(c, dataset, model, devices, space, rows):
@@ -331,7 +377,7 @@ def similar_queries(c, dataset, model, devices, space, rows):
         batches = make_loader(report.ThumbnailItems(queries) if c["report"] else queries, c, net)  # no signatures
         batches = report.CollectThumbnails(batches) if c["report"] else batches
         found = collection.similar_images(
-            clustering.apply_pca(compute_features(batches, model, net, False, amp_dtype(c, net)), space), rows,
+            collection.neighbour_rows(compute_features(batches, model, net, False, amp_dtype(c, net)), space), rows,
             c["similar_k"], [own_row.get(f, -1) for f in file_identities(queries.paths)], device)
         thumbs = getattr(batches, "thumbs", [None] * len(queries))
         out += [(p, t, r, d) for p, t, (r, d) in zip(queries.paths, thumbs, found)]
@@ -383,9 +429,14 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
 
 
 def write_answers(c, folder, dataset, answers):
-    """duplicates.csv (duplicate_threshold > 0) and similar.csv (similar_to) of collection.Answers."""
+    """duplicates.csv (duplicate_threshold > 0), duplicates_of_training.csv (--images NEW with the training tree
+    readable) and similar.csv (similar_to) of collection.Answers."""
     if answers.pairs is not None:
         collection.write_duplicates(os.path.join(folder, "duplicates.csv"), dataset.paths, answers.pairs)
+    if answers.training is not None:
+        pairs, training_paths = answers.training
+        collection.write_training_duplicates(os.path.join(folder, "duplicates_of_training.csv"), dataset.paths,
+                                             training_paths, pairs)
     if answers.similar is not None:
         collection.write_similar(os.path.join(folder, "similar.csv"), [q[0] for q in answers.similar],
                                  [q[2:] for q in answers.similar], dataset.paths)
@@ -422,7 +473,7 @@ def write_page(c, folder, dataset, clusters, result, page, answers):
         labels = dataset.labels if dataset.has_labels else None
         report.write_page(folder, report.Prediction(dataset.paths, links, ids, dist, labels, dataset.classes, result,
                                                     source, thumbs or [], answers.pairs, answers.outlier,
-                                                    answers.similar or []), "map.png" if drawn else None)
+                                                    answers.similar or [], answers.group), "map.png" if drawn else None)
     return drawn
 
 
@@ -431,6 +482,10 @@ def predict(c, device="cpu", given=None):
     (given None: every key of c is taken as set)."""
     device = torch.device(device)
     c, ckpt = run_settings(c, given, "pred.py")
+    if c["pred_k"] == "auto" and c["pred_mode"] == "assign":  # the stored clustering has its k: choosing one reclusters
+        say("pred_k auto: choosing k makes a new clustering, so pred_mode is recluster (the training clusters have "
+            "their own k; --pred_k 0 --pred_mode assign keeps them)")
+        c["pred_mode"] = "recluster"
     model = load_model(c, device, ckpt, assign_network(c, ckpt))
     missing = [path for path in c["similar_to"] if not os.path.exists(path)]
     if missing:
@@ -448,8 +503,8 @@ def predict(c, device="cpu", given=None):
     with hold_lock(beside(pred_dir, "lock"), pred_dir, "pred_dir"):
         check_pred_dir(pred_dir)
         remove_stale_siblings(pred_dir)
-        extras = c["report"] or c["duplicate_threshold"] > 0  # thumbnails and signatures of the same decode
-        signature = collection.pixel_signature if c["duplicate_threshold"] > 0 else None
+        extras = c["report"] or c["duplicate_threshold"] > 0  # thumbnails and fingerprints of the same decode
+        signature = collection.fingerprint if c["duplicate_threshold"] > 0 else None
         batches = make_loader(report.ThumbnailItems(dataset, c["report"], signature) if extras else dataset, c, device)
         batches = report.CollectThumbnails(batches) if extras else batches
         features = compute_features(batches, model, device, c["verbose"], amp_dtype(c, device))
@@ -460,7 +515,10 @@ def predict(c, device="cpu", given=None):
         neighbours = neighbour_space(c, features, search)
         ids, dist, k, embeddings, selection = cluster_images(c, dataset, features, ckpt, search, neighbours[1])
         page = getattr(batches, "thumbs", None), start_map(c, dataset, ids, embeddings)  # drawn meanwhile
-        answers = look_around(c, dataset, neighbours, getattr(batches, "signatures", None), model, (device, search))
+        prints = getattr(batches, "signatures", None)
+        answers = look_around(c, dataset, neighbours, prints, model, (device, search))
+        if seen != len(dataset):  # images that are all training images have duplicates.csv for that
+            answers.training = training_duplicates(c, dataset, prints, answers, search)
         staging = beside(pred_dir, f"tmp-{os.getpid()}")
         os.makedirs(staging)
         open(os.path.join(staging, STAGING_MARK), "w").close()
@@ -475,6 +533,7 @@ def predict(c, device="cpu", given=None):
             result["images"], "")
     extra = ", index.html" * c["report"] + ", map.png" * os.path.exists(os.path.join(pred_dir, "map.png"))
     extra += ", duplicates.csv" * ("duplicates" in result) + ", similar.csv" * ("similar_queries" in result)
+    extra += ", duplicates_of_training.csv" * ("duplicates_of_training" in result)
     say(f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/{extra}")
     return result
 

@@ -83,7 +83,8 @@ class ThumbnailItems(Dataset):
 class CollectThumbnails:
     """Wraps a DataLoader over ThumbnailItems so that engine.compute_features sees (images, indices) batches while
     the rest is kept: after the pass, `thumbs[i]` holds image i's JPEG bytes (None for an image not seen or without
-    thumbnails) and `signatures` row i its signature ((n, m) float32, m = 0 without a signature function)."""
+    thumbnails) and `signatures` row i its signature ((n, m) float32, m = 0 without a signature function; a
+    signature function that returns a dict of arrays, as collection.fingerprint, gives a dict of (n, ...) arrays)."""
 
     def __init__(self, loader):
         self.loader, self.dataset = loader, loader.dataset
@@ -95,6 +96,16 @@ class CollectThumbnails:
 
     def __iter__(self):
         for images, index, thumbs, signatures in self.loader:
+            if isinstance(signatures, dict):  # collection.fingerprint: one array per key, each of its own dtype
+                if self.signatures is None:
+                    self.signatures = {key: np.zeros((len(self.thumbs), *v.shape[1:]), v.numpy().dtype)
+                                       for key, v in signatures.items()}
+                for key, v in signatures.items():
+                    self.signatures[key][index.numpy()] = v.numpy()
+                for i, jpeg in zip(index.tolist(), thumbs):
+                    self.thumbs[i] = jpeg or None
+                yield images, index
+                continue
             if self.signatures is None:
                 self.signatures = np.zeros((len(self.thumbs), signatures.shape[1]), np.float32)
             self.signatures[index.numpy()] = signatures.numpy()
@@ -113,7 +124,8 @@ class Prediction:
     None), `classes` (names), `result` (metrics.json as a dict), `source` (what the images are, for the header),
     `thumbs` (JPEG bytes per image, or None where there is none); what collection.py found, each optional:
     `pairs` (near-duplicates: (i, j, squared distance) arrays, closest first), `outlier` (outlier_score, (n,)),
-    `similar` ([(query name, its thumbnail JPEG bytes or None, rows (m,), squared distances (m,))] per query)."""
+    `similar` ([(query name, its thumbnail JPEG bytes or None, rows (m,), squared distances (m,))] per query),
+    `group` (collection.duplicate_groups' (n,) group ids, -1 for an image without copies, or None)."""
     paths: list
     links: list
     ids: np.ndarray
@@ -126,6 +138,7 @@ class Prediction:
     pairs: tuple = None
     outlier: np.ndarray = None
     similar: list = field(default_factory=list)
+    group: np.ndarray = None
 
 
 def href(relative):
@@ -154,7 +167,8 @@ th{background:#f4f4f4}.info td,.info th{text-align:left}.note{color:#555}
 img.map{width:560px;max-width:100%}img.curve{width:420px;max-width:100%}
 .pairs{display:flex;flex-wrap:wrap;gap:6px}.pair{border:1px solid #ddd;border-radius:4px;padding:3px;font-size:12px;
 text-align:center}.pair img,.query img{width:96px;height:96px;object-fit:contain;background:#eee}
-.query img{outline:2px solid #1b9e77}nav a{margin-right:1em}"""
+.query img{outline:2px solid #1b9e77}nav a{margin-right:1em}
+.name{display:inline-block;max-width:200px;overflow-wrap:anywhere;color:#333}"""
 
 
 def network_text(r):
@@ -187,16 +201,21 @@ def info_html(p):
             ("mode", f"{r['mode']}, k = {r['k']}, {r['clusters_nonempty']} clusters not empty")]
     chosen = r.get("k_selection")
     if chosen:
-        ks, best = [int(k) for k in chosen["scores"]], "lowest" if chosen["criterion"] == "davies_bouldin" else "highest"
-        rows.append(("k", f"{chosen['chosen']}, chosen without labels: the {best} {chosen['criterion']} of k = "
-                          f"{min(ks)}-{max(ks)} (k-means of {chosen['rows']} images per k, scored on "
-                          f"{chosen['rows_scored']} in the neighbour space)"))
+        ks = [int(k) for k in chosen["scores"]]
+        found = chosen.get("hdbscan_clusters", chosen["chosen"])
+        clamped = "" if found == chosen["chosen"] else f" ({found}, clamped into {min(ks)}-{max(ks)})"
+        rows.append(("k", f"{chosen['chosen']}, chosen without labels: HDBSCAN's number of clusters of "
+                          f"{chosen['rows']} images in the neighbour space{clamped}; runner-up k = "
+                          f"{chosen.get('runner_up', '-')} (the next best {chosen['criterion']} of the k-means of "
+                          f"k = {min(ks)}-{max(ks)}, scored on {chosen['rows_scored']} images; the curve below)"))
     if r.get("training_gain"):
         rows.append(("training, without labels", training_gain_line(r["training_gain"])))
     if r.get("duplicates"):
         d = r["duplicates"]
         rows.append(("near-duplicates", f"{d['pairs']} pair{'s' * (d['pairs'] != 1)} in {d['groups']} "
-                                        f"group{'s' * (d['groups'] != 1)} (distance <= {d['threshold']:g})"))
+                                        f"group{'s' * (d['groups'] != 1)} (distance <= {d['threshold']:g}; "
+                                        f"{d.get('exact_pairs', 0)} of the same pixels; {d.get('declined', 0)} "
+                                        "candidate pairs turned down by the pixel comparison)"))
     if "nmi" in r:
         purity = r["purity"] if "purity" in r else metrics.purity(p.labels, p.ids)
         scores = (f"NMI {r['nmi']:.3f} &middot; ACC {r['acc']:.3f} &middot; ARI {r['ari']:.3f} &middot; purity "
@@ -234,6 +253,11 @@ def thumb_html(p, i, thumbs_dir, tip=None):
     return f'<a href="{href(p.links[i])}">{inner}</a>'
 
 
+def name_html(p, i):
+    """Image i's file name, shown under its thumbnail (not only on hover): the name a user deletes or moves."""
+    return f'<span class="name">{text(os.path.basename(p.paths[i]))}</span>'
+
+
 def members_by_distance(ids, dist):
     """{cluster id: its rows of predictions.csv, nearest to the centroid first (ties: smaller row first)}, from one
     sort of all n rows ((n,) ids and distances)."""
@@ -267,17 +291,19 @@ def duplicates_html(p, shown, thumbs_dir):
     i, j, d = p.pairs
     r = p.result["duplicates"]
     lowered = (f", lowered from duplicate_threshold {r['duplicate_threshold']:g} to a quarter of the images' usual "
-               "distance to their 10th nearest image" if r["threshold"] < r["duplicate_threshold"] else "")
-    note = (f"Pairs of images whose pixel signatures are at most {r['threshold']:.3g} apart (squared distance"
-            f"{lowered}), closest first: the same picture resized, re-encoded, lightly cropped or recoloured"
+               "distance to their 10th nearest other picture" if r["threshold"] < r["duplicate_threshold"] else "")
+    note = (f"Exact copies (the same pixels, shown as such) and pairs of images whose pixel signatures are at most "
+            f"{r['threshold']:.3g} apart (squared distance{lowered}) that a comparison of their pixels confirmed, "
+            "closest first: the same picture resized, re-encoded, lightly cropped or recoloured"
             f"{f'; the {PAIRS_SHOWN} closest of the {len(d)} are shown' if len(d) > PAIRS_SHOWN else ''}; "
             "every pair is in duplicates.csv." if len(d) else "No two images are that close.")
     tiles = []
     for a, b, dist in list(zip(i, j, d))[:PAIRS_SHOWN]:
         shown.update((int(a), int(b)))
         tip = f"near-duplicate, distance {dist:.4f}"
+        what = "the same pixels" if dist == 0 else f"{dist:.4f}"
         tiles.append(f'<div class="pair">{thumb_html(p, a, thumbs_dir, tip)} {thumb_html(p, b, thumbs_dir, tip)}'
-                     f"<br>{dist:.4f}</div>")
+                     f"<br>{what}<br>{name_html(p, a)}<br>{name_html(p, b)}</div>")
     return (f'<div class="card" id="duplicates"><h2>Duplicates &middot; {r["pairs"]} pair'
             f'{"s" * (r["pairs"] != 1)} in {r["groups"]} group{"s" * (r["groups"] != 1)}</h2>'
             f'<p class="note">{text(note)}</p><div class="pairs">{"".join(tiles)}</div></div>')
@@ -302,15 +328,36 @@ def similar_html(p, shown, thumbs_dir):
             + "".join(blocks) + "</div>")
 
 
+def outlier_rows(outlier, group=None, shown=OUTLIERS_SHOWN):
+    """The rows of the `shown` highest outlier scores ((n,) float; ties: the earlier row), highest first, one per
+    group of copies (group: collection.duplicate_groups' (n,) ids, -1 for none, or None)."""
+    order = np.lexsort((np.arange(len(outlier)), -np.asarray(outlier)))
+    if group is None:
+        return order[:shown]
+    seen, rows = set(), []
+    for i in order:
+        g = int(group[i])
+        if g >= 0 and g in seen:
+            continue
+        seen.add(g)
+        rows.append(int(i))
+        if len(rows) == shown:
+            break
+    return np.array(rows, np.int64)
+
+
 def outliers_html(p, shown, thumbs_dir, neighbour=OUTLIER_NEIGHBOUR):
-    """The OUTLIERS_SHOWN images of the highest outlier_score (ties: the earlier row), highest first."""
-    rows = np.lexsort((np.arange(len(p.outlier)), -np.asarray(p.outlier)))[:OUTLIERS_SHOWN]
+    """The OUTLIERS_SHOWN images of the highest outlier_score (ties: the earlier row), highest first, one image of
+    each group of copies, each with its file name."""
+    rows = outlier_rows(p.outlier, p.group)
     shown.update(int(i) for i in rows)
-    tiles = "".join(thumb_html(p, i, thumbs_dir, f"outlier_score {p.outlier[i]:.4f}") for i in rows)
+    tiles = "".join(f'<div class="pair">{thumb_html(p, i, thumbs_dir, f"outlier_score {p.outlier[i]:.4f}")}'
+                    f"<br>{p.outlier[i]:.3f}<br>{name_html(p, i)}</div>" for i in rows)
     return ('<div class="card" id="outliers"><h2>Least like any other</h2><p class="note">The images whose '
-            f"{neighbour}th nearest other image is farthest (outlier_score in predictions.csv: the squared "
-            "distance to it in the neighbour space), highest first.</p>"
-            f'<div class="thumbs odd">{tiles}</div></div>')
+            f"{neighbour}th nearest other image that is not a copy of it is farthest (outlier_score in "
+            "predictions.csv: the squared distance to it in the neighbour space, 2 x the cosine distance), highest "
+            "first; one image of each group of copies.</p>"
+            f'<div class="pairs odd">{tiles}</div></div>')
 
 
 def collection_html(p, shown, thumbs_dir):
@@ -376,7 +423,8 @@ def write_page(folder, p, map_file=None, max_clusters=MAX_CLUSTERS):
 
 
 def k_curve_png(selection, n_images):
-    """PNG bytes of metrics.json's k_selection: the criterion's score of every k tried, the chosen k marked."""
+    """PNG bytes of metrics.json's k_selection: the criterion's score of every k tried, the chosen k and the
+    runner-up marked."""
     from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
     points = [(int(k), v) for k, v in selection["scores"].items() if v is not None]
     fig = Figure(figsize=(5.2, 3.2))
@@ -387,6 +435,11 @@ def k_curve_png(selection, n_images):
     ax.axvline(chosen, color="C3", linestyle=":", linewidth=1.2)
     ax.annotate(f"k = {chosen}", (chosen, 1), xycoords=("data", "axes fraction"), xytext=(4, -12),
                 textcoords="offset points", color="C3", fontsize=9)
+    second = selection.get("runner_up")
+    if second is not None and second != chosen:
+        ax.axvline(second, color="C2", linestyle="--", linewidth=1.0)
+        ax.annotate(f"runner-up {second}", (second, 1), xycoords=("data", "axes fraction"), xytext=(4, -24),
+                    textcoords="offset points", color="C2", fontsize=9)
     sample = "" if selection["rows_scored"] >= n_images else f" (a random {selection['rows_scored']:,} of the {n_images:,})"
     ax.set_title(f"{selection['criterion'].replace('_', '-')} of the k-means partition of each k{sample}", fontsize=9)
     ax.set_xlabel("k", fontsize=9)

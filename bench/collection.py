@@ -148,6 +148,7 @@ def bench_pred(exp_dir, n, queries=10):
     result = {"images": n, "without_s": without[0] - search, "without_cpu_s": without[1], "outlier_search_s": search,
               "with_s": with_[0], "with_cpu_s": with_[1], "auto_k_s": logged_seconds(with_[2], "pred_k auto:"),
               "neighbours_s": logged_seconds(with_[2], "neighbour space:") + logged_seconds(with_[2], "neighbours:"),
+              "training_duplicates_s": logged_seconds(with_[2], "duplicates of training images:"),
               "with_log": with_[2]}
     result["overhead"] = result["with_s"] / result["without_s"] - 1
     with open(os.path.join(out, "metrics.json")) as f:
@@ -175,7 +176,7 @@ def main(argv=None):
         res["pred"] = r = bench_pred(a.exp_dir, a.n)
         print(f"pred.py on {r['images']:,} images: without the answers {r['without_s']:.0f} s, with them "
               f"{r['with_s']:.0f} s ({100 * r['overhead']:+.1f}%; auto k {r['auto_k_s']:.1f} s, neighbours "
-              f"{r['neighbours_s']:.1f} s)")
+              f"{r['neighbours_s']:.1f} s, duplicates of the training images {r['training_duplicates_s']:.1f} s)")
     res["load_after"], res["seconds"] = os.getloadavg(), time.perf_counter() - start
     with open(os.path.join(ROOT, "bench", "results_collection.json"), "w", encoding="utf-8") as f:
         json.dump(res, f, indent=2)

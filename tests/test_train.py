@@ -73,6 +73,17 @@ def test_flat_folder_has_null_label_metrics(tmp_path):
     assert row["nmi"] is None and row["ari"] is None and np.isfinite(row["loss"])
 
 
+def test_albums_with_labels_none_have_null_label_metrics_and_folders_insists_on_classes(tmp_path):
+    from conftest import make_blob_tree
+    from errors import DataError
+    tree = make_blob_tree(tmp_path / "t", classes=2, per_class=6)  # two albums, not two classes
+    run(tree, tmp_path / "exp", "--num_epoch", "1", "--labels", "none")
+    row = read_metrics(tmp_path / "exp")[0]
+    assert row["nmi"] is None and row["ari"] is None
+    with pytest.raises(DataError, match="labels folders"):
+        run(os.path.join(tree, "class_0"), tmp_path / "flat", "--num_epoch", "0", "--labels", "folders")
+
+
 @pytest.mark.parametrize("head", ["new", "match", "centroids"])
 def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path, head):
     rule = ("--select_epoch", "nmi_prev")  # the choice of an epoch is resumed too

@@ -4,6 +4,11 @@
     python tools/collection_measure.py rule --trees bench/photos_tree_duplicates
     python tools/collection_measure.py k --runs exp/fashion_mnist_small exp/fm_random --draws 3
     python tools/collection_measure.py similar --runs pixels exp/fashion_mnist_small exp/fm_random
+    python tools/collection_measure.py kwide --runs RUN_TRAINED RUN_RANDOM --draws 2
+    python tools/collection_measure.py textures
+    python tools/collection_measure.py confirm --trees bench/textures_duplicates bench/photos_tree_duplicates
+    python tools/collection_measure.py rule --trees bench/photos_tree_duplicates bench/textures_duplicates bench/textures_sizes
+    python tools/collection_measure.py small --runs RUN_TRAINED RUN_RANDOM
 
 duplicates: a collection of real photographs with planted copies (build_duplicate_tree: the quarters of the
     wallpaper photographs of Debian's mate-backgrounds and plasma-workspace-wallpapers, each quarter a different
@@ -20,6 +25,16 @@ k:  Fashion-MNIST subsets of the TRAINING file (images 200-499 of each class: no
     default range against the true number of groups.
 similar: on the same 3,000 Fashion-MNIST images, for each run's network and candidate space (run "pixels": the
     pixel signatures), the share of every image's 10 nearest other images that are of its class (precision at 10).
+kwide: the rule that chooses k (pred.py's HDBSCAN count against the silhouette, the eigengap, prediction strength
+    and variants) on textures of 4/6/8 kinds, imbalanced textures, Fashion-MNIST 3/5/10 classes x 40 of the
+    training file and crops of 6/8 photographs, through each run's network (features kept in
+    bench/k_features_cache/); prints a markdown table.
+textures: the texture trees with planted copies (bench/textures_duplicates/: two pictures of one kind are the hard
+    negatives) and of pictures kept at 12 sizes beside cropped copies (bench/textures_sizes/).
+confirm: collection.confirm_scores on every original-copy pair and every candidate pair of different pictures.
+rule: as above, before (signatures only) and now (collection.find_duplicates).
+small: the neighbour space of 8-512 images (64 principal directions against the cosine of the features) and the
+    rank of a planted lone picture by the outlier score.
 Prints tables and writes JSON (--out). The trees are built under bench/ (ignored by git) on first use; the
 wallpapers come from `apt-get install -y mate-backgrounds gnome-backgrounds plasma-workspace-wallpapers`.
 """
@@ -58,8 +73,9 @@ WHOLE = ["gnome/adwaita-l.webp", "gnome/grid-l.webp", "gnome/licorice-l.webp", "
 PLASMA_WHOLE = ["Altai", "Autumn", "Canopee", "Cascade", "Cluster", "Elarun", "Flow", "FlyingKonqui", "Honeywave",
                 "IceCold", "Kay", "Kokkini", "MilkyWay", "PastelHills", "Patak", "SafeLanding", "Shell", "Volna"]
 TILES = 2
-KINDS = ("resized", "reencoded", "cropped", "recoloured", "all", "cropped_more")
-LIGHT = KINDS[:5]  # near-duplicates by the definition the threshold is chosen for; cropped_more shows the limit
+KINDS = ("resized", "reencoded", "cropped", "recoloured", "all", "cropped_more", "rotated", "brighter")
+LIGHT = KINDS[:5]  # near-duplicates by the definition the threshold is chosen for; the others show the limits
+TEXTURE_KINDS = ("stripes", "checks", "dots", "gradient", "rings", "diagonal", "blobs", "shapes")
 SPACES = ("clustering", "white64", "pca16", "pca64", "pca128", "fc7")
 
 
@@ -99,9 +115,16 @@ def source_pictures():
 def planted_copy(img, kind, rng):
     """A near-duplicate of img: "resized" (to half the side), "reencoded" (JPEG quality 30), "cropped" (2-5% off
     each side: lightly), "recoloured" (saturation x0.5-0.8 or x1.2-1.5, brightness and contrast x0.85-1.15), "all"
-    (70% of the side, 2-4% off each side, the colour changes and JPEG quality 50) or "cropped_more" (5-10% off each
-    side: more than lightly). Returns (image, JPEG quality)."""
+    (70% of the side, 2-4% off each side, the colour changes and JPEG quality 50), "cropped_more" (5-10% off each
+    side: more than lightly), "rotated" (by 2-4 degrees either way, cropped to the rotated picture's inside) or
+    "brighter" (brightness x1.2). Returns (image, JPEG quality)."""
     w, h = img.size
+    if kind == "rotated":
+        angle = rng.uniform(2, 4) * rng.choice([-1, 1])
+        cut = int(np.ceil(np.sin(np.radians(abs(angle))) * max(w, h)))
+        return img.rotate(angle, Image.BICUBIC).crop((cut, cut, w - cut, h - cut)), 92
+    if kind == "brighter":
+        return ImageEnhance.Brightness(img).enhance(1.2), 92
     if kind in ("cropped", "all", "cropped_more"):
         lo, hi = {"cropped": (0.02, 0.05), "all": (0.02, 0.04), "cropped_more": (0.05, 0.10)}[kind]
         cut = rng.uniform(lo, hi, 4)
@@ -136,6 +159,73 @@ def build_duplicate_tree(out, seed=0, copied=1 / 3):
                 copy, quality = planted_copy(img, kind, rng)
                 copy.save(os.path.join(out, f"{name}~{kind}.jpg"), quality=quality)
                 truth[f"{name}~{kind}.jpg"] = [g, source]
+    with open(truth_file, "w") as f:
+        json.dump(truth, f)
+    return out
+
+
+def texture(kind, rng, side=96):
+    """One synthetic picture of `kind` (TEXTURE_KINDS), its colours, frequency, phase or layout drawn from rng: an
+    RGB PIL image side x side. Two pictures of one kind are different pictures of the same look (stripes of
+    another phase, two gradients): the hard negatives of the duplicate search."""
+    c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    y, x = np.mgrid[0:side, 0:side] / side
+    if kind == "stripes":
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * (rng.uniform(3, 8) * y + rng.uniform(0, 1)))
+    elif kind == "checks":
+        f, p = rng.uniform(3, 7), rng.uniform(0, 1, 2)
+        t = ((np.floor(f * x + p[0]) + np.floor(f * y + p[1])) % 2).astype(float)
+    elif kind == "dots":
+        f, p = rng.uniform(4, 8), rng.uniform(0, 1, 2)
+        t = (((f * x + p[0]) % 1 - 0.5) ** 2 + ((f * y + p[1]) % 1 - 0.5) ** 2 < 0.08).astype(float)
+    elif kind == "gradient":
+        a = rng.uniform(0, 2 * np.pi)
+        t = np.cos(a) * x + np.sin(a) * y
+        t = (t - t.min()) / (t.max() - t.min())
+    elif kind == "rings":
+        cx, cy = rng.uniform(0.3, 0.7, 2)
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(4, 9) * np.hypot(x - cx, y - cy) + rng.uniform(0, 6.3))
+    elif kind == "diagonal":
+        t = 0.5 + 0.5 * np.sign(np.sin(2 * np.pi * (rng.uniform(3, 7) * (x + y) + rng.uniform(0, 1))))
+    elif kind == "blobs":
+        small = rng.normal(size=(6, 6))
+        t = np.asarray(Image.fromarray(small.astype(np.float32)).resize((side, side), Image.BICUBIC))
+        t = (t - t.min()) / (t.max() - t.min())
+    else:  # shapes
+        img = Image.new("RGB", (side, side), tuple(int(v) for v in c0))
+        from PIL import ImageDraw
+        draw = ImageDraw.Draw(img)
+        for _ in range(4):
+            x0, y0 = rng.integers(0, side - 20, 2)
+            x1, y1 = x0 + rng.integers(15, side // 2), y0 + rng.integers(15, side // 2)
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(
+                (int(x0), int(y0), int(x1), int(y1)), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        return img
+    rgb = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
+    return Image.fromarray(np.clip(rgb + rng.normal(0, 3, rgb.shape), 0, 255).astype(np.uint8))
+
+
+def build_texture_tree(out, kinds=TEXTURE_KINDS, per_kind=15, seed=0, copied=1 / 3, counts=None, flat=False):
+    """out/<kind>/<kind>_<i>.png (out/<kind>_<i>.png with flat) for per_kind pictures of every kind (counts: one
+    number per kind instead) and, with copied > 0, planted copies (every KINDS way) of a seeded share of them as
+    <name>~<copy kind>.jpg; out/truth.json as build_duplicate_tree's (source index: the picture's kind). Reused."""
+    truth_file = os.path.join(out, "truth.json")
+    if os.path.exists(truth_file):
+        return out
+    rng, truth, g = np.random.default_rng(seed), {}, 0
+    for s, kind in enumerate(kinds):
+        folder = out if flat else os.path.join(out, kind)
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_kind if counts is None else counts[s]):
+            img, name = texture(kind, rng), f"{kind}_{i:03d}"
+            img.save(os.path.join(folder, f"{name}.png"))
+            truth[f"{name}.png"] = [g, s]
+            if copied and rng.random() < copied:
+                for how in KINDS:
+                    copy, quality = planted_copy(img, how, rng)
+                    copy.save(os.path.join(folder, f"{name}~{how}.jpg"), quality=quality)
+                    truth[f"{name}~{how}.jpg"] = [g, s]
+            g += 1
     with open(truth_file, "w") as f:
         json.dump(truth, f)
     return out
@@ -207,8 +297,9 @@ def duplicate_scores(d, same, half, kinds, picture_pairs=None):
 
 
 def pair_kinds(names, i, j):
-    """Per pair (i, j) of images: the copy's kind when one of the two is the original, else ""."""
-    kind = np.array([n.split("~")[1][:-4] if "~" in n else "" for n in names])
+    """Per pair (i, j) of images: the copy's kind when one of the two is the original, else "" (a kind followed
+    by digits, resized64, counts as the kind)."""
+    kind = np.array([n.split("~")[1][:-4].rstrip("0123456789") if "~" in n else "" for n in names])
     return np.where(kind[i] == "", kind[j], np.where(kind[j] == "", kind[i], ""))
 
 
@@ -238,26 +329,113 @@ def measure_duplicates(runs, tree, spaces=SPACES):
 
 
 def measure_rule(trees, threshold, input_size=64):
-    """pred.py's rule (collection.duplicate_pairs on pixel signatures) on each tree: the radius it used, the
-    pairs found; with a truth.json also the original-copy pairs found per kind and the false pairs (also counted
-    once per two pictures)."""
+    """pred.py's rule on each tree, before (signatures only: collection.duplicate_pairs) and now
+    (collection.find_duplicates: exact keys, the crowd of one image per group, the confirmation): the radius, the
+    pairs; with a truth.json also the original-copy pairs found per kind and the false pairs (also counted once per
+    two pictures, and how many of those are two pictures of one kind: the same source)."""
     out = {}
     for tree in trees:
-        paths, signatures, _ = pixel_features(tree, input_size)
-        (i, j, d), radius, crowd = collection.duplicate_pairs(signatures, threshold)
-        r = out[tree] = {"images": len(paths), "radius": radius, "crowd": crowd, "pairs": len(i)}
-        if os.path.exists(os.path.join(tree, "truth.json")):
-            with open(os.path.join(tree, "truth.json")) as f:
-                truth = json.load(f)
-            names = [os.path.basename(p) for p in paths]
-            groups, picture = np.array([truth[n][0] for n in names]), np.array([os.path.splitext(n.split("~")[0])[0] for n in names])
-            full, same, _, (a, b) = pair_table(signatures, groups, np.zeros(len(names), int))
-            kinds, found = pair_kinds(names, a, b), full <= radius
-            r["found"] = {k: float(found[same & (kinds == k)].mean()) for k in KINDS if (kinds == k).any()}
-            r["found_light"] = float(found[same & np.isin(kinds, LIGHT)].mean())
-            r["false"] = int((found & ~same).sum())
-            r["false_pictures"] = len({tuple(sorted(p)) for p in zip(picture[a][found & ~same], picture[b][found & ~same])})
-        print(f"{tree}: {r}")
+        paths, prints = tree_prints(tree, input_size)
+        old = collection.duplicate_pairs(prints["signature"], threshold)
+        new = collection.find_duplicates(prints, threshold)
+        out[tree] = {}
+        for rule, ((i, j, _), radius, crowd) in (("signature only", old), ("confirmed", new[:3])):
+            r = out[tree][rule] = {"images": len(paths), "radius": radius, "crowd": crowd, "pairs": len(i)}
+            if rule == "confirmed":
+                r["declined"] = new[3]
+            if os.path.exists(os.path.join(tree, "truth.json")):
+                names, groups, sources = read_truth(tree, paths)
+                picture = np.array([os.path.splitext(n.split("~")[0])[0] for n in names])
+                found = np.zeros((len(paths), len(paths)), bool)
+                found[i, j] = found[j, i] = True
+                _, same, _, (a, b) = pair_table(prints["signature"], groups, np.zeros(len(names), int))
+                kinds, hit = pair_kinds(names, a, b), found[a, b]
+                r["found"] = {k: float(hit[same & (kinds == k)].mean()) for k in KINDS if (kinds == k).any()}
+                false = hit & ~same
+                r["false"] = int(false.sum())
+                pics = {tuple(sorted(p)) for p in zip(picture[a][false], picture[b][false])}
+                r["false_pictures"] = len(pics)
+                r["false_one_kind"] = int((false & (sources[a] == sources[b])).sum())
+            print(f"{tree} [{rule}]: {r}")
+    return out
+
+
+def several_sizes_tree(out, pictures=30, sizes=12, cropped=20, seed=0):
+    """The crowd case: `pictures` texture pictures each kept at `sizes` sizes (48-160 px), and `cropped` other
+    pictures each with a lightly cropped copy (3% off each side); truth.json as build_texture_tree's, the sizes
+    named <name>~resized<s>.png (kind "resized"), the crops <name>~cropped.jpg. Reused."""
+    if os.path.exists(os.path.join(out, "truth.json")):
+        return out
+    os.makedirs(out, exist_ok=True)
+    rng, truth = np.random.default_rng(seed), {}
+    for g in range(pictures + cropped):
+        img, name = texture(TEXTURE_KINDS[g % len(TEXTURE_KINDS)], rng, 160), f"pic_{g:03d}"
+        img.save(os.path.join(out, f"{name}.png"))
+        truth[f"{name}.png"] = [g, g]
+        if g < pictures:
+            for s in np.linspace(48, 150, sizes - 1).astype(int):
+                img.resize((s, s), Image.BICUBIC).save(os.path.join(out, f"{name}~resized{s}.png"))
+                truth[f"{name}~resized{s}.png"] = [g, g]
+        else:
+            cut = int(0.03 * 160)
+            img.crop((cut, cut, 160 - cut, 160 - cut)).save(os.path.join(out, f"{name}~cropped.jpg"), quality=92)
+            truth[f"{name}~cropped.jpg"] = [g, g]
+    with open(os.path.join(out, "truth.json"), "w") as f:
+        json.dump(truth, f)
+    return out
+
+
+def tree_prints(images, input_size=64):
+    """(paths, fingerprints stacked: collection.fingerprint of every image decoded as pred.py decodes it for a run
+    at input_size, names relative to the truth file)."""
+    data = ClusterDataset(images, log=lambda msg: None, decode_side=4 * input_size)
+    prints = [collection.fingerprint(data.load(i)) for i in range(len(data))]
+    return data.paths, {key: np.stack([p[key] for p in prints]) for key in prints[0]}
+
+
+def read_truth(tree, paths):
+    """(names, groups, source index per image) of a tree with truth.json."""
+    with open(os.path.join(tree, "truth.json")) as f:
+        truth = json.load(f)
+    names = [os.path.basename(p) for p in paths]
+    return names, np.array([truth[n][0] for n in names]), np.array([truth[n][1] for n in names])
+
+
+def measure_confirm(trees, threshold=0.23, input_size=64):
+    """On trees with planted copies: every original-copy pair (per copy kind) and every pair of different pictures
+    whose signatures lie within `threshold` (the candidates the confirmation must turn down: in brackets how many
+    are of one kind, the same source), with collection.confirm_scores' correlation and colour difference: per
+    kind the lowest correlation, the highest colour difference and the share confirmed; for the different
+    pictures the share confirmed (false pairs)."""
+    out = {}
+    for tree in trees:
+        paths, prints = tree_prints(tree, input_size)
+        names, groups, sources = read_truth(tree, paths)
+        x = prints["signature"]
+        d, same, _, (i, j) = pair_table(x, groups, np.zeros(len(x), int))
+        kinds = pair_kinds(names, i, j)
+        keep = (same & (kinds != "")) | (~same & (d <= threshold))
+        i, j, d, same, kinds = i[keep], j[keep], d[keep], same[keep], kinds[keep]
+        corr, colour = collection.confirm_scores(prints["detail"], i, j)
+        ok = (corr >= collection.CONFIRM_SIMILARITY) & (colour <= collection.CONFIRM_COLOUR)
+        r = out[tree] = {"images": len(paths), "kinds": {}}
+        for kind in KINDS:
+            m = same & (kinds == kind)
+            if m.any():
+                r["kinds"][kind] = {"pairs": int(m.sum()), "signature_found": float((d[m] <= threshold).mean()),
+                                    "lowest_corr": float(corr[m].min()), "highest_colour": float(colour[m].max()),
+                                    "found": float((ok & (d <= threshold))[m].mean())}
+        neg = ~same
+        r["negatives"] = {"candidates": int(neg.sum()), "one_kind": int((neg & (sources[i] == sources[j])).sum()),
+                          "confirmed": int((ok & neg).sum()),
+                          "highest_corr": float(corr[neg].max()) if neg.any() else None,
+                          "corr": corr[neg].round(4).tolist(), "colour": colour[neg].round(4).tolist(),
+                          "examples": sorted({tuple(sorted((names[a], names[b]))) for a, b in
+                                              zip(i[ok & neg], j[ok & neg])})[:10]}
+        r["copies"] = {kind: {"corr": corr[same & (kinds == kind)].round(4).tolist(),
+                              "colour": colour[same & (kinds == kind)].round(4).tolist()} for kind in KINDS}
+        print(tree, {k: v for k, v in r["kinds"].items()})
+        print("  negatives", {k: v for k, v in r["negatives"].items() if k not in ("corr", "colour")})
     return out
 
 
@@ -328,6 +506,220 @@ def measure_k(runs, pool, draws, seed=0):
     return results
 
 
+def photo_scenes(out, n_scenes, per_scene=9, seed=0):
+    """out/<scene>/<i>.jpg: per_scene random crops (40-60% of the side) of each of n_scenes photographs of
+    source_pictures' collection (whole photographs, before tiling): one kind per photograph. Reused."""
+    if os.path.isdir(out):
+        return out
+    rng = np.random.default_rng(seed)
+    photos = sorted(f for pattern in PHOTOS for f in glob.glob(os.path.join(WALLPAPERS, pattern)))
+    photos += [plasma_file(name) for name in PLASMA_PHOTOS]
+    for s in rng.choice(len(photos), n_scenes, replace=False):
+        with Image.open(photos[s]) as img:
+            img.draft("RGB", (img.width // 4, img.height // 4))
+            img = img.convert("RGB")
+        folder = os.path.join(out, os.path.splitext(os.path.basename(photos[s]))[0] + f"_{s}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_scene):
+            f = rng.uniform(0.4, 0.6)
+            w, h = int(img.width * f), int(img.height * f)
+            x0, y0 = rng.integers(0, img.width - w), rng.integers(0, img.height - h)
+            img.crop((x0, y0, x0 + w, y0 + h)).resize((128, 128 * h // w)).save(os.path.join(folder, f"{i}.jpg"))
+    return out
+
+
+K_RULES = ("silhouette", "eigengap", "prediction_strength", "hdbscan5", "hdbscan10", "hdbscan_n25",
+           "hdbscan10_white", "median3")
+
+
+def eigengap_k(x, ks, neighbours=10):
+    """The k of ks after which the normalised Laplacian of the symmetric kNN graph (x's rows, `neighbours` each)
+    has its largest eigengap (von Luxburg 2007)."""
+    from scipy.sparse.csgraph import laplacian
+    from sklearn.neighbors import kneighbors_graph
+    g = kneighbors_graph(x, min(neighbours, len(x) - 1), include_self=False)
+    g = ((g + g.T) > 0).astype(np.float64)
+    values = np.linalg.eigvalsh(laplacian(g, normed=True).toarray())
+    return max(ks, key=lambda k: (values[k] - values[k - 1], -k))
+
+
+def prediction_strength_k(x, ks, seed=0, cut=0.8):
+    """The largest k of ks whose prediction strength (Tibshirani and Walther 2005: k-means of one random half,
+    its centroids assign the other half; the smallest share, over the other half's own k-means clusters, of pairs
+    of one cluster that the centroids put together) is at least `cut`; the smallest k when none."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    a, b = x[order[:len(x) // 2]], x[order[len(x) // 2:]]
+    best = min(ks)
+    for k in ks:
+        if k > len(b) // 2:
+            break
+        _, ca, _ = clustering.run_kmeans(a, k, 20, seed=seed, nredo=1)
+        own, _, _ = clustering.run_kmeans(b, k, 20, seed=seed + 1, nredo=1)
+        by_a = ((b[:, None] - ca[None]) ** 2).sum(-1).argmin(1)
+        strength = 1.0
+        for c in np.unique(own):
+            m = by_a[own == c]
+            if len(m) < 2:
+                continue
+            counts = np.bincount(m)
+            strength = min(strength, float((counts * (counts - 1)).sum() / (len(m) * (len(m) - 1))))
+        if strength >= cut:
+            best = k
+    return best
+
+
+def hdbscan_k(x, min_size):
+    """HDBSCAN's number of clusters (scikit-learn, min_cluster_size min_size; noise is no cluster)."""
+    from sklearn.cluster import HDBSCAN
+    labels = HDBSCAN(min_cluster_size=min(min_size, len(x) - 1), copy=True).fit(x).labels_
+    return int(len(set(labels.tolist()) - {-1}))
+
+
+def k_rules(features, pca_dim, seed=0):
+    """{rule: chosen k} of K_RULES for one set of fc7 features, as pred.py would see it: the whitened rows
+    (k-means), the neighbour space (collection.fit_neighbour_space, cosine of the features up to
+    collection.NEIGHBOUR_COSINE_MAX images) for the silhouette, the eigengap and HDBSCAN."""
+    xb = clustering.to_numpy(clustering.preprocess_features(features, pca_dim, seed=seed)[0])
+    space = collection.fit_neighbour_space(features, seed=seed, cosine_max=collection.NEIGHBOUR_COSINE_MAX)
+    nb = clustering.to_numpy(collection.neighbour_rows(features, space))
+    ks = collection.k_candidates(len(features), 2, 50)
+    scores, _ = collection.k_scores(xb, ks, ("silhouette",), seed=seed, scored=nb)
+    clamp = lambda k: min(max(k, ks[0]), ks[-1])  # noqa: E731  (HDBSCAN may find no cluster: the range's smallest)
+    out = {"silhouette": collection.best_k(scores["silhouette"], "silhouette"),
+           "eigengap": eigengap_k(nb, ks), "prediction_strength": prediction_strength_k(xb, ks, seed),
+           "hdbscan5": clamp(hdbscan_k(nb, 5)), "hdbscan10": clamp(hdbscan_k(nb, 10)),
+           "hdbscan_n25": clamp(hdbscan_k(nb, max(5, len(nb) // 25))), "hdbscan10_white": clamp(hdbscan_k(xb, 10))}
+    out["median3"] = int(np.median([out["silhouette"], out["eigengap"], out["hdbscan10"]]))
+    top = sorted(scores["silhouette"], key=lambda k: -scores["silhouette"][k])
+    out["silhouette_runner_up"] = top[1] if len(top) > 1 else top[0]
+    return out
+
+
+def measure_k_wide(runs, pool, draws=2, seed=0):
+    """{run: [{set, true_k, n, chosen: {rule: k}}]}: textures (4, 6, 8 kinds x 15), imbalanced textures (5 kinds,
+    one 5x), Fashion-MNIST training images (3, 5, 10 classes x 40, `draws` draws), photographs (6 and 8 scenes x 9
+    crops), through each run's network."""
+    sets = []
+    for r in range(draws):
+        for kinds in (4, 6, 8):
+            sets.append((f"textures {kinds} kinds", kinds, build_texture_tree(
+                os.path.join(ROOT, "bench", f"k_textures_{kinds}_{r}"), TEXTURE_KINDS[:kinds] if r == 0 else
+                tuple(np.random.default_rng(r).choice(TEXTURE_KINDS, kinds, replace=False)), 15, seed=r, copied=0)))
+        sets.append(("textures imbalanced (5 kinds, one 5x)", 5, build_texture_tree(
+            os.path.join(ROOT, "bench", f"k_imbalanced_{r}"), TEXTURE_KINDS[r:r + 5], seed=r, copied=0,
+            counts=[75, 15, 15, 15, 15])))
+    for r in range(draws):
+        for scenes in (6, 8):
+            sets.append((f"photographs {scenes} scenes", scenes, photo_scenes(
+                os.path.join(ROOT, "bench", f"k_photos_{scenes}" + f"_{r}" * (r > 0)), scenes, seed=r + (scenes == 8))))
+    results = {}
+    cache = os.path.join(ROOT, "bench", "k_features_cache")
+    os.makedirs(cache, exist_ok=True)
+
+    def features_of(run, tree):
+        """run_features, kept in bench/k_features_cache (the rules are re-scored without the network pass)."""
+        name = os.path.join(cache, (run.strip("/") + "|" + tree).replace("/", "_") + ".npz")
+        if os.path.exists(name):
+            f = np.load(name, allow_pickle=True)
+            return list(f["paths"]), f["features"], {"pca_dim": int(f["pca_dim"])}
+        paths, features, c = run_features(run, tree)
+        np.savez(name, paths=np.array(paths), features=features, pca_dim=c["pca_dim"])
+        return paths, features, c
+
+    for run in runs:
+        results[run] = rows = []
+        paths, features, c = features_of(run, pool)
+        labels = np.unique([os.path.basename(os.path.dirname(p)) for p in paths], return_inverse=True)[1]
+        for r, (k, idx) in enumerate(fashion_subsets(labels, draws, per_class=40, sizes=(3, 5, 10), seed=seed)):
+            rows.append({"set": f"Fashion-MNIST {k} classes x 40", "true_k": k, "n": len(idx),
+                         "chosen": k_rules(features[idx], c["pca_dim"], seed + r)})
+            print(run, rows[-1])
+        for name, k, tree in sets:
+            _, features, c = features_of(run, tree)
+            rows.append({"set": name, "true_k": k, "n": len(features), "chosen": k_rules(features, c["pca_dim"], seed)})
+            print(run, rows[-1])
+    return results
+
+
+def k_wide_summary(results):
+    """Markdown: per set kind and run, each rule's chosen k per draw; then per rule the sets it got right within 1."""
+    lines, hits = [], {}
+    rules = K_RULES + ("silhouette_runner_up",)
+    lines.append("| set | true k | network | n | " + " | ".join(rules) + " |")
+    lines.append("|---" * (4 + len(rules)) + "|")
+    for run, rows in results.items():
+        by = {}
+        for r in rows:
+            by.setdefault((r["set"], r["true_k"]), []).append(r)
+        for (name, k), these in by.items():
+            cells = []
+            for rule in rules:
+                chosen = [r["chosen"][rule] for r in these]
+                close = sum(abs(c - k) <= 1 for c in chosen)
+                hits.setdefault(rule, [0, 0])
+                hits[rule][0] += close
+                hits[rule][1] += len(chosen)
+                cells.append(" / ".join(str(c) for c in chosen) + f" ({close}/{len(chosen)})")
+            net = os.path.basename(run.rstrip("/"))
+            lines.append(f"| {name} | {k} | {net} | {these[0]['n']} | " + " | ".join(cells) + " |")
+    totals = " | ".join(f"**{hits[r][0]}/{hits[r][1]}**" for r in rules)
+    lines.append(f"| **within 1, all sets** | | | | {totals} |")
+    return "\n".join(lines)
+
+
+def cached_pool(run, pool):
+    """The pool's features of a run from bench/k_features_cache (kwide writes them), else run_features."""
+    name = os.path.join(ROOT, "bench", "k_features_cache", (run.strip("/") + "|" + pool).replace("/", "_") + ".npz")
+    if os.path.exists(name):
+        f = np.load(name, allow_pickle=True)
+        return list(f["paths"]), f["features"]
+    paths, features, _ = run_features(run, pool)
+    return paths, features
+
+
+def measure_small(runs, pool, draws=20, seed=0, sizes=(8, 16, 32, 48, 64, 128, 256, 512)):
+    """Small sets: for n images of Fashion-MNIST (n / 4 of each of 4 classes), the share of each image's 3 nearest
+    others of its class in the old neighbour space (64 principal directions) and in the cosine of the features; and
+    a lone picture (one image of a fifth class among n - 1 of one class): its rank by the old outlier score (the
+    5th nearest in the principal directions) and by pred.py's (collection.NEIGHBOUR_COSINE_MAX)."""
+    rng, out = np.random.default_rng(seed), {}
+    for run in runs:
+        paths, features = cached_pool(run, pool)
+        labels = np.unique([os.path.basename(os.path.dirname(p)) for p in paths], return_inverse=True)[1]
+        out[run] = {}
+        for n in sizes:
+            prec = {"pca64": [], "cosine": []}
+            ranks = {"pca64": [], "cosine": [], "pred": []}
+            for _ in range(draws):
+                classes = rng.choice(10, 5, replace=False)
+                rows = np.concatenate([rng.choice(np.flatnonzero(labels == c), n // 4, replace=False)
+                                       for c in classes[:4]])
+                x = features[rows]
+                spaces = {"pca64": collection.fit_neighbour_space(x, seed=seed),
+                          "cosine": {"cosine": True}}
+                for name, space in spaces.items():
+                    _, ids, _ = collection.self_neighbours(collection.neighbour_rows(x, space), 3)
+                    prec[name].append(float((labels[rows][ids] == labels[rows][:, None]).mean()))
+                if n - 1 > (labels == classes[0]).sum():
+                    continue
+                lone = np.concatenate([rng.choice(np.flatnonzero(labels == classes[0]), n - 1, replace=False),
+                                       rng.choice(np.flatnonzero(labels == classes[4]), 1)])
+                x = features[lone]
+                for name, space in (("pca64", collection.fit_neighbour_space(x, seed=seed)),
+                                    ("cosine", {"cosine": True}),
+                                    ("pred", collection.fit_neighbour_space(
+                                        x, seed=seed, cosine_max=collection.NEIGHBOUR_COSINE_MAX))):
+                    dist, ids, _ = collection.self_neighbours(collection.neighbour_rows(x, space), 5)
+                    score = collection.outlier_scores(dist)
+                    ranks[name].append(int((score > score[-1]).sum()) + 1)
+            out[run][n] = {"precision3": {k: float(np.mean(v)) for k, v in prec.items()},
+                           "lone_rank_median": {k: float(np.median(v)) for k, v in ranks.items() if v},
+                           "lone_top3": {k: float(np.mean(np.array(v) <= 3)) for k, v in ranks.items() if v}}
+            print(run, n, out[run][n])
+    return out
+
+
 def measure_similar(runs, pool, m=10, seed=0):
     """{run: {space: precision at m}}: the share of each image's m nearest other images (collection.self_neighbours,
     squared L2 between the space's rows) that share its class, averaged over the images of pool."""
@@ -360,7 +752,8 @@ def summary(results):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=("duplicates", "rule", "k", "similar", "tree"))
+    p.add_argument("part", choices=("duplicates", "rule", "confirm", "k", "kwide", "small", "similar", "tree",
+                                    "textures"))
     p.add_argument("--trees", nargs="*", default=[], help="rule: image folders (with truth.json: planted copies)")
     p.add_argument("--input_size", type=int, default=64, help="rule: images decoded as for this input size")
     p.add_argument("--runs", nargs="*", default=[], help="exp_dirs of trained runs whose networks are measured")
@@ -375,10 +768,21 @@ def main(argv=None):
     if a.part == "tree":
         print(build_duplicate_tree(a.tree))
         return
-    if a.part == "duplicates":
+    if a.part == "textures":
+        print(build_texture_tree(os.path.join(ROOT, "bench", "textures_duplicates")))
+        print(several_sizes_tree(os.path.join(ROOT, "bench", "textures_sizes")))
+        return
+    if a.part == "confirm":
+        result = measure_confirm(a.trees, a.threshold, a.input_size)
+    elif a.part == "duplicates":
         result = measure_duplicates(a.runs, build_duplicate_tree(a.tree))
     elif a.part == "rule":
         result = measure_rule(a.trees, a.threshold, a.input_size)
+    elif a.part == "kwide":
+        result = measure_k_wide(a.runs, fashion_pool(a.pool), a.draws)
+        print(k_wide_summary(result))
+    elif a.part == "small":
+        result = measure_small(a.runs, fashion_pool(a.pool))
     elif a.part == "similar":
         result = measure_similar(a.runs, fashion_pool(a.pool))
     else:
