@@ -692,7 +692,9 @@ def training_gain(rows, ckpt):
     ckpt: its checkpoint dict (the chosen epoch, `selected`, and the clustering of the last network). The silhouette
     of the first k-means partition in the whitened space (metrics.silhouette) of both. Returns
     {start, trained, epoch, k, n_images, start_network: "random" or the cfg init path, clearer: bool} or None where a
-    score is missing (a run of an earlier layout, sharded k-means, or no epoch trained)."""
+    score is missing (a run of an earlier layout, sharded k-means, no epoch trained, or no checkpoint: ckpt None)."""
+    if not ckpt:
+        return None
     first = next((r for r in rows if r.get("epoch") == 0), None)
     epochs = int(ckpt["epoch"])
     cfg = ckpt.get("cfg") or {}

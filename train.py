@@ -660,7 +660,8 @@ def train_epochs(run):
     if run.selected and run.selected["epoch"] != c["num_epoch"]:
         run.log(f"select_epoch {c['select_epoch']} chose the network after epoch {run.selected['epoch']}: "
                 f"{run.selected_path} (pred.py and eval_linear.py use it)")
-    gain = report.training_gain(read_metrics(run.metrics_path), run.ckpt)
+    # rank 0 alone writes metrics.jsonl and holds the checkpoint; the other ranks have nothing to compare
+    gain = report.training_gain(read_metrics(run.metrics_path), run.ckpt) if run.main_process else None
     if gain is not None and c["num_epoch"] > run.start_epoch:
         run.log(report.training_gain_line(gain))
     return run.ckpt

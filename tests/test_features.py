@@ -118,6 +118,7 @@ def test_the_training_gain_line_says_when_training_did_not_beat_the_random_start
     chosen = gain_of(0.10, 0.9, selected={"rule": "nmi_prev", "epoch": 1, "score": 0.5})  # the chosen epoch's row
     assert chosen["epoch"] == 1 and chosen["trained"] == 0.0 and not chosen["clearer"]
     assert gain_of(None, 0.3) is None and gain_of(0.1, None) is None
+    assert report.training_gain(rows=[{"epoch": 0, "silhouette": 0.1}], ckpt=None) is None  # a rank without one
 
 
 def test_a_run_logs_the_training_gain_and_pred_shows_it(blob_tree, tmp_path):
