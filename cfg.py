@@ -6,7 +6,10 @@ Edit the dict, or override any key without editing this file:
     python train.py --num_epoch 3 --sobel true
 
 Precedence: the defaults here < the --config file < --key value flags.
-`python train.py --help` lists the keys that script reads, grouped, with defaults and comments.
+The dict opens with the settings page: the 20 keys a run is set with, one line each. Below its "advanced" line are
+the keys whose defaults decide well (docs/settings.md explains every key at length). `python train.py --help` shows
+the page's keys that script reads, grouped, with defaults and comments; `--help all` every key it reads. Each group
+header names the scripts that read its keys: that is where each script's list of keys comes from.
 This module imports nothing heavy, so --help answers before torch and faiss load.
 """
 import difflib
@@ -22,88 +25,99 @@ import textwrap
 from errors import ConfigError
 
 DEFAULTS = {
-    # --- data ---
-    "dataset_path": "data/fashion_mnist_small/train",  # ImageFolder-style tree ROOT/<class>/<image> (or a flat folder of images)
-    "test_path": "data/fashion_mnist_small/test",  # images for pred.py / eval_linear.py; "" = hold out val_split of dataset_path
-    "val_split": 0.1,  # with test_path "": fraction of each class of dataset_path held out from training for pred/eval
-    "labels": "auto",  # what the folders of dataset_path / test_path are: "auto" (ROOT/<class>/<image> trees give classes, a flat folder none), "folders" (class folders required) or "none" (albums, not classes: no label metrics, no class table, pred_k 0 not taken from the folder count)
-    "check_images": True,  # decode every image once at start-up to drop unreadable files (and fill the cache); false for huge sets
-    "cache_mb": 1024,  # keep decoded images in memory up to this many MB (0 = off); larger sets read the rest from disk
-    "decode_side": 0,  # images are decoded with their short side reduced to this many pixels (0 = 4 x input_size)
-    "jpeg_decoder": "auto",  # "auto": a JPEG under 4 x decode_side (short side) is decoded by torchvision's decode_jpeg and transformed as a tensor, larger ones and other formats by Pillow; "pil": every file by Pillow
-    "check_workers": -1,  # processes that decode the images at start-up (check_images); -1 = one per core, 0 = the main process only
-    # --- model ---
+    # ======== the settings page: what a run needs (docs/settings.md explains every key at length) ========
+    # --- data: train, pred, eval_linear ---
+    "dataset_path": "data/fashion_mnist_small/train",  # images to learn from: ROOT/<class>/<image> or a flat folder
+    "test_path": "data/fashion_mnist_small/test",  # images pred.py and eval_linear.py score; "" = hold out val_split
+    "labels": "auto",  # the folders are classes ("folders"), albums ("none"), or as the tree looks ("auto")
+    # --- model: train, pred, eval_linear ---
     "arch": "vgg16",  # "vgg16" (VGG16 with batch norm) or "alexnet" (AlexNet with batch norm)
-    "sobel": True,  # fixed Sobel front: gray + two edge filters, the first conv then takes 2 channels
-    "input_size": 32,  # images are resized to this many pixels (square); VGG16 needs >= 32, AlexNet >= 64
-    "init": "",  # weights to start from: a DeepCluster checkpoint (VGG16/AlexNet + Sobel) or torchvision's VGG16-BN; "" = random
-    # --- clustering ---
-    "clustering": "kmeans",  # "kmeans" (paper default) or "pic" (power iteration clustering: k is an outcome)
-    "clustering_space": "whitened",  # where k-means cuts the images (pseudo-labels, and pred.py's recluster): "whitened" (the PCA-whitened, L2-normalised features, the paper) or "umap" (their UMAP embedding to 10 dimensions, seeded; "kmeans" only, one process, at most 200,000 images)
-    "clustering_device": "auto",  # where PCA-whitening, k-means, equal_size and PIC's k-NN graph run: "auto" (torch on the GPU the network runs on; faiss on a CPU), "cpu" (faiss on the CPU, the reference's path) or "torch" (torch on the network's device, a CPU included)
-    "num_classes": 0,  # k of k-means: number of clusters = outputs of the classifier head; 0 = automatic: one per 10 images, 2 to 10 (10 on the shipped sample); a list (10,50,100 on the command line) = one k-means and one head per k every epoch, the first k is the run's clustering
-    "pca_dim": 0,  # PCA-whitening dimension before k-means; 0 = automatic: 16, fewer on a small set (the rule in the README); N > 0 is kept below the number of images - 1. The paper: 256 (for k = 10000)
-    "pca_method": "torch",  # "torch" (covariance or Gram matrix + eigh; a randomised subspace iteration above 2048 dims; many times faster) or "faiss" (PCAMatrix, the reference)
-    "pca_fit_samples": 0,  # 0 = fit the PCA on all features (reference); N > 0 = fit on N images and stream the rest (memory)
+    "sobel": True,  # fixed Sobel front (gray + two edge filters) before the first conv, as the paper
+    "input_size": 32,  # images are resized to this square size; VGG16 needs >= 32, AlexNet >= 64
+    # --- clustering: train, pred ---
+    "num_classes": 0,  # k of k-means; 0 = one cluster per 10 images, 2 to 10; a list = one clustering per k
+    "clustering_space": "whitened",  # where k-means cuts: "whitened" PCA features (the paper) or their "umap"
+    "pca_dim": 0,  # PCA-whitening dimension; 0 = 16, fewer on small sets (the paper: 256)
+    # --- training: train ---
+    "init": "",  # weights to start from (a DeepCluster or torchvision VGG16-BN file); "" = random
+    "num_epoch": 10,  # total epochs; raise it and re-run to continue a finished run
+    "lr": 0.01,  # learning rate of the body and of the new head (the paper: 0.05)
+    "select_epoch": "last",  # the epoch pred.py uses: "last", or chosen without labels: "nmi_prev", "kmeans_loss"
+    # --- prediction: pred ---
+    "pred_mode": "assign",  # "assign": nearest training centroid; "recluster": a fresh k-means with pred_k
+    "pred_k": 0,  # recluster's k; 0 = the class count (else num_classes); "auto" = chosen without labels
+    "similar_to": [],  # images (files or folders) whose nearest predicted images go to similar.csv
+    "duplicate_threshold": 0.23,  # near-duplicate search: largest signature distance (0-4); 0 = off
+    # --- run: train, pred, eval_linear ---
+    "exp_dir": "exp/fashion_mnist_small",  # the run's folder: config, log, metrics, checkpoints
+    "batch_size": 64,  # images per training and feature batch
+    "seed": 31,  # seeds torch, numpy, python and each epoch's k-means (the reference's seed)
+    # ======== advanced: the defaults decide well; docs/settings.md says when to change them ========
+    # --- data: train, pred, eval_linear ---
+    "val_split": 0.1,  # with test_path "": fraction of each class held out from training (seeded)
+    "check_images": True,  # decode every image once at start-up, dropping unreadable files; false for huge sets
+    "cache_mb": 1024,  # decoded images kept in memory up to this many MB (0 = off)
+    "decode_side": 0,  # short side images are decoded to, in pixels (0 = 4 x input_size)
+    "jpeg_decoder": "auto",  # "auto": torchvision's decode_jpeg for JPEGs up to 4 x decode_side, else Pillow; "pil"
+    "check_workers": -1,  # processes of the start-up check; -1 = one per core, 0 = the main process
+    # --- clustering: train, pred ---
+    "clustering_device": "auto",  # "auto" (torch on the GPU, faiss on a CPU), "cpu" (faiss) or "torch"
+    "pca_method": "torch",  # "torch" (eigh of the covariance; fast) or "faiss" (PCAMatrix, the reference)
     "kmeans_niter": 20,  # k-means iterations per clustering
-    "kmeans_nredo": 5,  # k-means runs from different random starts per clustering, the lowest loss is kept (the paper: 1)
-    "equal_size": True,  # after k-means, split the images into clusters of (almost) equal size (Sinkhorn-Knopp on the distances to the centroids, as SeLa; "kmeans" only); false = k-means' own partition (the paper)
-    "equal_size_eps": 0.01,  # equal_size: temperature of the transport plan, relative to the mean squared distance; smaller = sizes closer to n / k, more iterations
+    "kmeans_nredo": 5,  # k-means starts per clustering, the lowest loss kept (the paper: 1)
+    # --- clustering: train ---
+    "clustering": "kmeans",  # "kmeans" (the paper's default) or "pic" (power iteration clustering)
+    "pca_fit_samples": 0,  # 0 = fit the PCA on all features; N >= 2 = on N images, the rest streamed
+    "equal_size": True,  # re-split k-means' clusters into equal sizes (Sinkhorn-Knopp, as SeLa); the paper: false
+    "equal_size_eps": 0.01,  # equal_size: temperature, relative to the mean squared distance
     "pic_nnn": 5,  # "pic": neighbours per image in the k-NN graph
     "pic_sigma": 0.2,  # "pic": edge weight exp(-d / sigma^2) on squared L2 distances
     "pic_alpha": 0.001,  # "pic": v <- alpha * W^T v + (1 - alpha) / n
     "pic_iterations": 200,  # "pic": power iterations
-    "reassign": 1,  # epochs between two re-clusterings (1 = re-cluster every epoch, as the paper)
-    "shard_clustering": True,  # under torchrun: every process whitens and clusters its own share of the features (all-reduced sums, k-means in torch), only the cluster ids are gathered; false = rank 0 gathers all features and clusters alone (PIC always clusters on rank 0)
-    "feature_dtype": "auto",  # dtype the fc7 features are held in until whitened: "auto" (the amp dtype on CUDA, in which the network computed them: lossless, half the memory; float32 on the CPU), "float32", "float16" or "bfloat16"
-    # --- training ---
-    "num_epoch": 10,  # total number of epochs (raise it and re-run to continue a finished run)
-    "batch_size": 64,  # images per training / feature batch
-    "optimizer": "sgd",  # optimizer of the body: "sgd" (paper) or "adam"
-    "lr": 0.01,  # learning rate of the body and of the new head (the paper: 0.05)
+    "reassign": 1,  # epochs between two clusterings (1 = every epoch, as the paper)
+    "shard_clustering": True,  # under torchrun: each process clusters its own share (all-reduced); false = rank 0
+    "feature_dtype": "auto",  # dtype of the held fc7 features: "auto" (amp's on CUDA), "float32", "float16", "bfloat16"
+    # --- training: train ---
+    "optimizer": "sgd",  # optimizer of the body: "sgd" (the paper) or "adam"
     "momentum": 0.9,  # SGD momentum of the body (the head's SGD has none, as the reference)
     "weight_decay": 1e-5,  # L2 weight decay of body and head
-    "lr_scheduler": "none",  # learning-rate schedule of the body, stepped once per epoch: "none", "step" or "plateau"
+    "lr_scheduler": "none",  # learning-rate schedule of the body, stepped per epoch: "none", "step", "plateau"
     "lr_step_size": 30,  # "step": multiply the lr by lr_gamma every this many epochs
     "lr_gamma": 0.1,  # "step" and "plateau": the factor applied to the lr
     "lr_patience": 3,  # "plateau": epochs without a lower training loss before the lr is cut
-    "ema": 0.0,  # exponential moving average of the weights, updated every step with this decay (e.g. 0.99), used for the feature pass, the clustering and the saved network; 0 = off (the paper)
-    "head": "match",  # classifier of each epoch: "new" (fresh random Linear, paper), "match" (keep the trained rows, matched to the new clusters by overlap) or "centroids" (DeepCluster-v2: cosine to the clustering's centroids, fixed)
+    "ema": 0.0,  # decay of a moving average of the weights used for features and saving (e.g. 0.99); 0 = off
+    "head": "match",  # each epoch's classifier: "new" (the paper), "match" (rows kept by overlap), "centroids"
     "head_temperature": 0.1,  # "centroids": logits are cosines / this temperature
-    "select_epoch": "last",  # which epoch pred.py / eval_linear.py use: "last", or one chosen without labels: "nmi_prev" (the clustering that agrees most with the one before it) or "kmeans_loss" (the tightest clustering)
-    "rrc_scale_min": 0.3,  # smallest crop area of the training RandomResizedCrop (the paper: torchvision's default 0.08)
-    "views": 1,  # augmented crops of each drawn image per epoch, side by side in one batch with one pseudo-label (2 = two views, as DeepCluster-v2's multi-crop); the epoch's training work grows with it
-    # --- prediction ---
-    "ckpt_path": "",  # checkpoint to predict with; "" = the run's selected epoch (exp_dir/selected.pth.tar) when train.py kept one, else exp_dir/checkpoint.pth.tar
-    "pred_dir": "",  # where pred.py writes predictions.csv, metrics.json, clusters/ and grids/; "" = exp_dir/pred
-    "pred_mode": "assign",  # "assign": nearest centroid of the last training clustering; "recluster": fresh k-means
-    "pred_k": 0,  # "recluster": number of clusters; 0 = number of label classes when known (labels), else the run's num_classes (its first k); "auto" = chosen without labels over pred_k_range (HDBSCAN's number of clusters, with one log line; assign mode switches to recluster, saying so)
+    "rrc_scale_min": 0.3,  # smallest crop area of RandomResizedCrop (the paper: torchvision's 0.08)
+    "views": 1,  # augmented crops of each drawn image per epoch, with one pseudo-label (2 = two views)
+    # --- prediction: pred ---
+    "pred_dir": "",  # where pred.py writes; "" = exp_dir/pred
     "copy_images": False,  # clusters/<id>/ holds copies instead of symlinks
-    "save_features": False,  # also write features.npy (4096-d fc7, float16) and embeddings.npy (whitened), row-aligned with predictions.csv
-    "report": True,  # also write index.html: a page of the clusters (largest first) with thumbnails (thumbs/), the cluster x class table and the scores
-    "map": True,  # also write map.png: a t-SNE map of the embeddings, one colour per cluster and one marker per class
-    "map_points": 3000,  # map: t-SNE of at most this many images (a random subset above); its time grows with this number
-    "pred_k_range": [2, 50],  # pred_k "auto": the smallest and the largest k tried (the largest capped at n_images / 5); HDBSCAN's number of clusters, clamped into this range, is kept; the silhouette curve of every k is shown beside it
-    "duplicate_threshold": 0.23,  # near-duplicates: exact copies (same decoded pixels) always, and pairs of images whose pixel signatures are at most this far apart (squared L2, 0-4), (above 20 images) at most a quarter of an image's usual distance to its 10th nearest other picture, that a pixel comparison confirms; 0 = no duplicate search
-    "similar_to": [],  # images (files or folders; several after one flag) whose similar_k nearest predicted images go to similar.csv and the page
+    "save_features": False,  # also write features.npy (fc7, float16) and embeddings.npy (whitened)
+    "report": True,  # also write index.html, the page of the clusters with thumbnails
+    "map": True,  # also write map.png, a t-SNE map of the embeddings
+    "map_points": 3000,  # the map shows at most this many images (a seeded subset above)
+    "pred_k_range": [2, 50],  # pred_k "auto": the smallest and the largest k considered
     "similar_k": 10,  # similar_to: neighbours listed per query image
-    # --- probe ---
+    # --- prediction: pred, eval_linear ---
+    "ckpt_path": "",  # checkpoint to read; "" = the run's chosen epoch in exp_dir
+    # --- probe: eval_linear ---
     "probe_layer": 4,  # conv block whose output is probed (VGG16: 1-5, AlexNet: 1-5 convs)
     "probe_dims": 8192,  # the block's output is average-pooled to at most this many values
     "probe_epochs": 30,  # epochs of the linear classifier (on cached, frozen features)
     "probe_lr": 0.01,  # SGD learning rate of the probe (momentum 0.9)
     "probe_weight_decay": 1e-4,  # weight decay of the probe
     "baseline": False,  # also probe a randomly initialised network of the same arch, side by side
-    # --- system ---
-    "exp_dir": "exp/fashion_mnist_small",  # where config.json, metrics.jsonl, train.log and checkpoint.pth.tar are written
-    "workers": -1,  # DataLoader worker processes; -1 = from the cores (none up to 2 cores, else half of them, at most 8)
-    "amp": "bf16",  # mixed precision on CUDA: "bf16", "fp16" (with loss scaling) or "off"; the CPU always uses float32
-    "compile": "auto",  # torch.compile of the network's body (the head is replaced every clustering and stays eager): "auto" (on CUDA, off on the CPU, where it did not help), "on" or "off"
-    "sync_bn": False,  # under torchrun: SyncBatchNorm across processes instead of per-process batch statistics
-    "seed": 31,  # seeds torch, numpy, python and each epoch's k-means (the reference's seed)
-    "resume": True,  # continue from exp_dir/checkpoint.pth.tar when it exists; false starts over
+    # --- system: train, pred, eval_linear ---
+    "workers": -1,  # DataLoader worker processes; -1 = from the cores (none up to 2 cores)
     "verbose": True,  # progress bars (on a terminal) and a summary line per epoch
-    "tensorboard": False,  # train.py also logs every metrics.jsonl number as a TensorBoard scalar in exp_dir/tensorboard (needs the tensorboard package)
+    # --- system: train, pred ---
+    "amp": "bf16",  # mixed precision on CUDA: "bf16", "fp16" (with loss scaling) or "off"; the CPU uses float32
+    # --- system: train ---
+    "compile": "auto",  # torch.compile of the body: "auto" (on CUDA, off on the CPU), "on" or "off"
+    "sync_bn": False,  # under torchrun: SyncBatchNorm across processes
+    "resume": True,  # continue from exp_dir/checkpoint.pth.tar when it exists; false starts over
+    "tensorboard": False,  # also log every metrics.jsonl number to exp_dir/tensorboard (needs tensorboard)
 }
 
 CHOICES = {
@@ -304,85 +318,90 @@ def check_outputs(c, script):
         raise ConfigError(f"'ckpt_path' = '{c['ckpt_path']}' is a folder; it must be a checkpoint file")
 
 
-# The keys each entry script reads (train.py reads every key of its groups); --help shows only these.
-SCRIPT_KEYS = {
-    "train": [k for k in DEFAULTS if k not in ("ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
-                                                "save_features", "report", "map", "map_points", "pred_k_range",
-                                                "duplicate_threshold", "similar_to", "similar_k", "probe_layer",
-                                                "probe_dims", "probe_epochs", "probe_lr", "probe_weight_decay",
-                                                "baseline")],
-    "pred": ["dataset_path", "test_path", "labels", "val_split", "check_images", "cache_mb", "decode_side", "arch", "sobel",
-             "jpeg_decoder", "check_workers",
-             "input_size", "num_classes", "clustering_device", "clustering_space", "pca_dim", "pca_method",
-             "kmeans_niter", "kmeans_nredo", "batch_size", "ckpt_path", "pred_dir", "pred_mode", "pred_k", "copy_images",
-             "save_features", "report", "map", "map_points", "pred_k_range", "duplicate_threshold", "similar_to",
-             "similar_k", "exp_dir", "workers", "amp", "seed", "verbose"],
-    "eval_linear": ["dataset_path", "test_path", "labels", "val_split", "check_images", "cache_mb", "decode_side", "arch",
-                    "jpeg_decoder", "check_workers",
-                    "sobel", "input_size", "batch_size", "ckpt_path", "probe_layer", "probe_dims", "probe_epochs",
-                    "probe_lr", "probe_weight_decay", "baseline", "exp_dir", "workers", "seed", "verbose"],
-}
+SCRIPTS = ("train", "pred", "eval_linear")
 HELP_FLAGS = ("-h", "--help")
 ALIASES = {"images": "test_path"}  # --images FOLDER reads better in pred.py
 
 
 @functools.lru_cache(maxsize=1)
 def _source_notes():
-    """(comment of every key, group of every key), read from this file so that there is one place to edit."""
+    """What DEFAULTS' own lines say about each key, read from this file so that there is one place to edit:
+    {key: (comment, group, the scripts that read it, advanced)}. A group header `# --- NAME: script, ... ---`
+    names the group and the scripts that read its keys; keys below the `# ==== advanced` line are advanced."""
     with open(__file__, encoding="utf-8") as f:
         source = f.read()
-    comments = dict(re.findall(r'^\s*"(\w+)":.*?#\s*(.*)$', source, flags=re.M))
-    groups, group = {}, ""
-    for line in source[source.index("DEFAULTS = {"):].splitlines():
-        header = re.match(r"\s*# --- (\w+) ---", line)
-        key = re.match(r'\s*"(\w+)":', line)
+    notes, group, readers, advanced = {}, "", (), False
+    for line in source[source.index("DEFAULTS = {"):].splitlines()[1:]:
+        header = re.match(r"\s*# --- (\w+): ([\w, ]+) ---", line)
+        key = re.match(r'\s*"(\w+)":.*?#\s*(.*)$', line)
         if header:
-            group = header.group(1)
+            group, readers = header.group(1), tuple(r.strip() for r in header.group(2).split(","))
+        elif re.match(r"\s*# =+ advanced", line):
+            advanced = True
         elif key:
-            groups[key.group(1)] = group
+            notes[key.group(1)] = (key.group(2), group, readers, advanced)
         elif line.startswith("}"):
-            break
-    return comments, groups
+            return notes
+
+
+# The keys each entry script reads, from the group headers of DEFAULTS; --help shows only these.
+SCRIPT_KEYS = {script: [k for k, note in _source_notes().items() if script in note[2]] for script in SCRIPTS}
+# The settings page: the keys above the advanced line; `--help` shows these, `--help all` every key.
+PAGE = [k for k, note in _source_notes().items() if not note[3]]
 
 
 def group_of(key):
-    """The group a key is listed under in DEFAULTS (data, model, clustering, training, ...)."""
-    return _source_notes()[1][key]
+    """The group a key is listed under in DEFAULTS (data, model, clustering, training, prediction, ...)."""
+    return _source_notes()[key][1]
 
 
-def help_text(script="train", width=None):
-    """The keys `script` reads, by group, with default and comment, wrapped to the terminal."""
+def help_text(script="train", width=None, everything=False):
+    """The keys `script` reads, by group, with default and comment, wrapped to the terminal: the settings page,
+    or (everything) the page and then the advanced keys."""
     width = max(60, width or shutil.get_terminal_size((100, 24)).columns)
-    comments, groups = _source_notes()
+    notes = _source_notes()
     keys = SCRIPT_KEYS[script]
-    lines = [f"usage: python {script}.py [--config FILE.json] [--KEY VALUE ...]", ""]
-    lists = [k for k in LISTS if k in keys]
+    lines = textwrap.wrap(f"usage: python {script}.py [--config FILE.json] [--KEY VALUE ...] [--help [all]]",
+                          width - 1, subsequent_indent="    ") + [""]
+    lists = [k for k in LISTS if k in keys and (everything or k in PAGE)]
     lists = (f" A list-valued key ({', '.join(lists)}) takes every value after its flag up to the next --KEY "
              f"(--{lists[-1]} a b c), and a JSON list in a --config file.") if lists else ""
     lines += textwrap.wrap("Every key's default is in cfg.py; a --config file (a JSON object) overrides the "
                            "defaults and --KEY VALUE (or --KEY=VALUE) flags override both. Booleans take "
                            "true/false." + lists, width - 1)
-    indent = 2 + 2 + 18 + 1 + 12 + 1  # "  --" key default
-    for group in dict.fromkeys(groups.values()):
-        members = [k for k in keys if groups[k] == group]
-        if not members:
-            continue
-        lines += ["", f"{group}:"]
-        for key in members:
-            head = f"  --{key:<18} {json.dumps(DEFAULTS[key]):<12} "
-            if len(head) > indent:  # a long default: the comment starts on the next line
-                lines.append(head.rstrip())
-                head = " " * indent
-            lines += textwrap.wrap(comments.get(key, ""), width - 1, initial_indent=head,
-                                   subsequent_indent=" " * indent) or [head.rstrip()]
+    sections = [("", [k for k in keys if k in PAGE])]
+    advanced = [k for k in keys if k not in PAGE]
+    if everything:
+        sections.append(("advanced ", advanced))
+    for prefix, section in sections:
+        for group in dict.fromkeys(notes[k][1] for k in section):
+            lines += ["", f"{prefix}{group}:"]
+            lines += _key_lines([k for k in section if notes[k][1] == group], notes, width)
+    if not everything and advanced:
+        lines += ["", *textwrap.wrap(f"{len(advanced)} advanced settings more, whose defaults decide well: "
+                                     f"python {script}.py --help all (and docs/settings.md)", width - 1)]
     return "\n".join(lines)
+
+
+def _key_lines(keys, notes, width):
+    """One entry per key: --key, its default, its comment wrapped under the comment column."""
+    lines, indent = [], 2 + 2 + 19 + 1 + 12 + 1  # "  --" key default
+    for key in keys:
+        head = f"  --{key:<19} {json.dumps(DEFAULTS[key]):<12} "
+        if len(head) > indent:  # a long default: the comment starts on the next line
+            lines.append(head.rstrip())
+            head = " " * indent
+        lines += textwrap.wrap(notes[key][0], width - 1, initial_indent=head,
+                               subsequent_indent=" " * indent) or [head.rstrip()]
+    return lines
 
 
 def answer_help(script, argv=None):
     """Print the script's help and exit when -h/--help is among the arguments (nothing heavy imported yet)."""
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in HELP_FLAGS for a in argv):
-        print(help_text(script))
+    at = next((i for i, a in enumerate(argv) if a in HELP_FLAGS), None)
+    if at is not None:
+        print(help_text(script, everything=argv[at + 1:at + 2] == ["all"]))
         raise SystemExit(0)
 
 

@@ -48,6 +48,7 @@ METRICS = "metrics.jsonl"
 REQUIRED = ("epoch", "arch", "sobel", "input_size", "state_dict", "assignment", "pca_A", "pca_b", "centroids")
 MODEL_KEYS = ("arch", "sobel", "input_size")
 INHERITED_GROUPS = ("data", "model", "clustering", "training")  # what pred.py and eval_linear.py take from the run
+INHERITED_KEYS = ("seed", "batch_size")  # and these of the "run" group: the seed drew the held-out split
 TRAINING_KEYS = MODEL_KEYS + ("num_classes",)
 
 
@@ -312,7 +313,7 @@ def run_settings(c, given, script):
         c["ckpt_path"], ckpt = selected_checkpoint(c["exp_dir"], ckpt, load)
     stored = ckpt.get("cfg") or {}
     inherit = [k for k in SCRIPT_KEYS[script.removesuffix(".py")] if k in stored and k not in given
-               and (cfg.group_of(k) in INHERITED_GROUPS or k == "seed")]  # the seed drew the held-out split
+               and (cfg.group_of(k) in INHERITED_GROUPS or k in INHERITED_KEYS)]
     c = {**c, **{k: stored[k] for k in inherit}}
     if ("test_path" not in given and stored.get("test_path") == cfg.DEFAULTS["test_path"]
             and stored.get("dataset_path") != cfg.DEFAULTS["dataset_path"]):

@@ -93,7 +93,7 @@ def test_config_file_in_another_encoding_is_one_line(tmp_path):
 def test_every_key_has_a_comment_in_help():
     for key in cfg:
         script = next(name for name, keys in cfgmod.SCRIPT_KEYS.items() if key in keys)
-        lines = cfgmod.help_text(script, width=200).splitlines()
+        lines = cfgmod.help_text(script, width=200, everything=True).splitlines()
         at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"--{key} "))
         entry = lines[at].split(None, 2)[2:] or [lines[at + 1]]  # a long default puts the comment below
         assert entry[0].strip() and not entry[0].strip().startswith("--"), f"{key} has no comment"
@@ -112,11 +112,27 @@ def test_command_line_error_is_one_line_without_traceback():
     assert r.stderr.strip().count("\n") == 0 and "did you mean 'num_epoch'" in r.stderr
 
 
-def test_readme_documents_every_key_with_its_default():
+def test_readme_shows_the_settings_page_and_docs_every_key_with_its_default():
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    settings = open(os.path.join(ROOT, "docs", "settings.md"), encoding="utf-8").read()
     for key, value in cfg.items():
         shown = json.dumps(value) if value == "" else str(value).lower() if isinstance(value, bool) else str(value)
-        assert f"| `{key}` | `{shown}` |" in readme, f"README's config table lacks {key} = {shown}"
+        assert f"| `{key}` | `{shown}` |" in settings, f"docs/settings.md lacks {key} = {shown}"
+        assert (f"| `{key}` | `{shown}` |" in readme) == (key in cfgmod.PAGE), f"README's settings page and {key}"
+
+
+def test_the_settings_page_comes_first_grouped_and_short():
+    page = cfgmod.PAGE
+    assert 10 <= len(page) <= 20 and list(cfg)[:len(page)] == page  # the page opens the dict
+    for key in ("dataset_path", "test_path", "exp_dir", "arch", "input_size", "num_classes", "num_epoch",
+                "batch_size", "lr", "pred_mode"):  # what a first run needs
+        assert key in page
+    assert list(dict.fromkeys(cfgmod.group_of(k) for k in page)) == [
+        "data", "model", "clustering", "training", "prediction", "run"]
+    source = open(cfgmod.__file__, encoding="utf-8").read()
+    for key in page:
+        line = next(x for x in source.splitlines() if x.strip().startswith(f'"{key}":'))
+        assert len(line) <= 120, f"{key}'s line on the settings page is {len(line)} characters"
 
 
 def test_a_list_valued_key_takes_every_value_up_to_the_next_flag(tmp_path):
