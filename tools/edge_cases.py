@@ -1,5 +1,5 @@
 """Edge-case sweep: every entry script with empty, tiny, huge and wrong-kind values, each run as a
-user would run it (a fresh process), printed as the table of the README's Reliability section.
+user would run it (a fresh process), printed as the table of docs/reliability.md, "Edge cases".
 
     python tools/edge_cases.py [--out table.md]
 
