@@ -34,6 +34,7 @@ from torchvision.utils import make_grid, save_image
 
 import clustering
 import collection
+import curves
 import metrics
 import report
 from cfg import first_k, load_cfg
@@ -412,7 +413,7 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
               "cluster_sizes": {str(i): int(sizes[i]) for i in order}, **answers.summary()}
     if selection:
         result["k_selection"] = selection
-    gain = report.training_gain(read_metrics(os.path.join(os.path.dirname(checkpoint_path(c)), METRICS)), ckpt)
+    gain = curves.training_gain(read_metrics(os.path.join(os.path.dirname(checkpoint_path(c)), METRICS)), ckpt)
     if gain is not None:
         result["training_gain"] = gain
     if dataset.has_labels:

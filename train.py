@@ -25,9 +25,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import clustering
+import curves
 import distributed
 import metrics
-import report
 from cfg import cluster_ks, load_cfg, save_cfg
 from checkpoint import (CHECKPOINT, EARLIER_LAYOUT, METRICS, MODEL_KEYS, SELECTED, TRAINING_KEYS, append_metrics,
                         earlier_layout, hold_lock, keep_as_selected, keep_selected_apart, load_checkpoint,
@@ -110,7 +110,7 @@ class Run:
         check_processes(c, self.device, self.world)
         self.tensorboard = None
         if c["tensorboard"] and self.main_process:  # one line when the package is missing, before any work
-            report.tensorboard_writer()
+            curves.tensorboard_writer()
         torch.manual_seed(c["seed"])
         np.random.seed(c["seed"])
         random.seed(c["seed"])
@@ -134,7 +134,7 @@ class Run:
             self.log(f"removed '{tmp}', left by a save that was interrupted")
         save_cfg(self.c, self.c["exp_dir"])
         if self.c["tensorboard"]:
-            self.tensorboard = report.open_tensorboard(os.path.join(self.c["exp_dir"], "tensorboard"))
+            self.tensorboard = curves.open_tensorboard(os.path.join(self.c["exp_dir"], "tensorboard"))
 
     # ------------------------------------------------------------ set-up
 
@@ -587,11 +587,11 @@ class Run:
         A failure here is one log line: it never ends a run."""
         if not self.main_process:
             return
-        chosen = report.chosen_epoch(self.selected, self.c["select_epoch"], row["epoch"] + 1)
+        chosen = curves.chosen_epoch(self.selected, self.c["select_epoch"], row["epoch"] + 1)
         try:
             if self.tensorboard is not None:
-                report.log_scalars(self.tensorboard, row)
-            report.plot_curves([report.Curves(read_metrics(self.metrics_path), self.clustering_row, chosen)],
+                curves.log_scalars(self.tensorboard, row)
+            curves.plot_curves([curves.Curves(read_metrics(self.metrics_path), self.clustering_row, chosen)],
                                os.path.join(self.c["exp_dir"], "curves.png"))
         except Exception as e:  # matplotlib, a full disk, ...: the run goes on
             self.log(f"warning: curves.png not written: {type(e).__name__}: {e}")
@@ -661,9 +661,9 @@ def train_epochs(run):
         run.log(f"select_epoch {c['select_epoch']} chose the network after epoch {run.selected['epoch']}: "
                 f"{run.selected_path} (pred.py and eval_linear.py use it)")
     # rank 0 alone writes metrics.jsonl and holds the checkpoint; the other ranks have nothing to compare
-    gain = report.training_gain(read_metrics(run.metrics_path), run.ckpt) if run.main_process else None
+    gain = curves.training_gain(read_metrics(run.metrics_path), run.ckpt) if run.main_process else None
     if gain is not None and c["num_epoch"] > run.start_epoch:
-        run.log(report.training_gain_line(gain))
+        run.log(curves.training_gain_line(gain))
     return run.ckpt
 
 
