@@ -137,9 +137,9 @@ def cluster_images(c, dataset, features, ckpt, device=None, neighbours=None):
     x = features if device is None else torch.from_numpy(features).to(device)
     if c["pred_mode"] == "assign":
         _, pca, centroids, offsets = stored_clustering(ckpt)
-        xb = clustering.apply_pca(x, pca)
-        ids, dist = clustering.nearest_centroid(xb, centroids, offsets, device)  # the training rule, offsets included
-        return ids, dist, len(centroids), clustering.to_numpy(xb), None
+        ids, dist = clustering.assign_to_centroids(x, pca, centroids, offsets, device)  # the training rule
+        # the embeddings of the map and embeddings.npy: whitened once more, a small cost beside the network's pass
+        return ids, dist, len(centroids), clustering.to_numpy(clustering.apply_pca(x, pca)), None
     auto = c["pred_k"] == "auto"
     k = 0 if auto else c["pred_k"] or (len(dataset.classes) if dataset.has_labels else first_k(c)
                                        or clustering.auto_k(len(dataset)))  # a run of PIC has no k of its own
@@ -367,13 +367,11 @@ def write_page(c, folder, dataset, clusters, result, page, answers):
     drawn = False
     if map_job is not None:
         try:
-            png, _ = map_job.wait()
+            map_job.wait()
         except Exception as e:  # scikit-learn or matplotlib: the predictions stand without the picture
             say(f"warning: map.png not written: {type(e).__name__}: {e}")
         else:
-            with open(os.path.join(folder, "map.png"), "wb") as f:
-                f.write(png)
-            drawn = True
+            drawn = map_job.write(os.path.join(folder, "map.png")) > 0
     if c["report"]:
         links = [os.path.join("clusters", str(int(cid)), link_name(i, path))
                  for i, (path, cid) in enumerate(zip(dataset.paths, ids))]

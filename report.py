@@ -479,12 +479,9 @@ def embed_2d(x, seed=0):
 
 
 def write_map(path, embeddings, ids, labels=None, classes=(), max_points=10_000, seed=0):
-    """map.png at path (see map_png); nothing is written under 3 images. Returns the number of points drawn."""
-    png, drawn = map_png(embeddings, ids, labels, classes, max_points, seed)
-    if png is not None:
-        with open(path, "wb") as f:
-            f.write(png)
-    return drawn
+    """map.png at path (see map_png), drawn now; nothing is written under 3 images. Returns the number of points
+    drawn."""
+    return MapJob(embeddings, ids, labels, classes, max_points, seed).write(path)
 
 
 def map_png(embeddings, ids, labels=None, classes=(), max_points=10_000, seed=0):
@@ -552,3 +549,11 @@ class MapJob:
         if self.error is not None:
             raise self.error
         return self.result
+
+    def write(self, path):
+        """wait(), then the PNG at path (nothing under 3 images). Returns the number of points drawn."""
+        png, drawn = self.wait()
+        if png is not None:
+            with open(path, "wb") as f:
+                f.write(png)
+        return drawn
