@@ -326,16 +326,23 @@ class Run:
         rank ends with the same clustering. Returns the clustering's half of the metrics row."""
         t0 = time.time()
         self.model.remove_head()
-        seed = epoch_seed(self.c["seed"], epoch)
-        self.silhouette = None  # of the first clustering in the whitened space, where one process holds every row
-        if self.shard_whitening:
-            t1 = self.cluster_sharded(seed)
-        elif self.c["pca_fit_samples"]:
-            t1 = self.cluster_streamed(seed)
-        else:
-            t1 = self.cluster_gathered(seed)
+        t1 = self.whiten_and_cluster_features(epoch_seed(self.c["seed"], epoch))
         self.keep_clustering_weights(self.feature_net().state_dict())
         return self.clustering_metrics(previous, t0, t1)
+
+    def whiten_and_cluster_features(self, seed):
+        """Every image's features, PCA-whitened and clustered by self.clusterer, by the route the processes and
+        settings call for: sharded (under torchrun with shard_clustering or pca_fit_samples: each rank whitens
+        its own share), streamed (pca_fit_samples in one process: N x 4096 is never held) or gathered (rank 0
+        holds every feature). Sets self.silhouette of the first clustering in the whitened space where one process
+        holds every row (else None). Returns time.time() at the end of the feature pass (and of the whitening,
+        where it is streamed or sharded)."""
+        self.silhouette = None
+        if self.shard_whitening:
+            return self.cluster_sharded(seed)
+        if self.c["pca_fit_samples"]:
+            return self.cluster_streamed(seed)
+        return self.cluster_gathered(seed)
 
     def share_clustering(self):
         """Rank 0's clusterings on every rank, where rank 0 clustered alone."""
