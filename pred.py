@@ -13,14 +13,13 @@ Two modes (cfg pred_mode):
              the protocol papers use to report ACC / NMI of overclustered runs.
 pred.py never deletes anything it did not create (it keeps a manifest of what it wrote), writes
 into a hidden staging folder beside pred_dir and swaps it in at the end (a killed run leaves the
-previous prediction as it was), and holds pred_dir for itself while it runs.
+previous prediction as it was), and holds pred_dir for itself while it runs (output_folder.py).
 """
 if __name__ == "__main__":
     import cfg
     cfg.answer_help("pred")  # before torch and faiss load: --help answers at once
 
 import csv
-import glob
 import json
 import os
 import shutil
@@ -34,112 +33,22 @@ from torchvision.utils import make_grid, save_image
 
 import clustering
 import collection
+import curves
 import metrics
+import output_folder
 import report
 from cfg import first_k, load_cfg
-from checkpoint import (METRICS, checkpoint_path, clustering_network, hold_lock, load_model, read_metrics, run_settings,
+from checkpoint import (METRICS, checkpoint_path, clustering_network, load_model, read_metrics, run_settings,
                         stored_clustering)
-from dataset import PRED_MANIFEST as MANIFEST
 from dataset import ClusterDataset, decode_side, eval_transform, file_identities, open_split, training_images_among
 from decoding import as_pil
 from engine import amp_dtype, compute_features, make_loader
 from errors import DataError, PredError, counted, printable
 
-STAGING_MARK = ".pred_staging"  # in a staging folder until it is complete
 NAME_MAX = 255  # bytes in one file name on common file systems
 GRID_MAX = 64
 OVERVIEW_PER_ROW = 12
 THUMB = 64
-
-
-# ---------------------------------------------------------------- pred_dir ownership
-
-def owned_files(folder):
-    """The files and links pred.py listed in folder's manifest, as paths inside folder; entries that
-    would lead outside it (absolute, or through "..") are ignored."""
-    try:
-        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
-            listed = json.load(f).get("files", [])
-    except (ValueError, AttributeError):  # not JSON, or not the object pred.py writes
-        raise PredError(f"the manifest of '{printable(folder)}' is damaged, so pred.py cannot tell its own files "
-                        "from others; move the folder away or choose another --pred_dir (nothing was deleted)") from None
-    inside = [os.path.normpath(rel) for rel in listed if isinstance(rel, str)]
-    return {rel for rel in inside if not os.path.isabs(rel) and rel != ".." and not rel.startswith(".." + os.sep)}
-
-
-def check_pred_dir(pred_dir):
-    """pred_dir may be new, empty or an earlier prediction of ours; anything else stops us (nothing deleted)."""
-    if os.path.exists(pred_dir) and not os.path.isdir(pred_dir):
-        raise PredError(f"pred_dir '{printable(pred_dir)}' exists and is not a folder")
-    entries = sorted(os.listdir(pred_dir)) if os.path.isdir(pred_dir) else []
-    if not entries:
-        return
-    if not os.path.exists(os.path.join(pred_dir, MANIFEST)):
-        raise PredError(f"pred_dir '{printable(pred_dir)}' is not empty and was not written by pred.py "
-                        f"(it holds '{printable(entries[0])}'); choose another --pred_dir")
-    owned = owned_files(pred_dir)
-    for rel in listed_files(pred_dir):
-        if rel not in owned:
-            raise PredError(f"'{printable(os.path.join(pred_dir, rel))}' was not written by pred.py; move it away "
-                            "or choose another --pred_dir (nothing was deleted)")
-
-
-def listed_files(folder):
-    """Every file and link below folder (links to folders included, not followed), relative, manifest excluded."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            rel = os.path.relpath(os.path.join(dirpath, name), folder)
-            if rel not in (MANIFEST, STAGING_MARK):
-                files.append(rel)
-    return sorted(files)
-
-
-def remove_prediction(folder):
-    """Delete what pred.py wrote into folder (by its manifest), then the folders it left empty."""
-    if os.path.exists(os.path.join(folder, MANIFEST)):
-        for rel in owned_files(folder):
-            path = os.path.join(folder, rel)
-            if os.path.islink(path) or os.path.isfile(path):
-                os.remove(path)
-        os.remove(os.path.join(folder, MANIFEST))
-    elif os.path.exists(os.path.join(folder, STAGING_MARK)):  # an unfinished staging folder: all ours
-        shutil.rmtree(folder)
-        return
-    for dirpath, _, _ in sorted(os.walk(folder), reverse=True):
-        if not os.listdir(dirpath):
-            os.rmdir(dirpath)
-
-
-def beside(pred_dir, suffix):
-    """A hidden sibling of pred_dir: its lock, its staging folder, the old prediction during the swap."""
-    parent, name = os.path.split(os.path.abspath(pred_dir))
-    return os.path.join(parent, f".{name}.{suffix}")
-
-
-def remove_stale_siblings(pred_dir):
-    """Staging folders and swapped-out predictions that a killed pred.py left beside pred_dir."""
-    for folder in glob.glob(glob.escape(beside(pred_dir, "")) + "*-*"):
-        if os.path.isdir(folder) and not os.path.islink(folder):
-            remove_prediction(folder)
-
-
-def swap_in(staging, pred_dir):
-    """Put the finished staging folder in pred_dir's place; an earlier prediction there is removed."""
-    if os.path.exists(pred_dir):
-        old = beside(pred_dir, f"old-{os.getpid()}")
-        os.rename(pred_dir, old)
-        os.rename(staging, pred_dir)
-        remove_prediction(old)
-    else:
-        os.makedirs(os.path.dirname(os.path.abspath(pred_dir)), exist_ok=True)
-        os.rename(staging, pred_dir)
-
-
-def write_manifest(folder):
-    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump({"files": listed_files(folder)}, f, indent=0)
-    os.remove(os.path.join(folder, STAGING_MARK))
 
 
 # ---------------------------------------------------------------- outputs
@@ -228,9 +137,9 @@ def cluster_images(c, dataset, features, ckpt, device=None, neighbours=None):
     x = features if device is None else torch.from_numpy(features).to(device)
     if c["pred_mode"] == "assign":
         _, pca, centroids, offsets = stored_clustering(ckpt)
-        xb = clustering.apply_pca(x, pca)
-        ids, dist = clustering.nearest_centroid(xb, centroids, offsets, device)  # the training rule, offsets included
-        return ids, dist, len(centroids), clustering.to_numpy(xb), None
+        ids, dist = clustering.assign_to_centroids(x, pca, centroids, offsets, device)  # the training rule
+        # the embeddings of the map and embeddings.npy: whitened once more, a small cost beside the network's pass
+        return ids, dist, len(centroids), clustering.to_numpy(clustering.apply_pca(x, pca)), None
     auto = c["pred_k"] == "auto"
     k = 0 if auto else c["pred_k"] or (len(dataset.classes) if dataset.has_labels else first_k(c)
                                        or clustering.auto_k(len(dataset)))  # a run of PIC has no k of its own
@@ -412,7 +321,7 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
               "cluster_sizes": {str(i): int(sizes[i]) for i in order}, **answers.summary()}
     if selection:
         result["k_selection"] = selection
-    gain = report.training_gain(read_metrics(os.path.join(os.path.dirname(checkpoint_path(c)), METRICS)), ckpt)
+    gain = curves.training_gain(read_metrics(os.path.join(os.path.dirname(checkpoint_path(c)), METRICS)), ckpt)
     if gain is not None:
         result["training_gain"] = gain
     if dataset.has_labels:
@@ -424,7 +333,6 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
                           os.path.join(c["pred_dir"], "clusters"))
     write_grids(dataset, ids, order, os.path.join(folder, "grids"))
     write_page(c, folder, dataset, (ids, dist), result, page, answers)
-    write_manifest(folder)
     return result
 
 
@@ -459,13 +367,11 @@ def write_page(c, folder, dataset, clusters, result, page, answers):
     drawn = False
     if map_job is not None:
         try:
-            png, _ = map_job.wait()
+            map_job.wait()
         except Exception as e:  # scikit-learn or matplotlib: the predictions stand without the picture
             say(f"warning: map.png not written: {type(e).__name__}: {e}")
         else:
-            with open(os.path.join(folder, "map.png"), "wb") as f:
-                f.write(png)
-            drawn = True
+            drawn = map_job.write(os.path.join(folder, "map.png")) > 0
     if c["report"]:
         links = [os.path.join("clusters", str(int(cid)), link_name(i, path))
                  for i, (path, cid) in enumerate(zip(dataset.paths, ids))]
@@ -500,9 +406,7 @@ def predict(c, device="cpu", given=None):
         say(f"note: {seen} of these {len(dataset)} images are training images of the run (its clustering was fitted "
             "on them)" + (": the label metrics are not test scores" if dataset.has_labels else ""))
     pred_dir = c["pred_dir"]
-    with hold_lock(beside(pred_dir, "lock"), pred_dir, "pred_dir"):
-        check_pred_dir(pred_dir)
-        remove_stale_siblings(pred_dir)
+    with output_folder.held(pred_dir):  # new, empty or ours; a killed run's leftovers beside it removed
         extras = c["report"] or c["duplicate_threshold"] > 0  # thumbnails and fingerprints of the same decode
         signature = collection.fingerprint if c["duplicate_threshold"] > 0 else None
         batches = make_loader(report.ThumbnailItems(dataset, c["report"], signature) if extras else dataset, c, device)
@@ -519,12 +423,10 @@ def predict(c, device="cpu", given=None):
         answers = look_around(c, dataset, neighbours, prints, model, (device, search))
         if seen != len(dataset):  # images that are all training images have duplicates.csv for that
             answers.training = training_duplicates(c, dataset, prints, answers, search)
-        staging = beside(pred_dir, f"tmp-{os.getpid()}")
-        os.makedirs(staging)
-        open(os.path.join(staging, STAGING_MARK), "w").close()
+        staging = output_folder.open_staging(pred_dir)
         result = write_outputs(c, staging, dataset, (ids, dist, k, selection), (features, embeddings), ckpt, seen,
                                page, answers)
-        swap_in(staging, pred_dir)
+        output_folder.publish(staging, pred_dir)  # manifest, then swapped into pred_dir's place
     summary = (f"{counted(len(dataset), 'image')} -> {counted(result['clusters_nonempty'], 'cluster')} "
                f"({c['pred_mode']}, k = {k})")
     if dataset.has_labels:

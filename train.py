@@ -25,9 +25,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import clustering
+import curves
 import distributed
 import metrics
-import report
 from cfg import cluster_ks, load_cfg, save_cfg
 from checkpoint import (CHECKPOINT, EARLIER_LAYOUT, METRICS, MODEL_KEYS, SELECTED, TRAINING_KEYS, append_metrics,
                         earlier_layout, hold_lock, keep_as_selected, keep_selected_apart, load_checkpoint,
@@ -110,7 +110,7 @@ class Run:
         check_processes(c, self.device, self.world)
         self.tensorboard = None
         if c["tensorboard"] and self.main_process:  # one line when the package is missing, before any work
-            report.tensorboard_writer()
+            curves.tensorboard_writer()
         torch.manual_seed(c["seed"])
         np.random.seed(c["seed"])
         random.seed(c["seed"])
@@ -134,7 +134,7 @@ class Run:
             self.log(f"removed '{tmp}', left by a save that was interrupted")
         save_cfg(self.c, self.c["exp_dir"])
         if self.c["tensorboard"]:
-            self.tensorboard = report.open_tensorboard(os.path.join(self.c["exp_dir"], "tensorboard"))
+            self.tensorboard = curves.open_tensorboard(os.path.join(self.c["exp_dir"], "tensorboard"))
 
     # ------------------------------------------------------------ set-up
 
@@ -326,16 +326,23 @@ class Run:
         rank ends with the same clustering. Returns the clustering's half of the metrics row."""
         t0 = time.time()
         self.model.remove_head()
-        seed = epoch_seed(self.c["seed"], epoch)
-        self.silhouette = None  # of the first clustering in the whitened space, where one process holds every row
-        if self.shard_whitening:
-            t1 = self.cluster_sharded(seed)
-        elif self.c["pca_fit_samples"]:
-            t1 = self.cluster_streamed(seed)
-        else:
-            t1 = self.cluster_gathered(seed)
+        t1 = self.whiten_and_cluster_features(epoch_seed(self.c["seed"], epoch))
         self.keep_clustering_weights(self.feature_net().state_dict())
         return self.clustering_metrics(previous, t0, t1)
+
+    def whiten_and_cluster_features(self, seed):
+        """Every image's features, PCA-whitened and clustered by self.clusterer, by the route the processes and
+        settings call for: sharded (under torchrun with shard_clustering or pca_fit_samples: each rank whitens
+        its own share), streamed (pca_fit_samples in one process: N x 4096 is never held) or gathered (rank 0
+        holds every feature). Sets self.silhouette of the first clustering in the whitened space where one process
+        holds every row (else None). Returns time.time() at the end of the feature pass (and of the whitening,
+        where it is streamed or sharded)."""
+        self.silhouette = None
+        if self.shard_whitening:
+            return self.cluster_sharded(seed)
+        if self.c["pca_fit_samples"]:
+            return self.cluster_streamed(seed)
+        return self.cluster_gathered(seed)
 
     def share_clustering(self):
         """Rank 0's clusterings on every rank, where rank 0 clustered alone."""
@@ -587,11 +594,11 @@ class Run:
         A failure here is one log line: it never ends a run."""
         if not self.main_process:
             return
-        chosen = report.chosen_epoch(self.selected, self.c["select_epoch"], row["epoch"] + 1)
+        chosen = curves.chosen_epoch(self.selected, self.c["select_epoch"], row["epoch"] + 1)
         try:
             if self.tensorboard is not None:
-                report.log_scalars(self.tensorboard, row)
-            report.plot_curves([report.Curves(read_metrics(self.metrics_path), self.clustering_row, chosen)],
+                curves.log_scalars(self.tensorboard, row)
+            curves.plot_curves([curves.Curves(read_metrics(self.metrics_path), self.clustering_row, chosen)],
                                os.path.join(self.c["exp_dir"], "curves.png"))
         except Exception as e:  # matplotlib, a full disk, ...: the run goes on
             self.log(f"warning: curves.png not written: {type(e).__name__}: {e}")
@@ -661,9 +668,9 @@ def train_epochs(run):
         run.log(f"select_epoch {c['select_epoch']} chose the network after epoch {run.selected['epoch']}: "
                 f"{run.selected_path} (pred.py and eval_linear.py use it)")
     # rank 0 alone writes metrics.jsonl and holds the checkpoint; the other ranks have nothing to compare
-    gain = report.training_gain(read_metrics(run.metrics_path), run.ckpt) if run.main_process else None
+    gain = curves.training_gain(read_metrics(run.metrics_path), run.ckpt) if run.main_process else None
     if gain is not None and c["num_epoch"] > run.start_epoch:
-        run.log(report.training_gain_line(gain))
+        run.log(curves.training_gain_line(gain))
     return run.ckpt
 
 

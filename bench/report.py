@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import clustering  # noqa: E402
+import curves  # noqa: E402
 import report  # noqa: E402
 from cfg import load_cfg  # noqa: E402
 from checkpoint import load_model, run_settings, stored_clustering  # noqa: E402
@@ -157,15 +158,15 @@ def bench_big_page(n=100_000, k=1000, seed=0):
 def bench_curves(exp_dir, epochs=(10, 100)):
     """Seconds of train.py's curves.png: the first drawing in a process (matplotlib's import included) and the mean of
     three more, for runs of 10 and 100 epochs (the run's rows, repeated)."""
-    rows = report.read_run(exp_dir).rows
+    rows = curves.read_run(exp_dir).rows
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in epochs:
-            run = report.Curves([{**rows[e % len(rows)], "epoch": e} for e in range(n)], rows[-1], n // 2)
+            run = curves.Curves([{**rows[e % len(rows)], "epoch": e} for e in range(n)], rows[-1], n // 2)
             times = []
             for _ in range(4):
                 t0 = time.perf_counter()
-                report.plot_curves([run], os.path.join(tmp, "curves.png"))
+                curves.plot_curves([run], os.path.join(tmp, "curves.png"))
                 times.append(time.perf_counter() - t0)
             out[n] = {"first_s": times[0], "next_s": float(np.mean(times[1:]))}
     return out

@@ -7,9 +7,9 @@ import torch
 
 import cfg
 import clustering
+import curves
 import metrics
 import pred
-import report
 import train
 from conftest import train_args
 from errors import ConfigError
@@ -103,22 +103,22 @@ def gain_of(start, trained, init="", selected=None, epochs=3):
     ckpt = {"epoch": epochs, "cfg": {"select_epoch": "last" if selected is None else "nmi_prev", "init": init},
             "selected": selected, "clustering_metrics": {"silhouette": trained, "clusters_found": 4},
             "assignment": torch.zeros(40, dtype=torch.long)}
-    return report.training_gain(rows, ckpt)
+    return curves.training_gain(rows, ckpt)
 
 
 def test_the_training_gain_line_says_when_training_did_not_beat_the_random_start():
     up, flat = gain_of(0.10, 0.25), gain_of(0.10, 0.13)  # 2.5-fold: helped; 1.3-fold: as on the small collections
     assert up["clearer"] and not flat["clearer"] and up["n_images"] == 40 and up["k"] == 4
-    assert "at least 1.5 times the start's" in report.training_gain_line(up)
-    line = report.training_gain_line(flat)
+    assert "at least 1.5 times the start's" in curves.training_gain_line(up)
+    line = curves.training_gain_line(flat)
     assert "\n" not in line and "silhouette 0.130, the random start's 0.100" in line
     assert "a pretrained start is likely the better one (--init" in line
     assert not gain_of(-0.2, -0.15)["clearer"] and gain_of(-0.2, -0.05)["clearer"]  # a rise by half the start's size
-    assert "--init" not in report.training_gain_line(gain_of(0.10, 0.05, init="vgg.pth"))
+    assert "--init" not in curves.training_gain_line(gain_of(0.10, 0.05, init="vgg.pth"))
     chosen = gain_of(0.10, 0.9, selected={"rule": "nmi_prev", "epoch": 1, "score": 0.5})  # the chosen epoch's row
     assert chosen["epoch"] == 1 and chosen["trained"] == 0.0 and not chosen["clearer"]
     assert gain_of(None, 0.3) is None and gain_of(0.1, None) is None
-    assert report.training_gain(rows=[{"epoch": 0, "silhouette": 0.1}], ckpt=None) is None  # a rank without one
+    assert curves.training_gain(rows=[{"epoch": 0, "silhouette": 0.1}], ckpt=None) is None  # a rank without one
 
 
 def test_a_run_logs_the_training_gain_and_pred_shows_it(blob_tree, tmp_path):

@@ -14,6 +14,7 @@ import torch
 
 import checkpoint
 import clustering
+import output_folder
 import pred
 import train
 from conftest import make_blob_tree, train_args
@@ -221,7 +222,7 @@ def test_a_second_trainer_on_one_exp_dir_stops_and_a_killed_one_leaves_no_stale_
 
 def test_a_second_prediction_into_one_pred_dir_stops(trained, tmp_path):
     out = tmp_path / "out"
-    holder = hold(pred.beside(str(out), "lock"))
+    holder = hold(output_folder.beside(str(out), "lock"))
     try:
         with pytest.raises(SystemExit) as e:
             pred.main("cpu", pred_args(trained, "--pred_dir", str(out)))

@@ -1,4 +1,4 @@
-"""report.py: pred.py's page (index.html, thumbs/), the map, train.py's curves.png and the TensorBoard switch."""
+"""report.py: pred.py's page (index.html, thumbs/) and the map; curves.py: train.py's curves.png and the TensorBoard switch."""
 import csv
 import json
 import os
@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import curves
 import pred
 import report
 import train
@@ -199,25 +200,25 @@ def test_the_map_draws_a_subset_above_its_limit(tmp_path):
 def test_curves_png_after_one_epoch_and_after_a_resume(blob_tree, tmp_path, monkeypatch):
     exp = tmp_path / "exp"
     drawn = []
-    real = report.plot_curves
-    monkeypatch.setattr(report, "plot_curves", lambda runs, out, title=None: drawn.append(runs) or real(runs, out))
+    real = curves.plot_curves
+    monkeypatch.setattr(curves, "plot_curves", lambda runs, out, title=None: drawn.append(runs) or real(runs, out))
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1"))
     with Image.open(exp / "curves.png") as img:
         assert img.format == "PNG" and img.width > img.height > 300
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2"))
     assert [len(runs[0].rows) for runs in drawn] == [1, 2]  # the resumed run draws both epochs
     assert drawn[-1][0].final["reclustered"] and drawn[-1][0].selected in (1, 2)
-    assert report.curve_points(drawn[-1][0], "loss")[0] == [1, 2]
-    assert report.curve_points(drawn[-1][0], "nmi")[0] == [0, 1, 2]  # the random network's clustering at 0
+    assert curves.curve_points(drawn[-1][0], "loss")[0] == [1, 2]
+    assert curves.curve_points(drawn[-1][0], "nmi")[0] == [0, 1, 2]  # the random network's clustering at 0
     assert not [f for f in os.listdir(exp) if ".tmp." in f]
 
 
 def test_the_curves_command_marks_the_chosen_epoch_from_the_checkpoint(trained, tmp_path):
     _, exp = trained
-    run = report.read_run(str(exp))
+    run = curves.read_run(str(exp))
     ckpt = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
     assert run.selected == ckpt["selected"]["epoch"] and run.final == ckpt["clustering_metrics"]
-    assert report.curve_points(run, "nmi")[0] == [0, 1, 2]
+    assert curves.curve_points(run, "nmi")[0] == [0, 1, 2]
     plot_curves.main([str(exp), "--out", str(tmp_path / "c.png"), "--title", "one run"])
     assert (tmp_path / "c.png").exists() and (exp / "curves.png").exists()  # train.py drew its own too
 
@@ -225,7 +226,7 @@ def test_the_curves_command_marks_the_chosen_epoch_from_the_checkpoint(trained, 
 def test_the_curves_command_marks_the_last_epoch_of_a_select_epoch_last_run(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "last"))
-    assert report.read_run(str(exp)).selected == 2  # as the dotted line of train.py's own curves.png
+    assert curves.read_run(str(exp)).selected == 2  # as the dotted line of train.py's own curves.png
 
 
 def test_identical_embeddings_get_a_map_instead_of_a_crash():
@@ -252,7 +253,7 @@ def test_a_failing_map_is_one_warning_and_the_page_goes_without_it(trained, tmp_
 def test_a_plotting_error_is_one_log_line_and_the_run_goes_on(blob_tree, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts")
-    monkeypatch.setattr(report, "plot_curves", broken)
+    monkeypatch.setattr(curves, "plot_curves", broken)
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1"))
     log = (exp / "train.log").read_text(encoding="utf-8")
@@ -262,7 +263,7 @@ def test_a_plotting_error_is_one_log_line_and_the_run_goes_on(blob_tree, tmp_pat
 def test_an_interrupted_curves_write_leaves_the_previous_png(tmp_path, monkeypatch):
     rows = [{"epoch": e, "loss": 2.0 - e, "nmi": 0.4, "nmi_prev": 0.5, "reclustered": True} for e in range(3)]
     out = tmp_path / "curves.png"
-    report.plot_curves([report.Curves(rows)], str(out))
+    curves.plot_curves([curves.Curves(rows)], str(out))
     before = out.read_bytes()
     import matplotlib.figure
 
@@ -272,7 +273,7 @@ def test_an_interrupted_curves_write_leaves_the_previous_png(tmp_path, monkeypat
         raise KeyboardInterrupt
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", cut)
     with pytest.raises(KeyboardInterrupt):
-        report.plot_curves([report.Curves(rows)], str(out))
+        curves.plot_curves([curves.Curves(rows)], str(out))
     assert out.read_bytes() == before and os.listdir(tmp_path) == ["curves.png"]
 
 
@@ -296,7 +297,7 @@ def test_tensorboard_scalars_follow_the_curves_steps():
         def flush(self):
             pass
     w = Writer()
-    report.log_scalars(w, {"epoch": 3, "loss": 1.5, "nmi": 0.4, "nmi_prev": None, "reclustered": True,
+    curves.log_scalars(w, {"epoch": 3, "loss": 1.5, "nmi": 0.4, "nmi_prev": None, "reclustered": True,
                            "images_per_s": float("nan")})
     assert w.scalars == {"train/loss": (1.5, 4), "clustering/nmi": (0.4, 3)}
 
@@ -311,5 +312,5 @@ def test_a_run_without_labels_says_so_on_its_panel_without_a_matplotlib_warning(
     ax = Figure().subplots()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        report.draw_panel(ax, [report.Curves(rows, None, 2)], "labels", "clustering against the labels")
+        curves.draw_panel(ax, [curves.Curves(rows, None, 2)], "labels", "clustering against the labels")
     assert [t.get_text() for t in ax.texts] == ["no labels"] and ax.get_legend() is None

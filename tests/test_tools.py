@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import report
+import curves
 from cfg import load_cfg
 from conftest import make_blob_tree
 from tools import make_fashion_mnist, pixel_kmeans, plot_curves, seed_summary
@@ -88,9 +88,9 @@ def test_curves_png_from_metrics(tmp_path):
     rows = [{"epoch": e, "loss": 4.0 - e, "nmi": 0.4 + 0.01 * e, "nmi_prev": None if e == 0 else 0.5,
              "reclustered": True} for e in range(4)]
     (exp / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = report.read_run(str(exp))
-    assert report.curve_points(run, "nmi_prev") == ([1, 2, 3], [0.5, 0.5, 0.5])
-    assert report.curve_points(run, "loss") == ([1, 2, 3, 4], [4.0, 3.0, 2.0, 1.0])  # after the epoch trained
+    run = curves.read_run(str(exp))
+    assert curves.curve_points(run, "nmi_prev") == ([1, 2, 3], [0.5, 0.5, 0.5])
+    assert curves.curve_points(run, "loss") == ([1, 2, 3, 4], [4.0, 3.0, 2.0, 1.0])  # after the epoch trained
     assert run.selected is None and run.final is None  # no checkpoint: no marks
     out = tmp_path / "c.png"
     plot_curves.main([str(exp), str(exp), "--labels", "a", "b", "--out", str(out)])

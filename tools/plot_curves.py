@@ -3,7 +3,7 @@
     python tools/plot_curves.py exp/fashion_mnist_small --out curves.png --title "the sample, seed 31"
     python tools/plot_curves.py exp/run_a exp/run_b --labels "paper head" "matched head" --out cmp.png
 
-Six panels against the epochs trained (report.plot_curves): training loss, NMI with the previous clustering,
+Six panels against the epochs trained (curves.plot_curves): training loss, NMI with the previous clustering,
 NMI and ARI of the clustering against the labels (needs class folders), the k-means loss, training images/s and
 seconds per epoch; a dotted line marks the epoch select_epoch chose (read from the run's checkpoint). Each
 argument is an exp_dir (or a metrics.jsonl file).
@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import report  # noqa: E402
+import curves  # noqa: E402
 from errors import UserError  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def main(argv=None):
     if a.labels and len(a.labels) != len(a.runs):
         raise UserError(f"{len(a.runs)} runs but {len(a.labels)} labels")
     labels = a.labels or ([os.path.basename(os.path.normpath(r)) for r in a.runs] if len(a.runs) > 1 else [""])
-    report.plot_curves([report.read_run(r, label) for r, label in zip(a.runs, labels)], a.out, a.title)
+    curves.plot_curves([curves.read_run(r, label) for r, label in zip(a.runs, labels)], a.out, a.title)
     print(f"wrote {a.out}")
 
 
