@@ -24,6 +24,7 @@ def test_the_tree_is_photos_of_imagenet_size_in_class_folders(tmp_path):
     assert imagenet.build_tree(root, 12) == root  # made once
 
 
+@pytest.mark.slow
 def test_the_clustering_step_at_scale_runs_on_either_form():
     for where in (None, torch.device("cpu")):
         r = imagenet.cluster_at_scale(3000, 50, where, torch.device("cpu"))

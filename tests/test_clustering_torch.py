@@ -135,6 +135,7 @@ def test_repeated_rows_give_both_forms_the_same_start():
     assert len(set(map(tuple, x[small[:3]]))) == 3
 
 
+@pytest.mark.slow
 def test_whitening_in_float32_tensors_matches_the_float64_reference(real_features):
     """The torch form of the PCA on a tensor: the whitening of numpy's float64 eigendecomposition, and the
     same whitening as the numpy path, for the covariance (n >= d) and the Gram (n < d) routes."""
@@ -238,6 +239,7 @@ def test_gather_rows_of_a_tensor_stays_a_tensor():
     assert isinstance(out, torch.Tensor) and torch.equal(out[2], rows[0])
 
 
+@pytest.mark.slow
 def test_a_run_clustered_in_torch_predicts_its_assignment_with_either_form(tmp_path):
     """train.py with clustering_device torch (the GPU code, here on the CPU); pred.py's assign mode gives the
     training assignment back with the torch form and with faiss."""

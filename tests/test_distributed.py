@@ -55,6 +55,7 @@ def test_mixed_precision_only_on_cuda():
     assert engine.amp_dtype({**c, "amp": "off"}, torch.device("cuda")) is None
 
 
+@pytest.mark.slow
 def test_two_processes_cluster_like_one_and_stay_in_sync(tmp_path):
     """torchrun with 2 gloo processes, each clustering its own share of the features (all-reduced sums): epoch 0
     clusters as 1 process does with the same torch form (and with features held in float16), a training epoch
@@ -112,6 +113,7 @@ def test_contiguous_shares_are_gathered_in_place():
     assert distributed.shard(5, 3, 4).tolist() == []
 
 
+@pytest.mark.slow
 def test_gpu_check_script_cpu_safe_parts():
     script = os.path.join(ROOT, "tools", "gpu_check.sh")
     r = subprocess.run(["bash", script, "--help"], capture_output=True, text=True)
@@ -134,6 +136,7 @@ def test_gpu_check_script_cpu_safe_parts():
         assert r.returncode == 0 and "usage" in r.stdout, r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_two_processes_with_the_centroid_head_and_a_streamed_pca(tmp_path):
     """Every rank builds the same head from the same PCA and centroids; pca_fit_samples under torchrun: the PCA
     is fitted on one sample drawn across the ranks, every later batch projected as it is computed, to the

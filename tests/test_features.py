@@ -23,6 +23,7 @@ def groups(n_per=20, k=3, d=8, seed=0):
     return x / np.linalg.norm(x, axis=1, keepdims=True), np.repeat(np.arange(k), n_per)
 
 
+@pytest.mark.slow
 def test_umap_space_finds_the_groups_and_keeps_centroids_of_the_whitened_rows():
     xb, y = groups()
     km = clustering.Kmeans(3, pca_dim=8, niter=10, equal_size=True, space="umap")
@@ -56,6 +57,7 @@ def test_umap_is_refused_in_one_line_where_it_cannot_run(blob_tree, tmp_path):
     train.check_processes({**c, "shard_clustering": False}, torch.device("cpu"), world=2)
 
 
+@pytest.mark.slow
 def test_a_run_in_the_umap_space_trains_saves_and_predicts(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1", "--clustering_space", "umap"))
@@ -70,6 +72,7 @@ def test_a_run_in_the_umap_space_trains_saves_and_predicts(blob_tree, tmp_path):
         assert result["k"] == 3 and len((out / "predictions.csv").read_text().splitlines()) == 19
 
 
+@pytest.mark.slow
 def test_two_views_repeat_each_drawn_image_side_by_side(blob_tree, tmp_path, monkeypatch):
     orders, original = {}, train.make_loader
 
@@ -121,6 +124,7 @@ def test_the_training_gain_line_says_when_training_did_not_beat_the_random_start
     assert curves.training_gain(rows=[{"epoch": 0, "silhouette": 0.1}], ckpt=None) is None  # a rank without one
 
 
+@pytest.mark.slow
 def test_a_run_logs_the_training_gain_and_pred_shows_it(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1"))

@@ -109,6 +109,7 @@ class _Body(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+@pytest.mark.slow
 def test_compile_body_runs_the_compiled_graphs_from_the_parent_and_keeps_the_weights_names():
     from torch._dynamo.utils import counters
 

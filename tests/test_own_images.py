@@ -23,6 +23,7 @@ def photo_run(tmp_path_factory):
     return photos, exp
 
 
+@pytest.mark.slow
 def test_pred_needs_only_the_exp_dir(photo_run):
     photos, exp = photo_run
     result = pred.main("cpu", ["--exp_dir", str(exp), "--verbose", "false"])

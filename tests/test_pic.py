@@ -1,6 +1,7 @@
 import tracemalloc
 
 import numpy as np
+import pytest
 
 import metrics
 import train
@@ -66,6 +67,7 @@ def test_deterministic():
     assert pic.centroids.shape == (pic.k, 8)
 
 
+@pytest.mark.slow
 def test_fifty_thousand_points_without_a_dense_matrix():
     x = np.random.default_rng(0).normal(size=(50_000, 256)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -77,6 +79,7 @@ def test_fifty_thousand_points_without_a_dense_matrix():
     assert peak < 200 * 2**20  # a dense 50k x 50k float32 matrix alone would be 9.3 GiB
 
 
+@pytest.mark.slow
 def test_train_runs_two_epochs_with_pic(blob_tree, tmp_path):
     from test_train import read_metrics
     train.main("cpu", train_args(blob_tree, tmp_path / "exp", "--num_epoch", "2", "--clustering", "pic",

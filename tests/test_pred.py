@@ -40,6 +40,7 @@ def read_png(path):
         return img.size
 
 
+@pytest.mark.slow
 def test_pred_end_to_end_on_the_shipped_sample(trained, tmp_path):
     out = tmp_path / "out"
     args = pred_args(trained, out, "--test_path", SAMPLE_TEST, "--pred_mode", "recluster")
@@ -123,6 +124,7 @@ def test_checkpoint_saved_from_a_wrapped_model_loads(trained, tmp_path):
     assert model.top_layer is None and not model.training
 
 
+@pytest.mark.slow
 def test_linear_probe_writes_its_json(trained, tmp_path):
     tree, exp = trained
     test_tree = make_blob_tree(tmp_path / "test", classes=3, per_class=4, seed=1)
@@ -176,6 +178,7 @@ def predicted_ids(out):
         return [int(r["cluster"]) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("equal_size, head, ema, reassign, select, resumed", ASSIGN_MATRIX)
 def test_assign_gives_back_the_training_assignment_in_every_setting(tmp_path, equal_size, head, ema, reassign,
                                                                      select, resumed):
@@ -200,6 +203,7 @@ def test_assign_gives_back_the_training_assignment_in_every_setting(tmp_path, eq
     assert (last["clustering_state_dict"] is not None) == (reassign == "2")  # epoch 3 did not re-cluster
 
 
+@pytest.mark.slow
 def test_assign_with_equal_size_on_the_shipped_sample(tmp_path):
     """20 images of each of the 10 classes, one epoch, k = 10 with the default equal-size pseudo-labels: the
     equal-size step moves images away from their nearest centroid, and assign follows it."""
@@ -220,6 +224,7 @@ def test_assign_with_equal_size_on_the_shipped_sample(tmp_path):
     assert result["images"] == "training" and result["n_training_images"] == 200
 
 
+@pytest.mark.slow
 def test_metrics_on_training_images_are_labelled_as_such(trained, tmp_path, capsys):
     tree, exp = trained
     result = pred.main("cpu", pred_args(trained, tmp_path / "o", "--test_path", tree))
@@ -246,6 +251,7 @@ def test_recluster_of_one_image_is_one_line(trained, tmp_path):
     assert result["n_images"] == 1
 
 
+@pytest.mark.slow
 def test_the_probe_never_tests_on_the_images_it_trained_on(trained, tmp_path, capsys):
     """A run on its own labelled folder (test_path = dataset_path): the probe holds out val_split itself and says
     that the network trained on those images; with val_split 0 it stops with one line."""
@@ -266,6 +272,7 @@ def test_the_probe_never_tests_on_the_images_it_trained_on(trained, tmp_path, ca
     assert result["n_test"] == 9 and result["n_train"] == 21 and result["n_test_trained_on"] == 3
 
 
+@pytest.mark.slow
 def test_probe_run_by_default_on_its_own_folder_holds_out(tmp_path):
     """The case as a user meets it: trained on a labelled folder of its own, test_path left at its default."""
     import train
@@ -276,6 +283,7 @@ def test_probe_run_by_default_on_its_own_folder_holds_out(tmp_path):
     assert result["n_test"] == 2 and result["n_train"] == 18 and result["n_test_trained_on"] == 2
 
 
+@pytest.mark.slow
 def test_cluster_links_are_relative_and_survive_moving_images_and_predictions_together(trained, tmp_path):
     """clusters/ holds relative links: a copy of the images and pred_dir together (cp -r, tar, rsync) keeps them
     working, where absolute links pointed back at the old place; a dereferencing copy (cp -rL, tar -h, zip) of

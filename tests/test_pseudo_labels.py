@@ -5,6 +5,7 @@ A public re-implementation rebuilt the pseudo-label list from the previous epoch
 These tests recover every image's identity from its pixels and check its label.
 """
 import numpy as np
+import pytest
 
 import clustering
 import train
@@ -25,6 +26,7 @@ def test_labels_follow_their_images_over_epochs(color_tree):
             assert label == assignment[index_of(img)]
 
 
+@pytest.mark.slow
 def test_training_loop_pairs_each_image_with_its_own_cluster(color_tree, tmp_path, monkeypatch):
     """Run the real loop for 3 epochs and check what it trained on against what k-means returned."""
     clustered, built = [], []

@@ -37,6 +37,7 @@ def pred_args(trained, *extra):
 
 # ---------------------------------------------------------------- file names are bytes
 
+@pytest.mark.slow
 def test_names_that_are_not_utf8_or_very_long_work_end_to_end(tmp_path):
     tree = make_blob_tree(tmp_path / "tree", classes=3, per_class=6)
     first = os.path.join(tree, "class_0", "000.png")
@@ -174,6 +175,7 @@ def test_outputs_that_are_files_are_refused(tmp_path):
 
 # ---------------------------------------------------------------- divergence
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     with pytest.raises(SystemExit) as e:
@@ -204,6 +206,7 @@ def hold(lock_path):
     return proc
 
 
+@pytest.mark.slow
 def test_a_second_trainer_on_one_exp_dir_stops_and_a_killed_one_leaves_no_stale_lock(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     exp.mkdir()
@@ -234,6 +237,7 @@ def test_a_second_prediction_into_one_pred_dir_stops(trained, tmp_path):
 
 # ---------------------------------------------------------------- interrupted writes
 
+@pytest.mark.slow
 def test_a_partial_metrics_line_and_a_stale_temporary_do_not_block_a_resume(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1"))
@@ -248,6 +252,7 @@ def test_a_partial_metrics_line_and_a_stale_temporary_do_not_block_a_resume(blob
     assert "removed" in (exp / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_the_run_resumes(blob_tree, tmp_path, monkeypatch):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1"))
@@ -280,6 +285,7 @@ def test_selecting_the_same_checkpoint_twice_leaves_no_temporary(tmp_path):
     assert selected.read_bytes() == b"weights"
 
 
+@pytest.mark.slow
 def test_an_interrupted_prediction_leaves_the_previous_one_and_can_be_run_again(trained, tmp_path, monkeypatch):
     out = tmp_path / "out"
     first = pred.main("cpu", pred_args(trained, "--pred_dir", str(out)))
@@ -302,6 +308,7 @@ def test_an_interrupted_prediction_leaves_the_previous_one_and_can_be_run_again(
 
 # ---------------------------------------------------------------- pred.py's own outputs
 
+@pytest.mark.slow
 def test_a_pred_dir_inside_the_test_tree_is_never_scanned(trained, tmp_path):
     tree, _ = trained
     inside = os.path.join(tree, "zz_predictions")
@@ -348,6 +355,7 @@ def test_a_file_that_is_not_a_checkpoint_at_all_is_one_line(trained, tmp_path):
     assert one_line(e).startswith("checkpoint error: cannot read")
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_during_a_prediction_then_rerun(trained, tmp_path):
     """A pred.py killed at any moment: the next run works and leaves no staging folder behind."""
     out = tmp_path / "out"

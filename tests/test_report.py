@@ -122,6 +122,7 @@ def test_hostile_file_names_stay_escaped_and_linked(trained, tmp_path):
     raw.decode("utf-8")  # the page is valid UTF-8 whatever the names
 
 
+@pytest.mark.slow
 def test_a_rerun_replaces_the_page_and_foreign_files_still_stop_pred(trained, tmp_path):
     tree, exp = trained
     out = tmp_path / "out"
@@ -197,6 +198,7 @@ def test_the_map_draws_a_subset_above_its_limit(tmp_path):
     assert report.write_map(str(tmp_path / "none.png"), x[:2], ids[:2]) == 0 and not (tmp_path / "none.png").exists()
 
 
+@pytest.mark.slow
 def test_curves_png_after_one_epoch_and_after_a_resume(blob_tree, tmp_path, monkeypatch):
     exp = tmp_path / "exp"
     drawn = []
@@ -223,6 +225,7 @@ def test_the_curves_command_marks_the_chosen_epoch_from_the_checkpoint(trained, 
     assert (tmp_path / "c.png").exists() and (exp / "curves.png").exists()  # train.py drew its own too
 
 
+@pytest.mark.slow
 def test_the_curves_command_marks_the_last_epoch_of_a_select_epoch_last_run(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "last"))
@@ -250,6 +253,7 @@ def test_a_failing_map_is_one_warning_and_the_page_goes_without_it(trained, tmp_
     assert "warning: map.png not written: ValueError: t-SNE diverged" in printed and ", map.png" not in printed
 
 
+@pytest.mark.slow
 def test_a_plotting_error_is_one_log_line_and_the_run_goes_on(blob_tree, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts")

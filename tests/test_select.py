@@ -22,6 +22,7 @@ def scores(exp, rule):
     return {r["epoch"]: r[rule] for r in rows[1:]} | {len(rows): last["clustering_metrics"][rule]}, last
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule,pick", [("nmi_prev", max), ("kmeans_loss", min)])
 def test_the_chosen_epoch_is_the_best_score_and_its_checkpoint_is_kept(blob_tree, tmp_path, rule, pick):
     exp = tmp_path / "exp"
@@ -55,6 +56,7 @@ def test_the_chosen_checkpoint_is_kept_without_what_only_a_resume_reads(tmp_path
     assert os.stat(selected).st_mtime_ns == 1
 
 
+@pytest.mark.slow
 def test_rule_last_keeps_nothing_and_a_new_run_drops_an_old_choice(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "nmi_prev"))
@@ -73,6 +75,7 @@ def fake_choice(exp, chosen_epoch):
     return last
 
 
+@pytest.mark.slow
 def test_pred_uses_the_chosen_epoch_unless_told_otherwise(trained, tmp_path, capsys):
     tree, exp0 = trained
     exp = tmp_path / "exp"
@@ -99,6 +102,7 @@ def test_a_chosen_checkpoint_that_does_not_match_falls_back_to_the_last(trained,
     assert "is not the checkpoint of epoch 1 that the run chose; using the last epoch (2)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_kill_between_checkpoint_and_link_is_mended_on_resume(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "1", "--select_epoch", "nmi_prev"))
@@ -125,6 +129,7 @@ def chosen_apart(exp, epoch=1, score=0.9):
         checkpoint.keep_as_selected(str(path), str(exp / "selected.pth.tar"))
 
 
+@pytest.mark.slow
 def test_a_rule_change_that_would_drop_the_kept_network_is_one_line_that_refuses(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "nmi_prev"))
@@ -144,6 +149,7 @@ def test_a_rule_change_that_would_drop_the_kept_network_is_one_line_that_refuses
     assert torch.load(exp / "checkpoint.pth.tar", weights_only=True)["selected"]["rule"] == "kmeans_loss"
 
 
+@pytest.mark.slow
 def test_a_rule_change_rechooses_among_the_networks_still_there_and_says_which_it_could_not(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     train.main("cpu", train_args(blob_tree, exp, "--num_epoch", "2", "--select_epoch", "nmi_prev"))

@@ -122,6 +122,7 @@ def test_further_clusterings_are_kmeans_of_the_same_whitened_rows():
 
 # ---------------------------------------------------------------- one k: exactly as before
 
+@pytest.mark.slow
 def test_one_k_trains_exactly_as_before_lists_existed(tmp_path):
     """Pinned from the code before num_classes took a list (2 epochs, head match, the conftest's tiny tree):
     one k draws the same random numbers in the same order, so metrics and weights are the same."""
@@ -175,6 +176,7 @@ def test_every_clustering_is_stored_logged_and_drawn(several):
     assert (exp / "curves.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_pred_and_the_probe_use_the_first_clustering(several, tmp_path):
     tree, exp = several
     import eval_linear
@@ -196,6 +198,7 @@ def test_resuming_with_other_clusterings_is_one_line(several, tmp_path):
     assert "num_classes=[3, 5, 7]" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["match", "centroids"])
 def test_a_resumed_run_with_several_clusterings_matches_an_uninterrupted_one(blob_tree, tmp_path, head):
     args = ("--num_classes", "3,5", "--head", head)
@@ -215,6 +218,7 @@ def test_a_resumed_run_with_several_clusterings_matches_an_uninterrupted_one(blo
     assert ("extra_heads.0.weight" in wa["state_dict"]) == (head == "match")
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_then_rerun_continues_every_clustering(blob_tree, tmp_path):
     """kill -9 right after the first metrics line (the next clusterings under way, their checkpoint not yet
     written); the same command again loses nothing and repeats nothing, with both clusterings."""

@@ -29,6 +29,7 @@ def run(tree, exp, *extra):
     return train.main("cpu", train_args(tree, exp, *extra))
 
 
+@pytest.mark.slow
 def test_two_epochs_write_metrics_config_and_a_safe_checkpoint(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     run(blob_tree, exp, "--num_epoch", "2", "--head", "new")  # the paper's head: none is kept between epochs
@@ -54,6 +55,7 @@ def test_two_epochs_write_metrics_config_and_a_safe_checkpoint(blob_tree, tmp_pa
     assert not [f for f in os.listdir(exp) if ".tmp." in f]
 
 
+@pytest.mark.slow
 def test_unchecked_bad_file_becomes_a_black_image_not_a_crash(blob_tree, tmp_path):
     bad = os.path.join(blob_tree, "class_1", "zz_broken.png")
     open(bad, "wb").write(b"not a png")
@@ -65,6 +67,7 @@ def test_unchecked_bad_file_becomes_a_black_image_not_a_crash(blob_tree, tmp_pat
     assert torch.load(tmp_path / "checked" / "checkpoint.pth.tar", weights_only=True)["assignment"].shape == (18,)
 
 
+@pytest.mark.slow
 def test_flat_folder_has_null_label_metrics(tmp_path):
     from conftest import make_blob_tree
     tree = make_blob_tree(tmp_path / "t", classes=1, per_class=10)
@@ -73,6 +76,7 @@ def test_flat_folder_has_null_label_metrics(tmp_path):
     assert row["nmi"] is None and row["ari"] is None and np.isfinite(row["loss"])
 
 
+@pytest.mark.slow
 def test_albums_with_labels_none_have_null_label_metrics_and_folders_insists_on_classes(tmp_path):
     from conftest import make_blob_tree
     from errors import DataError
@@ -84,6 +88,7 @@ def test_albums_with_labels_none_have_null_label_metrics_and_folders_insists_on_
         run(os.path.join(tree, "class_0"), tmp_path / "flat", "--num_epoch", "0", "--labels", "folders")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["new", "match", "centroids"])
 def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path, head):
     rule = ("--select_epoch", "nmi_prev")  # the choice of an epoch is resumed too
@@ -110,6 +115,7 @@ def test_resumed_run_matches_uninterrupted_run(blob_tree, tmp_path, head):
     assert "resuming" in log and "1 epoch done" in log
 
 
+@pytest.mark.slow
 def test_zero_epochs_checkpoints_the_random_network(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     run(blob_tree, exp, "--num_epoch", "0")
@@ -120,6 +126,7 @@ def test_zero_epochs_checkpoints_the_random_network(blob_tree, tmp_path):
     assert [r["epoch"] for r in read_metrics(exp)] == [0]
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_trained_again(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     run(blob_tree, exp, "--num_epoch", "1")
@@ -130,6 +137,7 @@ def test_finished_run_is_not_trained_again(blob_tree, tmp_path):
     assert "already finished 1 epoch" in (exp / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_resume_false_starts_over(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     run(blob_tree, exp, "--num_epoch", "2")
@@ -138,6 +146,7 @@ def test_resume_false_starts_over(blob_tree, tmp_path):
     assert torch.load(exp / "checkpoint.pth.tar", weights_only=True)["epoch"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, value", [("--sobel", "false"), ("--num_classes", "2"), ("--input_size", "64")])
 def test_checkpoint_of_another_model_stops_clearly(blob_tree, tmp_path, flag, value):
     exp = tmp_path / "exp"
@@ -164,6 +173,7 @@ def test_a_single_training_image_is_one_line_for_both_clusterings(tmp_path, rule
     assert "at least 2, there is 1 image in" in str(e.value.code) and not (tmp_path / "exp").exists()
 
 
+@pytest.mark.slow
 def test_optimizers_schedulers_and_reassign(blob_tree, tmp_path):
     run(blob_tree, tmp_path / "step", "--num_epoch", "3", "--lr", "0.04", "--lr_scheduler", "step",
         "--lr_step_size", "1", "--lr_gamma", "0.5", "--reassign", "2")
@@ -186,6 +196,7 @@ def test_truncate_metrics_drops_epochs_past_the_checkpoint(tmp_path):
     assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [0, 1]
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_then_rerun_continues(blob_tree, tmp_path):
     """kill -9 right after the first metrics line, while the next clustering runs and before the
     checkpoint that matches the line is written; re-run the same command, lose nothing, repeat nothing."""
@@ -199,6 +210,7 @@ def test_kill_minus_nine_then_rerun_continues(blob_tree, tmp_path):
     assert [row["epoch"] for row in read_metrics(exp)] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume(blob_tree, tmp_path):
     exp = tmp_path / "exp"
     cmd = [sys.executable, "train.py", *train_args(blob_tree, exp, "--num_epoch", "50")]
@@ -235,6 +247,7 @@ def test_a_start_that_fails_its_checks_leaves_no_folder_behind(blob_tree, tmp_pa
         assert not exp.exists()
 
 
+@pytest.mark.slow
 def test_cache_and_streaming_do_not_change_the_default_result(blob_tree, tmp_path):
     """The decoded-image cache and the streamed PCA (when its sample covers the whole set) are pure
     speed/memory options: the clustering and the training must be exactly those of the plain path."""
@@ -250,6 +263,7 @@ def test_cache_and_streaming_do_not_change_the_default_result(blob_tree, tmp_pat
         assert read_metrics(tmp_path / name)[0]["loss"] == read_metrics(tmp_path / "default")[0]["loss"], name
 
 
+@pytest.mark.slow
 def test_streaming_with_a_sample_smaller_than_the_set(blob_tree, tmp_path):
     run(blob_tree, tmp_path / "exp", "--num_epoch", "1", "--pca_fit_samples", "10", "--pca_dim", "2")
     ckpt = torch.load(tmp_path / "exp" / "checkpoint.pth.tar", weights_only=True)
@@ -274,6 +288,7 @@ def test_average_into_is_an_exponential_moving_average_of_the_body():
     assert not any(k.startswith("top_layer.") for k in after)  # the head changes every epoch: never averaged
 
 
+@pytest.mark.slow
 def test_ema_run_resumes_exactly_and_pred_uses_the_average(blob_tree, tmp_path):
     run(blob_tree, tmp_path / "full", "--num_epoch", "2", "--ema", "0.9")
     run(blob_tree, tmp_path / "split", "--num_epoch", "1", "--ema", "0.9")
