@@ -44,6 +44,7 @@ from dataset import ClusterDataset, decode_side, eval_transform, file_identities
 from decoding import as_pil
 from engine import amp_dtype, compute_features, make_loader
 from errors import DataError, PredError, counted, printable
+from thumbnails import CollectThumbnails, ThumbnailItems
 
 NAME_MAX = 255  # bytes in one file name on common file systems
 GRID_MAX = 64
@@ -249,7 +250,7 @@ def training_duplicates(c, dataset, prints, answers, device):
         say(f"note: the training images '{printable(c['dataset_path'])}' cannot be read; no "
             "duplicates_of_training.csv")
         return None
-    batches = report.CollectThumbnails(make_loader(report.ThumbnailItems(training, False, collection.fingerprint),
+    batches = CollectThumbnails(make_loader(ThumbnailItems(training, False, collection.fingerprint),
                                                    c, torch.device("cpu")))
     for _ in batches:
         pass
@@ -283,8 +284,8 @@ def similar_queries(c, dataset, model, devices, space, rows):
             if not said:
                 say(f"warning: similar_to: {e.msg}; no query from it")
             continue
-        batches = make_loader(report.ThumbnailItems(queries) if c["report"] else queries, c, net)  # no signatures
-        batches = report.CollectThumbnails(batches) if c["report"] else batches
+        batches = make_loader(ThumbnailItems(queries) if c["report"] else queries, c, net)  # no signatures
+        batches = CollectThumbnails(batches) if c["report"] else batches
         found = collection.similar_images(
             collection.neighbour_rows(compute_features(batches, model, net, False, amp_dtype(c, net)), space), rows,
             c["similar_k"], [own_row.get(f, -1) for f in file_identities(queries.paths)], device)
@@ -302,7 +303,7 @@ def image_split(seen, n):
 def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(None, None), answers=None):
     """Everything pred.py writes, into folder: clusters = (ids, distances, k, k_selection or None), vectors =
     (features, embeddings), saved with save_features, row i of both = row i of predictions.csv; seen = how many of
-    the images the run trained on; page = (the thumbnails' JPEG bytes per image (report.CollectThumbnails) or None,
+    the images the run trained on; page = (the thumbnails' JPEG bytes per image (CollectThumbnails) or None,
     the report.MapJob drawing map.png or None); answers = look_around's collection.Answers (None: outlier scores
     of 0, nothing else). Returns the metrics."""
     (ids, dist, k, selection), (features, embeddings) = clusters, vectors
@@ -409,8 +410,8 @@ def predict(c, device="cpu", given=None):
     with output_folder.held(pred_dir):  # new, empty or ours; a killed run's leftovers beside it removed
         extras = c["report"] or c["duplicate_threshold"] > 0  # thumbnails and fingerprints of the same decode
         signature = collection.fingerprint if c["duplicate_threshold"] > 0 else None
-        batches = make_loader(report.ThumbnailItems(dataset, c["report"], signature) if extras else dataset, c, device)
-        batches = report.CollectThumbnails(batches) if extras else batches
+        batches = make_loader(ThumbnailItems(dataset, c["report"], signature) if extras else dataset, c, device)
+        batches = CollectThumbnails(batches) if extras else batches
         features = compute_features(batches, model, device, c["verbose"], amp_dtype(c, device))
         if not np.isfinite(features).all():
             raise PredError(f"the network of '{printable(checkpoint_path(c))}' gives features that are not finite "

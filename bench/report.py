@@ -29,6 +29,7 @@ import torch  # noqa: E402
 import clustering  # noqa: E402
 import curves  # noqa: E402
 import report  # noqa: E402
+import thumbnails  # noqa: E402
 from cfg import load_cfg  # noqa: E402
 from checkpoint import load_model, run_settings, stored_clustering  # noqa: E402
 from dataset import eval_transform, open_split  # noqa: E402
@@ -94,7 +95,7 @@ def bench_parts(exp_dir, images, sizes):
         features = compute_features(make_loader(dataset, c, cpu), model, cpu, False)
         plain.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        kept = report.CollectThumbnails(make_loader(report.ThumbnailItems(dataset), c, cpu))
+        kept = thumbnails.CollectThumbnails(make_loader(thumbnails.ThumbnailItems(dataset), c, cpu))
         compute_features(kept, model, cpu, False)
         thumbs.append(time.perf_counter() - t0)
     x = clustering.to_numpy(clustering.apply_pca(features, stored_clustering(ckpt)[1]))  # pred.py's embeddings
@@ -123,7 +124,7 @@ def bench_photo_thumbs(sources="/usr/share/backgrounds", input_size=64, reps=3):
     thumb, forward, size = [], [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        size = [len(report.thumbnail_jpeg(img)) for img in images]
+        size = [len(thumbnails.thumbnail_jpeg(img)) for img in images]
         thumb.append((time.perf_counter() - t0) / len(images))
         with torch.inference_mode():
             t0 = time.perf_counter()

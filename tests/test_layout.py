@@ -9,7 +9,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY = {"train", "train_cuda", "pred", "pred_cuda", "eval_linear"}
 LIBRARY = {"cfg", "errors", "dataset", "models", "clustering", "engine", "checkpoint", "distributed", "metrics",
-           "report", "collection", "curves", "output_folder"}
+           "report", "collection", "curves", "output_folder", "thumbnails"}
 # a *_cuda.py script is its CPU script's main() on another device: the one import allowed between entry scripts
 WRAPS = {"train_cuda": "train", "pred_cuda": "pred"}
 

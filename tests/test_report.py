@@ -14,6 +14,7 @@ from PIL import Image
 import curves
 import pred
 import report
+import thumbnails
 import train
 from conftest import make_blob_tree, train_args
 from tools import plot_curves
@@ -99,7 +100,7 @@ def test_the_page_parses_links_resolve_and_cards_match_the_predictions(trained, 
     thumbs = sorted(os.listdir(out / "thumbs"))
     assert len(thumbs) == len(rows)  # 24 images: every one is shown
     with Image.open(out / "thumbs" / thumbs[0]) as img:
-        assert img.format == "JPEG" and max(img.size) <= report.THUMB_SIDE
+        assert img.format == "JPEG" and max(img.size) <= thumbnails.THUMB_SIDE
     manifest = json.loads((out / ".pred_manifest.json").read_text())["files"]
     assert "index.html" in manifest and "map.png" in manifest and f"thumbs/{thumbs[0]}" in manifest
 
@@ -145,11 +146,11 @@ def test_a_rerun_replaces_the_page_and_foreign_files_still_stop_pred(trained, tm
 def test_thumbnails_from_pil_images_and_uint8_tensors():
     big = Image.new("RGB", (300, 150), (200, 10, 10))
     for image in (big, torch.from_numpy(np.array(big)).permute(2, 0, 1).contiguous()):
-        with Image.open(__import__("io").BytesIO(report.thumbnail_jpeg(image))) as img:
+        with Image.open(__import__("io").BytesIO(thumbnails.thumbnail_jpeg(image))) as img:
             assert img.format == "JPEG" and img.size == (128, 64)
             assert abs(img.getpixel((60, 30))[0] - 200) < 12
     small = torch.zeros(3, 20, 30, dtype=torch.uint8)
-    with Image.open(__import__("io").BytesIO(report.thumbnail_jpeg(small))) as img:
+    with Image.open(__import__("io").BytesIO(thumbnails.thumbnail_jpeg(small))) as img:
         assert img.size == (30, 20)  # never enlarged
 
 
