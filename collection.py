@@ -1,7 +1,8 @@
 """What one asks of one's own collection after "which cluster is each image in": how many kinds of picture are
 there (k chosen without labels), which images are the same picture twice (near-duplicates), which images look
-like this one (similar images), and which look like no other (outliers). pred.py wires these into its outputs;
-report.py draws them on the page. The math is here, as plain functions on embeddings (numpy arrays or tensors).
+like this one (similar images), and which look like no other (outliers). answers() asks them all at once for
+pred.py, which writes them out; report.py draws them on the page. The math is here, as plain functions on
+embeddings (numpy arrays or tensors).
 
 Three spaces are used, each of L2-normalised rows, so every distance is a squared L2 distance between unit vectors
 (0 = the same direction, 2 = orthogonal, 4 = opposite):
@@ -20,6 +21,8 @@ Why these (and the criterion, the threshold): docs/results.md, "Your own collect
 """
 import csv
 import hashlib
+import os
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -31,7 +34,7 @@ from torchvision.transforms.v2 import functional as F
 import clustering
 import metrics
 from clustering.common import rows_per_chunk, to_numpy, to_tensor
-from errors import printable
+from errors import counted, printable
 
 K_CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability")
 K_CRITERION = "silhouette"  # the curve shown beside the chosen k, computed in the neighbour space (docs/results.md)
@@ -551,7 +554,7 @@ class Answers:
     `groups` (duplicate_groups' number of groups), `threshold` (duplicate_pairs' radius: the largest distance of a
     pair), `setting` (cfg duplicate_threshold), `crowd` (find_duplicates' crowd distance or None), `declined`
     (candidate pairs turned down), `exact` (pairs at distance 0), `group` (duplicate_groups' (n,) ids or None),
-    `training` (pred.training_duplicates' (pairs, training paths) or None), `similar`
+    `training` (duplicates_across' pairs of new and training images, training paths) or None), `similar`
     ([(query path, thumbnail JPEG bytes or None, neighbour rows (m,), squared distances (m,))] per query image, or
     None when no query was asked for)."""
     outlier: np.ndarray
@@ -565,6 +568,18 @@ class Answers:
     exact: int = 0
     group: np.ndarray = None
     training: tuple = None
+
+    def write_csv(self, folder, paths):
+        """duplicates.csv (with the search on), duplicates_of_training.csv (with `training`) and similar.csv (with
+        queries) into folder; paths: the predicted images' files, row i = row i of predictions.csv."""
+        if self.pairs is not None:
+            write_duplicates(os.path.join(folder, "duplicates.csv"), paths, self.pairs)
+        if self.training is not None:
+            pairs, training_paths = self.training
+            write_training_duplicates(os.path.join(folder, "duplicates_of_training.csv"), paths, training_paths, pairs)
+        if self.similar is not None:
+            write_similar(os.path.join(folder, "similar.csv"), [q[0] for q in self.similar],
+                          [q[2:] for q in self.similar], paths)
 
     def summary(self):
         """metrics.json's fields: duplicates {threshold, duplicate_threshold, crowd_distance, pairs, groups,
@@ -582,3 +597,59 @@ class Answers:
         if self.similar is not None:
             out["similar_queries"] = len(self.similar)
         return out
+
+
+# ---------------------------------------------------------------- everything asked, in one call
+
+def neighbour_space(x, seed=0):
+    """(the projection, the rows of x in it) of the neighbour space of the features x ((n, d), numpy or a tensor,
+    which the rows stay): fit_neighbour_space, the cosine of the features up to NEIGHBOUR_COSINE_MAX images."""
+    space = fit_neighbour_space(x, seed=seed, cosine_max=NEIGHBOUR_COSINE_MAX)
+    return space, neighbour_rows(x, space)
+
+
+def answers(n, neighbours, duplicates=None, training=None, queries=None, similar_k=10, device=None, log=None):
+    """The Answers of n images. neighbours: neighbour_space's (projection, the images' (n, d) rows), where every
+    image's outlier score is found (outlier_scores; a copy of it does not count); duplicates: (fingerprint's arrays
+    stacked, one row per image; the threshold, cfg duplicate_threshold > 0) or None: the near-duplicate pairs and
+    their groups (find_duplicates, duplicate_groups); training: (the training images' stacked fingerprints, (p, 2)
+    pairs of (row, training row) that are one file, the training paths) or None: the images that are
+    near-duplicates of training images (duplicates_across at the radius of the images' own search; only with
+    duplicates); queries: [(paths, thumbnails (JPEG bytes or None each), features (q, d) float numpy, (q,) rows
+    of the image that is the same file or -1)] per similar_to file or folder, or None: the similar_k nearest
+    images of each query (similar_images). device: where the searches run, in torch (None: the CPU). log: one line
+    for the neighbours and one for the training duplicates (None: silent)."""
+    (space, rows), log, t0 = neighbours, log or (lambda msg: None), time.time()
+    out, group = Answers(np.zeros(n, np.float32)), None
+    if duplicates is not None:
+        prints, out.setting = duplicates
+        out.pairs, out.threshold, out.crowd, out.declined = find_duplicates(prints, out.setting, device)
+        out.groups, group = duplicate_groups(out.pairs, n)
+        out.group, out.exact = group, int((out.pairs[2] == 0).sum())
+    dist, ids, _ = self_neighbours(rows, OUTLIER_NEIGHBOUR + OUTLIER_SKIP, 0, device)
+    out.outlier = outlier_scores(dist, ids, group)
+    line = (f"{counted(len(out.pairs[0]), 'near-duplicate pair')} in {counted(out.groups, 'group')} "
+            f"({out.exact} of exact copies; distance <= {out.threshold:.3g}; {out.declined} candidate "
+            "pairs turned down by the pixel comparison), " if out.pairs is not None else "")
+    if queries is not None:
+        found = [similar_images(neighbour_rows(features, space), rows, similar_k, own, device)
+                 for _, _, features, own in queries]  # one search per file or folder, as they were asked
+        out.similar = [(p, t, r, d) for (paths, thumbs, _, _), near in zip(queries, found)
+                       for p, t, (r, d) in zip(paths, thumbs, near)]
+        line += f"the {similar_k} nearest images of {counted(len(out.similar), 'query image')}, "
+    log(f"neighbours: {line}outlier scores ({time.time() - t0:.1f} s)")
+    if training is not None and duplicates is not None:
+        out.training = training_duplicates(duplicates[0], training, out.threshold, device, log)
+    return out
+
+
+def training_duplicates(prints, training, radius, device=None, log=None):
+    """answers' duplicates of training images: (duplicates_across' pairs (new row, training row, distance), the
+    training paths), with one log line. prints, training: as answers'."""
+    t0 = time.time()
+    old, same, paths = training
+    pairs = duplicates_across(prints, old, radius, same, device)
+    (log or (lambda msg: None))(
+        f"duplicates of training images: {counted(len(np.unique(pairs[0])), 'new image')} near-duplicates of "
+        f"{counted(len(np.unique(pairs[1])), 'training image')} ({time.time() - t0:.1f} s)")
+    return pairs, paths

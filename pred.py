@@ -188,45 +188,32 @@ def choose_k(c, xb, neighbours, seed, device):
 
 
 def neighbour_space(c, features, device=None):
-    """(the projection, the images' rows) of the neighbour space (collection.fit_neighbour_space: up to
-    collection.NEIGHBOUR_COSINE_MAX images the cosine of the features) of the features, with one log line; the rows
-    are a tensor on `device` (the clustering's), a numpy array for None."""
+    """(the projection, the images' rows) of the neighbour space (collection.neighbour_space) of the features, with
+    one log line; the rows are a tensor on `device` (the clustering's), a numpy array for None."""
     t0 = time.time()
     x = features if device is None else torch.from_numpy(features).to(device)
-    space = collection.fit_neighbour_space(x, seed=c["seed"], cosine_max=collection.NEIGHBOUR_COSINE_MAX)
-    rows = collection.neighbour_rows(x, space)
+    space, rows = collection.neighbour_space(x, seed=c["seed"])
     what = (f"the cosine of the features ({len(features)} images: too few for principal directions to mean "
             "something)" if space.get("cosine") else f"the top {len(space['A'])} principal directions of the features")
     say(f"neighbour space: {what} ({time.time() - t0:.1f} s)")
     return space, rows
 
 
-def look_around(c, dataset, neighbours, prints, model, devices):
-    """collection.py's answers (collection.Answers): with duplicate_threshold > 0 the near-duplicate pairs
-    (collection.find_duplicates of the images' fingerprints, prints: collection.fingerprint's arrays stacked, one row
-    per image), outlier scores (the distance to the 5th nearest image that is not a copy) and the neighbours of the
-    similar_to images in the neighbour space (neighbours: neighbour_space's (projection, rows)). devices: (the
-    network's, the clustering's: where the searches run, in torch; None: torch on the CPU). One log line."""
-    (net, device), (space, rows) = devices, neighbours
-    t0 = time.time()
-    answers, group = collection.Answers(np.zeros(len(dataset), np.float32)), None
-    if c["duplicate_threshold"] > 0:
-        answers.pairs, answers.threshold, answers.crowd, answers.declined = collection.find_duplicates(
-            prints, c["duplicate_threshold"], device)
-        answers.setting = c["duplicate_threshold"]
-        answers.groups, group = collection.duplicate_groups(answers.pairs, len(dataset))
-        answers.group = group
-        answers.exact = int((answers.pairs[2] == 0).sum())
-    dist, ids, _ = collection.self_neighbours(rows, collection.OUTLIER_NEIGHBOUR + collection.OUTLIER_SKIP, 0, device)
-    answers.outlier = collection.outlier_scores(dist, ids, group)
-    line = (f"{counted(len(answers.pairs[0]), 'near-duplicate pair')} in {counted(answers.groups, 'group')} "
-            f"({answers.exact} of exact copies; distance <= {answers.threshold:.3g}; {answers.declined} candidate "
-            "pairs turned down by the pixel comparison), " if answers.pairs is not None else "")
-    if c["similar_to"]:
-        answers.similar = similar_queries(c, dataset, model, (net, device), space, rows)
-        line += f"the {c['similar_k']} nearest images of {counted(len(answers.similar), 'query image')}, "
-    say(f"neighbours: {line}outlier scores ({time.time() - t0:.1f} s)")
-    return answers
+def image_features(c, dataset, model, device):
+    """The network's pass over the images: (fc7 features (n, 4096) float32 numpy, the thumbnails (cfg report: JPEG
+    bytes per image) or None, with duplicate_threshold > 0 their fingerprints (collection.fingerprint's arrays
+    stacked, one row per image) or None), thumbnails and fingerprints made from the same decode as the network's
+    input. Raises PredError when the features are not finite."""
+    extras = c["report"] or c["duplicate_threshold"] > 0
+    signature = collection.fingerprint if c["duplicate_threshold"] > 0 else None
+    batches = make_loader(ThumbnailItems(dataset, c["report"], signature) if extras else dataset, c, device)
+    batches = CollectThumbnails(batches) if extras else batches
+    features = compute_features(batches, model, device, c["verbose"], amp_dtype(c, device))
+    if not np.isfinite(features).all():
+        raise PredError(f"the network of '{printable(checkpoint_path(c))}' gives features that are not finite "
+                        "(a diverged training?); use the checkpoint of an earlier run")
+    prints = getattr(batches, "signatures", None) if signature else None
+    return features, getattr(batches, "thumbs", None), prints
 
 
 def no_pixels(image):
@@ -234,14 +221,13 @@ def no_pixels(image):
     return torch.zeros(0)
 
 
-def training_duplicates(c, dataset, prints, answers, device):
-    """pred.py --images NEW (test_path set, duplicate_threshold > 0): the new images that are near-duplicates of
-    the run's training images (dataset_path), by collection.duplicates_across at the radius of the new images' own
-    search; a file that is both is left out. Decodes the training images once more (fingerprints only, no
-    network). Returns (pairs (new row, training row, distance), training paths) or None (no training tree)."""
-    if not c["test_path"] or c["duplicate_threshold"] <= 0 or prints is None:
+def training_fingerprints(c, dataset, seen):
+    """pred.py --images NEW (test_path set, duplicate_threshold > 0, not all of them training images): (the
+    fingerprints of the run's training images (dataset_path), stacked; (p, 2) pairs of (row, training row) that
+    are one file; the training paths), for collection.answers. Decodes the training images once more
+    (fingerprints only, no network). None otherwise, or when the training tree cannot be read (one note)."""
+    if not c["test_path"] or c["duplicate_threshold"] <= 0 or seen == len(dataset):  # all: duplicates.csv has them
         return None
-    t0 = time.time()
     try:
         training = ClusterDataset(c["dataset_path"], no_pixels, check_images=False, log=lambda msg: None,
                                   exclude=(c["exp_dir"], c["pred_dir"]), decode_side=decode_side(c),
@@ -250,26 +236,23 @@ def training_duplicates(c, dataset, prints, answers, device):
         say(f"note: the training images '{printable(c['dataset_path'])}' cannot be read; no "
             "duplicates_of_training.csv")
         return None
-    batches = CollectThumbnails(make_loader(ThumbnailItems(training, False, collection.fingerprint),
-                                                   c, torch.device("cpu")))
+    batches = CollectThumbnails(make_loader(ThumbnailItems(training, False, collection.fingerprint), c,
+                                            torch.device("cpu")))
     for _ in batches:
         pass
     own = {f: i for i, f in enumerate(file_identities(training.paths))}
     same = [(i, own[f]) for i, f in enumerate(file_identities(dataset.paths)) if f in own]
-    pairs = collection.duplicates_across(prints, batches.signatures, answers.threshold, np.array(same).reshape(-1, 2),
-                                         device)
-    say(f"duplicates of training images: {counted(len(np.unique(pairs[0])), 'new image')} near-duplicates of "
-        f"{counted(len(np.unique(pairs[1])), 'training image')} ({time.time() - t0:.1f} s)")
-    return pairs, training.paths
+    return batches.signatures, np.array(same).reshape(-1, 2), training.paths
 
 
-def similar_queries(c, dataset, model, devices, space, rows):
-    """[(path, thumbnail JPEG bytes or None, rows, squared distances)] for every image of the similar_to files and
-    folders, in their order: its similar_k nearest predicted images (collection.similar_images; a query that is
-    one of the predicted images is not its own neighbour). A file that does not decode, or a folder without a
-    decodable image, is one warning line and no query. devices: as look_around's."""
-    (net, device), own_row = devices, {f: i for i, f in enumerate(file_identities(dataset.paths))}
-    out = []
+def query_features(c, dataset, model, device):
+    """The similar_to files and folders, in their order, for collection.answers: [(paths, thumbnails (JPEG bytes
+    with cfg report, else None each), fc7 features (q, 4096) float32 numpy, (q,) rows of the predicted image that
+    is the same file or -1)] per file or folder with a decodable image (one warning line for one without); None
+    without similar_to. device: the network's."""
+    if not c["similar_to"]:
+        return None
+    own_row, out = {f: i for i, f in enumerate(file_identities(dataset.paths))}, []
     for path in c["similar_to"]:
         said = []
 
@@ -284,13 +267,11 @@ def similar_queries(c, dataset, model, devices, space, rows):
             if not said:
                 say(f"warning: similar_to: {e.msg}; no query from it")
             continue
-        batches = make_loader(ThumbnailItems(queries) if c["report"] else queries, c, net)  # no signatures
+        batches = make_loader(ThumbnailItems(queries) if c["report"] else queries, c, device)  # no signatures
         batches = CollectThumbnails(batches) if c["report"] else batches
-        found = collection.similar_images(
-            collection.neighbour_rows(compute_features(batches, model, net, False, amp_dtype(c, net)), space), rows,
-            c["similar_k"], [own_row.get(f, -1) for f in file_identities(queries.paths)], device)
-        thumbs = getattr(batches, "thumbs", [None] * len(queries))
-        out += [(p, t, r, d) for p, t, (r, d) in zip(queries.paths, thumbs, found)]
+        features = compute_features(batches, model, device, False, amp_dtype(c, device))
+        out.append((queries.paths, getattr(batches, "thumbs", [None] * len(queries)), features,
+                    [own_row.get(f, -1) for f in file_identities(queries.paths)]))
     return out
 
 
@@ -300,16 +281,14 @@ def image_split(seen, n):
     return "unknown" if seen is None else "held_out" if seen == 0 else "training" if seen == n else "mixed"
 
 
-def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(None, None), answers=None):
-    """Everything pred.py writes, into folder: clusters = (ids, distances, k, k_selection or None), vectors =
-    (features, embeddings), saved with save_features, row i of both = row i of predictions.csv; seen = how many of
-    the images the run trained on; page = (the thumbnails' JPEG bytes per image (CollectThumbnails) or None,
-    the report.MapJob drawing map.png or None); answers = look_around's collection.Answers (None: outlier scores
-    of 0, nothing else). Returns the metrics."""
+def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen, answers):
+    """The files of the prediction, into folder (the page is write_page's): clusters = (ids, distances, k,
+    k_selection or None), vectors = (features, embeddings), saved with save_features, row i of both = row i of
+    predictions.csv; seen = how many of the images the run trained on; answers = collection.answers' Answers.
+    Returns the metrics (metrics.json as a dict)."""
     (ids, dist, k, selection), (features, embeddings) = clusters, vectors
-    answers = answers or collection.Answers(np.zeros(len(dataset), np.float32))
     write_predictions(os.path.join(folder, "predictions.csv"), dataset, ids, dist, answers.outlier)
-    write_answers(c, folder, dataset, answers)
+    answers.write_csv(folder, dataset.paths)
     if c["save_features"]:
         np.save(os.path.join(folder, "features.npy"), features.astype(np.float16))
         np.save(os.path.join(folder, "embeddings.npy"), embeddings.astype(np.float32))
@@ -333,22 +312,7 @@ def write_outputs(c, folder, dataset, clusters, vectors, ckpt, seen=0, page=(Non
     write_cluster_folders(dataset, ids, os.path.join(folder, "clusters"), c["copy_images"],
                           os.path.join(c["pred_dir"], "clusters"))
     write_grids(dataset, ids, order, os.path.join(folder, "grids"))
-    write_page(c, folder, dataset, (ids, dist), result, page, answers)
     return result
-
-
-def write_answers(c, folder, dataset, answers):
-    """duplicates.csv (duplicate_threshold > 0), duplicates_of_training.csv (--images NEW with the training tree
-    readable) and similar.csv (similar_to) of collection.Answers."""
-    if answers.pairs is not None:
-        collection.write_duplicates(os.path.join(folder, "duplicates.csv"), dataset.paths, answers.pairs)
-    if answers.training is not None:
-        pairs, training_paths = answers.training
-        collection.write_training_duplicates(os.path.join(folder, "duplicates_of_training.csv"), dataset.paths,
-                                             training_paths, pairs)
-    if answers.similar is not None:
-        collection.write_similar(os.path.join(folder, "similar.csv"), [q[0] for q in answers.similar],
-                                 [q[2:] for q in answers.similar], dataset.paths)
 
 
 def start_map(c, dataset, ids, embeddings):
@@ -362,7 +326,8 @@ def start_map(c, dataset, ids, embeddings):
 
 def write_page(c, folder, dataset, clusters, result, page, answers):
     """map.png when its background job (report.MapJob) succeeds (a failure is one warning line: no map), then, with
-    cfg report, index.html and thumbs/ (report.write_page). clusters = (ids, distances); answers: the
+    cfg report, index.html and thumbs/ (report.write_page). clusters = (ids, distances); page = (the thumbnails'
+    JPEG bytes per image (image_features) or None, the report.MapJob drawing map.png or None); answers: the
     collection.Answers whose sections the page shows. Returns whether the map was written."""
     (ids, dist), (thumbs, map_job) = clusters, page
     drawn = False
@@ -386,8 +351,39 @@ def write_page(c, folder, dataset, clusters, result, page, answers):
 
 def predict(c, device="cpu", given=None):
     """Predict with the run of c's exp_dir (or ckpt_path); the keys not in `given` come from that run
-    (given None: every key of c is taken as set)."""
+    (given None: every key of c is taken as set). Returns the metrics (metrics.json as a dict)."""
     device = torch.device(device)
+    c, ckpt, model = load_run(c, given, device)
+    dataset, seen = open_images(c, ckpt)
+    with output_folder.held(c["pred_dir"]):  # new, empty or ours; a killed run's leftovers beside it removed
+        # the network's pass, with each image's thumbnail and fingerprint from the same decode
+        features, thumbs, prints = image_features(c, dataset, model, device)
+        search = clustering.resolve_device(c["clustering_device"], device)
+        # the neighbour space, where k (pred_k auto), outliers and similar images are found
+        neighbours = neighbour_space(c, features, search)
+        # the clustering, and its map drawn in the background meanwhile
+        ids, dist, k, embeddings, selection = cluster_images(c, dataset, features, ckpt, search, neighbours[1])
+        map_job = start_map(c, dataset, ids, embeddings)
+        # what else is asked of the collection: near-duplicates, outliers, similar images
+        queries = query_features(c, dataset, model, device)
+        training = training_fingerprints(c, dataset, seen)
+        duplicates = None if prints is None else (prints, c["duplicate_threshold"])
+        answers = collection.answers(len(dataset), neighbours, duplicates, training, queries, c["similar_k"],
+                                     search, say)
+        # the files, into a staging folder
+        staging = output_folder.open_staging(c["pred_dir"])
+        result = write_outputs(c, staging, dataset, (ids, dist, k, selection), (features, embeddings), ckpt, seen,
+                               answers)
+        # the page: map.png and index.html
+        write_page(c, staging, dataset, (ids, dist), result, (thumbs, map_job), answers)
+        output_folder.publish(staging, c["pred_dir"])  # manifest, then swapped into pred_dir's place
+    say(summary_line(c, dataset, result, k, seen))
+    return result
+
+
+def load_run(c, given, device):
+    """(the run's settings with the flags in `given` on top, its checkpoint, the network on `device`); pred_k auto
+    turns pred_mode assign into recluster (one line). Raises PredError for a similar_to path that does not exist."""
     c, ckpt = run_settings(c, given, "pred.py")
     if c["pred_k"] == "auto" and c["pred_mode"] == "assign":  # the stored clustering has its k: choosing one reclusters
         say("pred_k auto: choosing k makes a new clustering, so pred_mode is recluster (the training clusters have "
@@ -397,6 +393,12 @@ def predict(c, device="cpu", given=None):
     missing = [path for path in c["similar_to"] if not os.path.exists(path)]
     if missing:
         raise PredError(f"similar_to '{printable(missing[0])}' does not exist (a file or a folder of images)")
+    return c, ckpt, model
+
+
+def open_images(c, ckpt):
+    """(the images to predict (open_split's test split), how many of them the run trained on, None when the
+    training tree is gone), with a line on what they are and a note when some are training images."""
     dataset = open_split(c, "test", eval_transform(c["input_size"]), log=say)
     source = c["test_path"] or f"the val_split held out of {c['dataset_path']}"
     epoch, of = int(ckpt["epoch"]), int(ckpt.get("epochs_trained", ckpt["epoch"]))
@@ -406,39 +408,22 @@ def predict(c, device="cpu", given=None):
     if seen:
         say(f"note: {seen} of these {len(dataset)} images are training images of the run (its clustering was fitted "
             "on them)" + (": the label metrics are not test scores" if dataset.has_labels else ""))
-    pred_dir = c["pred_dir"]
-    with output_folder.held(pred_dir):  # new, empty or ours; a killed run's leftovers beside it removed
-        extras = c["report"] or c["duplicate_threshold"] > 0  # thumbnails and fingerprints of the same decode
-        signature = collection.fingerprint if c["duplicate_threshold"] > 0 else None
-        batches = make_loader(ThumbnailItems(dataset, c["report"], signature) if extras else dataset, c, device)
-        batches = CollectThumbnails(batches) if extras else batches
-        features = compute_features(batches, model, device, c["verbose"], amp_dtype(c, device))
-        if not np.isfinite(features).all():
-            raise PredError(f"the network of '{printable(checkpoint_path(c))}' gives features that are not finite "
-                            "(a diverged training?); use the checkpoint of an earlier run")
-        search = clustering.resolve_device(c["clustering_device"], device)
-        neighbours = neighbour_space(c, features, search)
-        ids, dist, k, embeddings, selection = cluster_images(c, dataset, features, ckpt, search, neighbours[1])
-        page = getattr(batches, "thumbs", None), start_map(c, dataset, ids, embeddings)  # drawn meanwhile
-        prints = getattr(batches, "signatures", None)
-        answers = look_around(c, dataset, neighbours, prints, model, (device, search))
-        if seen != len(dataset):  # images that are all training images have duplicates.csv for that
-            answers.training = training_duplicates(c, dataset, prints, answers, search)
-        staging = output_folder.open_staging(pred_dir)
-        result = write_outputs(c, staging, dataset, (ids, dist, k, selection), (features, embeddings), ckpt, seen,
-                               page, answers)
-        output_folder.publish(staging, pred_dir)  # manifest, then swapped into pred_dir's place
+    return dataset, seen
+
+
+def summary_line(c, dataset, result, k, seen):
+    """The last line pred.py says: images, clusters, the label scores, and the files it wrote."""
     summary = (f"{counted(len(dataset), 'image')} -> {counted(result['clusters_nonempty'], 'cluster')} "
                f"({c['pred_mode']}, k = {k})")
     if dataset.has_labels:
         summary += f"  acc {result['acc']:.3f}  nmi {result['nmi']:.3f}  ari {result['ari']:.3f}"
         summary += {"training": " (training images)", "mixed": f" ({seen} of them training images)"}.get(
             result["images"], "")
+    pred_dir = c["pred_dir"]
     extra = ", index.html" * c["report"] + ", map.png" * os.path.exists(os.path.join(pred_dir, "map.png"))
     extra += ", duplicates.csv" * ("duplicates" in result) + ", similar.csv" * ("similar_queries" in result)
     extra += ", duplicates_of_training.csv" * ("duplicates_of_training" in result)
-    say(f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/{extra}")
-    return result
+    return f"{summary}; wrote {pred_dir}/predictions.csv, metrics.json, clusters/, grids/{extra}"
 
 
 def assign_network(c, ckpt):
