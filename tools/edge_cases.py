@@ -199,7 +199,7 @@ def resume_and_data_cases(t, exp, run):
                                                                            "--val_split", "0.5", "--num_classes", "10"]),
         ("train.py", "PIC with num_classes above the images", [*run, "--exp_dir", exp + "9", "--clustering", "pic",
                                                                "--num_classes", "50", "--num_epoch", "0"]),
-        ("train.py", "--init DeepCluster's AlexNet file at input_size 64", [*run, "--exp_dir", exp + "10",
+        ("train.py", "--init a file in DeepCluster's AlexNet layout at input_size 64", [*run, "--exp_dir", exp + "10",
                                                                             "--arch", "alexnet", "--input_size", "64",
                                                                             "--init", t["alexnet"], "--num_epoch", "0"]),
         ("train.py", "20 copies of one picture and 3 others, k = 6, pca_dim 0 (3 dimensions, with a log line)",
