@@ -165,7 +165,10 @@ def plan(src_root, dst_root, log):
         if rel in names:
             src, dst = os.path.join(src_root, rel), os.path.join(dst_root, names[rel])
             up_to_date, dst_bytes, src_bytes = _is_done(src, dst)
-            (done.append((src_bytes, dst_bytes)) if up_to_date else todo.append((src, dst)))
+            if up_to_date:
+                done.append((src_bytes, dst_bytes))
+            else:
+                todo.append((src, dst))
     clashes = [rel for rel in rels if rel not in names]
     return todo, done, clashes
 
@@ -211,8 +214,8 @@ def summary(written, done, unreadable, clashes):
 
 
 def main(argv=None):
-    """Write the copy (see the module's text); prints one line per unreadable file and a closing summary.
-    Exits with status 2 for bad arguments, 1 (a UserError's one line) for a SRC without images or an output that
+    """Write the copy (see the module's text); prints one line per unreadable file and a closing summary, and
+    returns the counts {"written", "done", "unreadable", "clashes"} (files). Exits with status 2 for bad arguments, 1 (a UserError's one line) for a SRC without images or an output that
     cannot be written."""
     a = parse_args(argv)
     src_root, dst_root = os.path.abspath(a.src), os.path.abspath(a.dst)
@@ -222,7 +225,6 @@ def main(argv=None):
     remove_leftovers({os.path.dirname(dst) for _, dst in todo})
     tasks = [(src, dst, a.short_side, a.quality) for src, dst in todo]
     written, unreadable = [], 0
-    outputs = dict(todo)
     try:
         for src, sizes, why, notes in run_all(tasks, a.workers):
             for note in notes:
@@ -238,8 +240,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         raise UserError(f"stopped; {len(written)} of {len(tasks)} written (run again to go on)") from None
     print(summary(written, done, unreadable, len(clashes)))
-    return {"written": len(written), "done": len(done), "unreadable": unreadable, "clashes": len(clashes),
-            "outputs": outputs}
+    return {"written": len(written), "done": len(done), "unreadable": unreadable, "clashes": len(clashes)}
 
 
 if __name__ == "__main__":
