@@ -60,6 +60,7 @@ DEFAULTS = {
     "decode_side": 0,  # short side images are decoded to, in pixels (0 = 4 x input_size)
     "jpeg_decoder": "auto",  # "auto": torchvision's decode_jpeg for JPEGs up to 4 x decode_side, else Pillow; "pil"
     "check_workers": -1,  # processes of the start-up check; -1 = one per core, 0 = the main process
+    "decode_device": "auto",  # JPEG decoding of training and feature passes: "auto" (nvJPEG on CUDA), "cpu", "cuda"
     # --- clustering: train, pred ---
     "clustering_device": "auto",  # "auto" (torch on the GPU, faiss on a CPU), "cpu" (faiss) or "torch"
     "pca_method": "torch",  # "torch" (eigh of the covariance; fast) or "faiss" (PCAMatrix, the reference)
@@ -122,6 +123,7 @@ DEFAULTS = {
 
 CHOICES = {
     "jpeg_decoder": ("auto", "pil"),
+    "decode_device": ("auto", "cpu", "cuda"),
     "labels": ("auto", "folders", "none"),
     "arch": ("vgg16", "alexnet"),
     "optimizer": ("sgd", "adam"),

@@ -219,6 +219,10 @@ class ClusterDataset(Dataset):
     def __len__(self):
         return len(self.paths)
 
+    def cached(self, index):
+        """Image index as the start-up check decoded it and the cache holds it, or None."""
+        return self._cache.get(self.paths[index])
+
     def load(self, index):
         """The decoded RGB image (decode_file): a uint8 tensor 3 x H x W for a JPEG that decode_jpeg decoded,
         else a PIL image (as_pil turns either into a PIL image); a file that went bad after the scan gives a
@@ -373,20 +377,24 @@ class PseudoLabelDataset(Dataset):
     def __len__(self):
         return len(self.base)
 
-    def __getitem__(self, index):
-        img = self.base.load(index)
+    def label(self, index):
+        """Image index's pseudo-label: an int, or with several clusterings an (H,) int64 tensor."""
         label = self.assignment[index]
-        return self.transform(img), int(label) if label.ndim == 0 else torch.from_numpy(label.copy())
+        return int(label) if label.ndim == 0 else torch.from_numpy(label.copy())
+
+    def __getitem__(self, index):
+        return self.transform(self.base.load(index)), self.label(index)
 
 
 class Transform:
     """One transform for both kinds of decoded image (decode_file): `pil` for a PIL image (torchvision.transforms,
     exactly as before decode_jpeg was used, so PNG trees give the same tensors bit for bit) and `tensor` for a
     uint8 3 x H x W tensor (torchvision.transforms.v2 on the tensor). Either gives a float32 3 x size x size
-    tensor, ImageNet-normalised."""
+    tensor, ImageNet-normalised. `spec` names the transform for the GPU input pipeline (gpu_input.py), which
+    does the same on the GPU: ("eval", size) or ("train", size, scale_min)."""
 
-    def __init__(self, pil, tensor):
-        self.pil, self.tensor = pil, tensor
+    def __init__(self, pil, tensor, spec=None):
+        self.pil, self.tensor, self.spec = pil, tensor, spec
 
     def __call__(self, img):
         return self.tensor(img) if isinstance(img, torch.Tensor) else self.pil(img)
@@ -418,7 +426,7 @@ def eval_transform(size):
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]),
-        v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size), NormalizeUint8()]))
+        v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size), NormalizeUint8()]), ("eval", size))
 
 
 def train_transform(size, scale_min=0.08):
@@ -432,7 +440,7 @@ def train_transform(size, scale_min=0.08):
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]),
         v2.Compose([v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-                    NormalizeUint8()]))
+                    NormalizeUint8()]), ("train", size, scale_min))
 
 
 def seed_worker(worker_id):

@@ -167,17 +167,70 @@ def jpeg_header(data):
     """(width, height, colour components) from the frame header (SOF marker) of a JPEG's bytes, or None when
     the markers before it cannot be followed. Pillow's header parse costs about as much as decoding a
     64 x 64 JPEG; this reads the few bytes the choice of decoder needs."""
-    i = 2
+    info = jpeg_info(data)
+    return info and info[:3]
+
+
+def jpeg_info(data):
+    """(width, height, colour components, EXIF orientation 1-8) of a JPEG's bytes, read from the markers up to the
+    frame header (SOF); None when they cannot be followed. The orientation is 1 (upright) without an EXIF
+    segment; it is read by Pillow's EXIF parser from the APP1 segment only, so no pixel is decoded."""
+    i, orientation = 2, 1
     while i + 10 <= len(data) and data[i] == 0xFF:
         marker = data[i + 1]
         if marker == 0xFF:  # a fill byte
             i += 1
         elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0-15; C4, C8, CC are not frames
             width, height = int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
-            return (width, height, data[i + 9]) if width and height else None
+            return (width, height, data[i + 9], orientation) if width and height else None
         else:
-            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+            length = int.from_bytes(data[i + 2:i + 4], "big")
+            if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\0\0":
+                orientation = exif_orientation(bytes(data[i + 4:i + 2 + length]))
+            i += 2 + length
     return None
+
+
+def exif_orientation(segment):
+    """The orientation tag (0x0112, 1-8) of an APP1 EXIF segment's payload (starting b"Exif\\0\\0"); 1 when it
+    has none or cannot be parsed (the image is then taken as upright, as Pillow's exif_transpose does)."""
+    try:
+        value = Image.Exif()
+        value.load(segment)
+        orientation = int(value.get(0x0112, 1))
+    except Exception:  # a damaged EXIF block never stops a decode
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def orient(image, orientation):
+    """A C x H x W tensor turned upright by its EXIF orientation (1-8), as PIL.ImageOps.exif_transpose turns the
+    same pixels: 2 mirror, 3 half turn, 4 flip, 5 transpose, 6 a quarter turn clockwise, 7 transverse, 8 a
+    quarter turn counter-clockwise. nvJPEG decodes without it (torchvision applies EXIF on the CPU only)."""
+    if orientation in (5, 6, 7, 8):
+        image = image.transpose(-1, -2)  # 5; 6, 7, 8 add a flip of the transposed pixels
+        if orientation in (6, 7):
+            image = image.flip(-1)
+        if orientation in (7, 8):
+            image = image.flip(-2)
+        return image
+    return {2: lambda: image.flip(-1), 3: lambda: image.flip(-1, -2), 4: lambda: image.flip(-2)}.get(
+        orientation, lambda: image)()
+
+
+def tensor_jpeg_bytes(path, side=0):
+    """The whole file's bytes (a bytearray) when it is a JPEG that decode_jpeg takes in decode_file's "auto" rule: a
+    grayscale or colour (3-component) JPEG that Pillow's draft mode would decode at more than 1/DRAFT_MIN_SCALE of
+    its size for a short side of `side`, within Pillow's decompression-bomb limit; else None (after reading at
+    most HEADER_BYTES). Raises OSError when the file cannot be read."""
+    with open(path, "rb") as f:
+        data = bytearray(f.read(HEADER_BYTES))
+        header = jpeg_header(data) if data.startswith(JPEG_MAGIC) else None
+        if header is None or header[2] not in (1, 3) or draft_scale(header[:2], side) >= DRAFT_MIN_SCALE:
+            return None
+        if Image.MAX_IMAGE_PIXELS and header[0] * header[1] > Image.MAX_IMAGE_PIXELS:
+            return None  # Pillow's decompression-bomb rules
+        return data + f.read()
 
 
 def decode_file(path, side=0, decoder="auto"):
@@ -193,16 +246,8 @@ def decode_file(path, side=0, decoder="auto"):
     Raises what load_image raises for a file that does not decode."""
     if decoder == "pil":
         return load_image(path, side)
-    with open(path, "rb") as f:
-        data = bytearray(f.read(HEADER_BYTES))
-        header = jpeg_header(data) if data.startswith(JPEG_MAGIC) else None
-        if header is None or header[2] not in (1, 3) or draft_scale(header[:2], side) >= DRAFT_MIN_SCALE:
-            header = None
-        elif Image.MAX_IMAGE_PIXELS and header[0] * header[1] > Image.MAX_IMAGE_PIXELS:
-            header = None  # Pillow's decompression-bomb rules
-        else:
-            data += f.read()
-    if header is None:
+    data = tensor_jpeg_bytes(path, side)
+    if data is None:
         return load_image(path, side)
     try:
         with libjpeg_messages() as messages:

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import gpu_input
 from dataset import seed_worker
 from distributed import usable_cores
 from errors import UserError, printable
@@ -84,9 +85,16 @@ def loader_workers(c):
 
 
 def make_loader(dataset, c, device, sampler=None):
-    return DataLoader(dataset, batch_size=c["batch_size"], sampler=sampler, shuffle=False,
-                      num_workers=loader_workers(c), pin_memory=device.type == "cuda",
-                      worker_init_fn=seed_worker, persistent_workers=False)
+    """Batches of `dataset` in the order of `sampler` (a list of indices, repeats allowed; None: in order). On CUDA
+    with the GPU input path (cfg decode_device, gpu_input.py) the workers read file bytes and the batches come
+    decoded and transformed on the GPU (a gpu_input.DeviceBatches); otherwise a DataLoader whose workers decode
+    and transform on the CPU."""
+    gpu = gpu_input.gpu_decode(c, device) and gpu_input.takes(dataset)
+    loader = DataLoader(gpu_input.EncodedImages(dataset) if gpu else dataset, batch_size=c["batch_size"],
+                        sampler=sampler, shuffle=False, num_workers=loader_workers(c),
+                        pin_memory=device.type == "cuda" and not gpu, worker_init_fn=seed_worker,
+                        persistent_workers=False, collate_fn=gpu_input.collate if gpu else None)
+    return gpu_input.DeviceBatches(loader, dataset, device) if gpu else loader
 
 
 def iter_features(loader, model, device, verbose=True, dtype=None):

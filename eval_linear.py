@@ -24,6 +24,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+import gpu_input
 from cfg import load_cfg
 from checkpoint import load_model, run_settings
 from dataset import eval_transform, file_identities, open_split, split_indices
@@ -168,6 +169,7 @@ def evaluate(c, device="cpu", given=None):
     c, ckpt = run_settings(c, given, "eval_linear.py")
     model = load_model(c, device, ckpt)
     block_end(model, c["arch"], c["probe_layer"])  # a bad probe_layer stops before the data is read
+    gpu_input.gpu_decode(c, device)  # and a decode_device this machine cannot do
     transform = eval_transform(c["input_size"])
     train_set, test_set = open_split(c, "train", transform), open_split(c, "test", transform)
     for name, ds in (("training", train_set), ("test", test_set)):

@@ -34,6 +34,7 @@ from torchvision.utils import make_grid, save_image
 import clustering
 import collection
 import curves
+import gpu_input
 import metrics
 import output_folder
 import report
@@ -354,6 +355,7 @@ def predict(c, device="cpu", given=None):
     (given None: every key of c is taken as set). Returns the metrics (metrics.json as a dict)."""
     device = torch.device(device)
     c, ckpt, model = load_run(c, given, device)
+    gpu_input.gpu_decode(c, device)  # decode_device's one-line errors before the images are opened
     dataset, seen = open_images(c, ckpt)
     with output_folder.held(c["pred_dir"]):  # new, empty or ours; a killed run's leftovers beside it removed
         # the network's pass, with each image's thumbnail and fingerprint from the same decode

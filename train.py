@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 import clustering
 import curves
 import distributed
+import gpu_input
 import metrics
 from cfg import cluster_ks, load_cfg, save_cfg
 from checkpoint import (CHECKPOINT, EARLIER_LAYOUT, METRICS, MODEL_KEYS, SELECTED, TRAINING_KEYS, append_metrics,
@@ -36,7 +37,7 @@ from checkpoint import (CHECKPOINT, EARLIER_LAYOUT, METRICS, MODEL_KEYS, SELECTE
 from clustering import PIC, Kmeans, UnifLabelSampler, epoch_seed
 from dataset import PseudoLabelDataset, eval_transform, file_fingerprint, open_split, train_transform
 from engine import Logger, amp_dtype, average_into, compile_body, compute_features, feature_dtype, format_metric
-from engine import iter_features, make_loader, memory_format, train_one_epoch, weights_finite
+from engine import iter_features, loader_workers, make_loader, memory_format, train_one_epoch, weights_finite
 from errors import BusyError, CheckpointError, ConfigError, DataError, TrainingError, UserError, counted
 from models import FEATURE_DIM, HEAD_PREFIXES, build_model
 from models.pretrained import load_pretrained, read_state_dict
@@ -108,6 +109,7 @@ class Run:
         self.selected_path = os.path.join(c["exp_dir"], SELECTED)
         self.metrics_path = os.path.join(c["exp_dir"], METRICS)
         check_processes(c, self.device, self.world)
+        self.input_line = gpu_input.describe(c, self.device, loader_workers(c))  # decode_device's one-line errors first
         self.tensorboard = None
         if c["tensorboard"] and self.main_process:  # one line when the package is missing, before any work
             curves.tensorboard_writer()
@@ -249,6 +251,7 @@ class Run:
         self.log(f"{self.world} process{'es' if self.world > 1 else ''}, clustering with {where}"
                  + (f", mixed precision {c['amp']}" if self.dtype is not None else "")
                  + (", torch.compile of the body" if any(compiled) else ""))
+        self.log(self.input_line)
 
     def resume_or_start(self):
         """Resume from the checkpoint, or cluster the random network (epoch 0). False when nothing is left to do."""
