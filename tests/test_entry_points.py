@@ -50,8 +50,8 @@ def test_each_scripts_keys_come_from_the_group_headers_as_they_were_listed_by_ha
     pred = {"amp", "arch", "batch_size", "cache_mb", "check_images", "check_workers", "ckpt_path", "clustering_device",
         "clustering_space", "copy_images", "dataset_path", "decode_device", "decode_side", "duplicate_threshold",
         "exp_dir", "input_size", "jpeg_decoder", "kmeans_niter", "kmeans_nredo", "labels", "map", "map_points",
-        "num_classes", "pca_dim", "pca_method", "pred_dir", "pred_k", "pred_k_range", "pred_mode", "report", "save_features", "seed",
-        "similar_k", "similar_to", "sobel", "test_path", "val_split", "verbose", "workers"}
+        "num_classes", "pca_dim", "pca_method", "pred_dir", "pred_k", "pred_k_range", "pred_mode", "report",
+        "save_features", "seed", "similar_k", "similar_to", "sobel", "test_path", "val_split", "verbose", "workers"}
     probe = {"arch", "baseline", "batch_size", "cache_mb", "check_images", "check_workers", "ckpt_path", "dataset_path",
         "decode_device", "decode_side", "exp_dir", "input_size", "jpeg_decoder", "labels", "probe_dims", "probe_epochs",
         "probe_layer", "probe_lr", "probe_weight_decay", "seed", "sobel", "test_path", "val_split", "verbose",
