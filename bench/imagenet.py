@@ -12,13 +12,17 @@ epoch would take at the rates measured.
    epoch (no compilation inside), each in images/s against the network alone (the same model, amp and
    compile on synthetic tensors of the same batch). Start-up is split in two: the part that does not grow
    with the images (a fresh process importing train.py and opening the device, then building the network)
-   and the scan and image check, which does.
+   and the scan and image check, which does. On CUDA the run takes the default input path: JPEGs decoded on
+   the GPU (decode_device auto).
 3. The clustering of 1,281,167 x 4096 synthetic fc7-like features to k = 10,000 (20 iterations, 256 dims) on
    the clustering device: PCA-whitening, k-means, the equal-size step; on a CPU at --cluster_n rows, the time
    scaled by 1,281,167 / n (every step is linear in n at fixed k). Beside it both forms (faiss, torch) on the
    same rows at a size both can do: loss ratio and NMI between their partitions.
 4. The projected ImageNet epoch (1,281,167 images) from those rates, and what a run of 500 epochs (the paper's)
    costs: the start-up once, then 500 epochs.
+5. The input paths side by side on the first --input_n photos (in this process): decoding and transforming
+   alone, the feature pass and the training pass in images/s, for the CPU path (loader workers decode) and on
+   CUDA the GPU path (nvJPEG), with compile off and on.
 
 Prints one table; writes bench/results_imagenet.json.
 """
@@ -41,7 +45,9 @@ sys.path.insert(0, ROOT)  # before bench/ (a script's own folder): bench/decodin
 import clustering  # noqa: E402
 import metrics  # noqa: E402
 from cfg import DEFAULTS  # noqa: E402
-from engine import amp_dtype, compile_body, memory_format, to_device  # noqa: E402
+from dataset import ClusterDataset, PseudoLabelDataset, eval_transform, train_transform  # noqa: E402
+from engine import amp_dtype, compile_body, compute_features, loader_workers, make_loader, memory_format  # noqa: E402
+from engine import to_device, train_one_epoch  # noqa: E402
 from models import build_model  # noqa: E402
 from run import child_run  # noqa: E402
 from synthetic import SyntheticFeatures  # noqa: E402
@@ -119,6 +125,67 @@ def network_alone(c, device, steps):
         scaler.update()
 
     return rate(forward, c["batch_size"], steps, device), rate(step, c["batch_size"], steps, device)
+
+
+def input_paths(tree, c, device, compiles=("off", "on"), n=None):
+    """The input paths against each other on the tree's photos (the first n): images/s of decoding and transforming
+    alone (the batches on the device, no network), of the feature pass and of the training pass (the run's model,
+    batch and amp), for the CPU path (cfg decode_device cpu: loader workers decode) and on CUDA the GPU path
+    (decode_device cuda: nvJPEG), with the body compiled or not (one model per compile setting, compiled and warmed
+    on two batches first, so that no row holds a compilation). Returns one row per path and compile setting."""
+    images = ClusterDataset(tree, eval_transform(c["input_size"]), log=lambda msg: None, check_images=False,
+                            cache_mb=0, decode_side=4 * c["input_size"])
+    images = images.subset(np.arange(min(n or len(images), len(images))))
+    labels = np.arange(len(images)) % c["num_classes"]
+    train_set = PseudoLabelDataset(images, labels, train_transform(c["input_size"], c["rrc_scale_min"]))
+    warm = np.arange(min(2 * c["batch_size"], len(images)))
+    paths = ["cpu"] + (["cuda"] if device.type == "cuda" else [])
+    dtype, rows, decode = amp_dtype(c, device), [], {}
+    for compiled in compiles:
+        torch.manual_seed(0)
+        model = build_model("vgg16", c["sobel"], 0, c["input_size"]).to(device, memory_format=memory_format(device))
+        compile_body(model, {**c, "compile": compiled}, device)
+        model.add_head(c["num_classes"])
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        for path in paths:
+            cp = {**c, "decode_device": path}
+
+            def features(ds):
+                heads = model.heads()
+                model.remove_head()  # the fc7 features, as a run's feature pass
+                compute_features(make_loader(ds, cp, device), model, device, False, dtype, keep_on=device)
+                model.set_heads(heads)
+
+            def training(ds):
+                train_one_epoch(make_loader(ds, cp, device), model, optimizer, None, device, False, dtype)
+
+            def decoding(ds):
+                for batch, _ in make_loader(ds, cp, device):
+                    to_device(batch, device)
+            if path not in decode:
+                decode[path] = pass_rate(decoding, images, warm, device)
+            rows.append({"path": path, "compile": compiled, "images": len(images), "decode": decode[path],
+                         "features": pass_rate(features, images, warm, device),
+                         "training": pass_rate(training, train_set, warm, device)})
+    return rows
+
+
+def pass_rate(fn, dataset, warm, device):
+    """Images/s of fn(dataset), after fn on the `warm` images of it (compilation, cuDNN's search, workers' start)."""
+    fn(dataset.subset(warm) if isinstance(dataset, ClusterDataset) else
+       PseudoLabelDataset(dataset.base.subset(warm), dataset.assignment[warm], dataset.transform))
+    return len(dataset) / timed(lambda: fn(dataset), device)[1]
+
+
+def input_table(rows, c, workers):
+    """The input rows as lines of the benchmark's output."""
+    name = {"cpu": f"CPU decode, {workers} workers", "cuda": "GPU decode (nvJPEG)"}
+    lines = [f"{'input path (' + str(rows[0]['images']) + ' photos)':<36} | {'compile':>7} | {'decode alone':>12} | "
+             f"{'feature pass':>12} | {'training pass':>13}"]
+    for r in rows:
+        lines.append(f"{name[r['path']]:<36} | {r['compile']:>7} | {r['decode']:10.0f}/s | {r['features']:10.0f}/s | "
+                     f"{r['training']:11.0f}/s")
+    return lines
 
 
 def log_seconds(line):
@@ -280,6 +347,8 @@ def main(argv=None):
     p.add_argument("--cluster_k", type=int, default=10_000)
     p.add_argument("--compare_n", type=int, default=100_000 if gpu else 20_000, help="rows of the faiss/torch check")
     p.add_argument("--steps", type=int, default=20 if gpu else 3, help="batches of the network-alone measurement")
+    p.add_argument("--input_n", type=int, default=6400 if gpu else 128,
+                   help="photos of the input-path rows (0: none of those rows)")
     p.add_argument("--tree", default=os.path.join(ROOT, "bench", "imagenet_tree"))
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results_imagenet.json"))
     a = p.parse_args(argv)
@@ -294,6 +363,9 @@ def main(argv=None):
     scale = cluster_at_scale(a.cluster_n, a.cluster_k, where, device)
     forms = both_forms(a.compare_n, 1000, device)
     lines, projection = table(run, alone, scale, a.cluster_n, forms)
+    inputs = input_paths(tree, c, device, n=a.input_n) if a.input_n else []
+    if inputs:
+        lines += input_table(inputs, c, loader_workers(c))
     name = torch.cuda.get_device_name(0) if gpu else f"{os.cpu_count()} CPU cores"
     print(f"\nDeepCluster at ImageNet scale: {name}, torch {torch.__version__}; {a.n:,} synthetic 500x375 JPEGs "
           f"(built in {built:.0f} s) at {a.size} px, batch {a.batch}, "
@@ -301,7 +373,7 @@ def main(argv=None):
     print("\n".join(lines))
     result = {"device": name, "torch": torch.__version__, "n": a.n, "size": a.size, "batch": a.batch, "run": run,
               "network_alone_img_s": {"features": alone[0], "training": alone[1]}, "clustering": scale,
-              "faiss_vs_torch": forms, **projection, "bench_seconds": time.perf_counter() - t0}
+              "faiss_vs_torch": forms, "input_paths": inputs, **projection, "bench_seconds": time.perf_counter() - t0}
     with open(a.out, "w") as f:
         json.dump(result, f, indent=2, default=float)
     print(f"wrote {a.out} ({result['bench_seconds']:.0f} s)")

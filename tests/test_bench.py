@@ -111,3 +111,15 @@ def test_the_features_benchmark_scores_pixels_hog_and_networks_side_by_side(tmp_
         features.main(["--images", tree, "--spaces", "tsne"])
     with pytest.raises(UserError, match="--runs takes NAME=EXP_DIR"):
         features.main(["--images", tree, "--baselines", "", "--runs", str(exp)])
+
+
+def test_the_input_rows_time_every_pass_of_each_path(tmp_path):
+    """bench/imagenet.py's input-path rows in miniature: on the CPU only the CPU path, every pass timed."""
+    from cfg import DEFAULTS
+    tree = imagenet.build_tree(str(tmp_path / "tree"), 12)
+    c = {**DEFAULTS, "input_size": 32, "batch_size": 4, "num_classes": 3, "workers": 0}
+    rows = imagenet.input_paths(tree, c, torch.device("cpu"), compiles=("off",), n=8)
+    assert [(r["path"], r["compile"], r["images"]) for r in rows] == [("cpu", "off", 8)]
+    assert all(rows[0][part] > 0 for part in ("decode", "features", "training"))
+    lines = imagenet.input_table(rows, c, 0)
+    assert len(lines) == 2 and lines[1].startswith("CPU decode, 0 workers")

@@ -228,3 +228,25 @@ def test_a_cpu_run_says_its_input_path_in_one_line(tmp_path, color_tree):
     train.main("cpu", train_args(color_tree, tmp_path / "exp", "--num_epoch", "0"))
     log = (tmp_path / "exp" / "train.log").read_text()
     assert log.count("input: ") == 1 and "input: images decoded and transformed on the CPU in the main process" in log
+
+
+@pytest.mark.slow
+def test_a_run_through_the_gpu_path_trains_and_predicts(tmp_path, jpeg_tree, monkeypatch):
+    """train.py and pred.py with the GPU path switched on (its decode here on the CPU): every loader of the run is
+    the GPU path's, the run trains, clusters and predicts, and its log names the path."""
+    import pred
+    import train
+    monkeypatch.setattr(gpu_input, "gpu_decode", lambda c, device: True)
+    made = []
+    real = gpu_input.DeviceBatches.__init__
+    monkeypatch.setattr(gpu_input.DeviceBatches, "__init__",
+                        lambda self, *args: made.append(1) or real(self, *args))
+    exp = tmp_path / "exp"
+    train.main("cpu", train_args(jpeg_tree, exp, "--num_epoch", "2", "--cache_mb", "0"))
+    assert len(made) == 3  # the features' loader (every clustering's) and each epoch's training loader
+    log = (exp / "train.log").read_text()
+    assert "input: JPEGs decoded on the GPU (nvJPEG, batches of 8) and transformed there" in log
+    assert log.count("epoch 2/2") == 1
+    pred.main("cpu", ["--exp_dir", str(exp), "--pred_dir", str(tmp_path / "pred"), "--test_path", jpeg_tree,
+                      "--report", "false", "--duplicate_threshold", "0", "--verbose", "false", "--workers", "0"])
+    assert len(made) == 4 and (tmp_path / "pred" / "predictions.csv").exists()  # (thumbnails would need the CPU)
