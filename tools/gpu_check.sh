@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check: on a CUDA machine, in about 5 minutes: the ImageNet-scale benchmark (bench/imagenet.py: 12,800
+# GPU check: on a CUDA machine (aimed at about 5 minutes): the ImageNet-scale benchmark (bench/imagenet.py: 12,800
 # synthetic photos, two epochs of train_cuda.py per phase against the network alone, the clustering of
 # 1,281,167 x 4096 to k = 10,000 on the GPU, the projected ImageNet epoch, then the input paths side by side on
 # 6,400 of the photos: JPEGs decoded by CPU workers or on the GPU with nvJPEG, decode alone, feature pass and
