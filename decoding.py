@@ -172,20 +172,21 @@ def jpeg_header(data):
 
 
 def jpeg_info(data):
-    """(width, height, colour components, EXIF orientation 1-8) of a JPEG's bytes, read from the markers up to the
-    frame header (SOF); None when they cannot be followed. The orientation is 1 (upright) without an EXIF
-    segment; it is read by Pillow's EXIF parser from the APP1 segment only, so no pixel is decoded."""
-    i, orientation = 2, 1
+    """(width, height, colour components, EXIF orientation 1-8, frame marker) of a JPEG's bytes, read from the
+    markers up to the frame header (SOF; the marker 0xC0 for a baseline JPEG, 0xC2 progressive ...); None when
+    they cannot be followed. The orientation is 1 (upright) without an EXIF segment; it is read by Pillow's EXIF
+    parser from the first APP1 EXIF segment only, so no pixel is decoded."""
+    i, orientation = 2, None
     while i + 10 <= len(data) and data[i] == 0xFF:
         marker = data[i + 1]
         if marker == 0xFF:  # a fill byte
             i += 1
         elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0-15; C4, C8, CC are not frames
             width, height = int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
-            return (width, height, data[i + 9], orientation) if width and height else None
+            return (width, height, data[i + 9], orientation or 1, marker) if width and height else None
         else:
             length = int.from_bytes(data[i + 2:i + 4], "big")
-            if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\0\0":
+            if marker == 0xE1 and orientation is None and data[i + 4:i + 10] == b"Exif\0\0":
                 orientation = exif_orientation(bytes(data[i + 4:i + 2 + length]))
             i += 2 + length
     return None
@@ -195,9 +196,11 @@ def exif_orientation(segment):
     """The orientation tag (0x0112, 1-8) of an APP1 EXIF segment's payload (starting b"Exif\\0\\0"); 1 when it
     has none or cannot be parsed (the image is then taken as upright, as Pillow's exif_transpose does)."""
     try:
-        value = Image.Exif()
-        value.load(segment)
-        orientation = int(value.get(0x0112, 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" / "Metadata Warning": nothing to act on
+            value = Image.Exif()
+            value.load(segment)
+            orientation = int(value.get(0x0112, 1))
     except Exception:  # a damaged EXIF block never stops a decode
         return 1
     return orientation if 1 <= orientation <= 8 else 1

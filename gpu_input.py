@@ -2,33 +2,37 @@
 flipped and normalised there, so that the network is fed at the GPU's speed rather than at the rate the CPU cores
 decode.
 
-On CUDA with decode_device "auto" (or "cuda"), the DataLoader workers only read each image's file bytes; one
-thread of the main process decodes a batch's JPEGs in one call of torchvision's batched nvJPEG decoder
-(torchvision.io.decode_jpeg on a list, device "cuda") and transforms every image with tensor ops on the GPU (the
-Sobel front is the network's first layer, on the GPU already), one batch ahead of the network, in the order the
-sampler gives: the epoch's cluster-balanced sample with its repeats, under torchrun each rank its own share.
+On CUDA with decode_device "auto" (or "cuda"), the DataLoader workers only read each image's file bytes (a
+batch's bytes cross to the main process as one tensor); a thread of the main process decodes a batch's JPEGs in
+one call of torchvision's batched nvJPEG decoder (torchvision.io.decode_jpeg on a list, device "cuda") while a
+second one crops, resizes, flips and normalises the previous batch with tensor ops on the GPU (the Sobel front is
+the network's first layer, on the GPU already), ahead of the network, in the order the sampler gives: the epoch's
+cluster-balanced sample with its repeats, under torchrun each rank its own share.
 
 What nvJPEG is not given is decoded on the CPU as before (decoding.decode_file), in the worker: other formats,
-CMYK JPEGs, photos many times larger than decode_side (Pillow's reduced decode is faster, and the GPU memory of a
-batch stays bounded), images the cache holds. A JPEG that nvJPEG refuses is decoded on the CPU once, named once
-(decoding.warn_file), and read by the CPU path from then on.
+CMYK and non-baseline (progressive ...) JPEGs, photos many times larger than decode_side (Pillow's reduced decode
+is faster, and the GPU memory of a batch stays bounded), images the cache holds. A JPEG that nvJPEG refuses is
+decoded on the CPU once, named once (decoding.warn_file), and read by the CPU path from then on.
 
 Hazards, and what is done about them:
 - CUDA cannot be used in forked DataLoader workers: the workers touch no CUDA (file bytes and CPU decodes only).
 - The hardware batched decoder of A100/H100-class GPUs can write into memory that kernels queued on the calling
   stream still read (pytorch/vision#9606, pytorch/torchcodec#1634): the decoding thread has its own stream and
-  synchronises it before every decode call; the network's stream waits for each batch on an event.
+  synchronises it before every decode call; each stream waits for the previous one's results on an event, and
+  record_stream keeps their memory from being reused too early.
 - nvJPEG's memory grows without bound with CUDA before 11.6 (the warning of torchvision's decode_jpeg): "auto"
   keeps the CPU path there, and wherever a first decode on the GPU fails.
 """
 import collections
 import contextlib
 import io
+import math
 import queue
 import threading
 
 import torch
 from PIL import Image
+from torch.nn.functional import interpolate
 from torch.utils.data import Dataset, default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F2
@@ -106,24 +110,26 @@ def takes(dataset):
 
 
 Encoded = collections.namedtuple("Encoded", "index data orientation pixels image")
-Encoded.__doc__ = """One image as a worker hands it over: `data` the JPEG file's bytes (uint8, 1-D) for nvJPEG with its
-EXIF `orientation` (1-8) and its `pixels` (width x height, from its header), or `image` decoded on the CPU (uint8
+Encoded.__doc__ = """One image of the GPU path: `data` the JPEG file's bytes (uint8, 1-D) for nvJPEG with its EXIF
+`orientation` (1-8) and its `pixels` (width x height, from its header), or `image` decoded on the CPU (uint8
 3 x H x W, upright; pixels 0); `index` in the ClusterDataset."""
+NVJPEG_FRAMES = (0xC0,)  # baseline JPEGs: what nvJPEG's batched hardware path takes; progressive, lossless and
+# arithmetic-coded frames would be decoded one at a time with host-side Huffman decoding, slower than the workers
 
 
 def encode(images, index):
-    """Image `index` of ClusterDataset `images` for the GPU path (an Encoded): the bytes of a JPEG that the CPU path
-    too would decode with decode_jpeg (decoding.tensor_jpeg_bytes), else the image decoded as the CPU path decodes
-    it (the cache first, a stand-in for a file that went bad: ClusterDataset.load)."""
+    """Image `index` of ClusterDataset `images` for the GPU path (an Encoded, data a bytearray): the bytes of a
+    baseline JPEG that the CPU path too would decode with decode_jpeg (decoding.tensor_jpeg_bytes), else the image
+    decoded as the CPU path decodes it (the cache first, a stand-in for a file that went bad: ClusterDataset.load)."""
     path, cached = images.paths[index], images.cached(index)
     if cached is None and images.jpeg_decoder == "auto" and path not in REFUSED:
         try:
             data = tensor_jpeg_bytes(path, images.decode_side)
         except OSError:
             data = None  # load() below names it and stands in
-        if data is not None:
-            width, height, _, orientation = jpeg_info(data)
-            return Encoded(index, torch.frombuffer(data, dtype=torch.uint8), orientation, width * height, None)
+        info = data and jpeg_info(data)
+        if info and info[4] in NVJPEG_FRAMES:
+            return Encoded(index, data, info[3], info[0] * info[1], None)
     return Encoded(index, None, 1, 0, as_uint8(cached if cached is not None else images.load(index)))
 
 
@@ -134,7 +140,7 @@ def as_uint8(img):
 
 class EncodedImages(Dataset):
     """The items of a ClusterDataset (target: the image's index) or a PseudoLabelDataset (target: its pseudo-label)
-    as (Encoded, target): what the DataLoader workers of the GPU path return."""
+    as (Encoded, target): what the DataLoader workers of the GPU path read."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -148,9 +154,39 @@ class EncodedImages(Dataset):
         return encode(self.images, index), target
 
 
+Packed = collections.namedtuple("Packed", "items data pixels")
+Packed.__doc__ = """A batch of Encoded as it crosses from a worker to the main process: every JPEG's bytes in one uint8
+tensor `data` and every CPU-decoded image in one uint8 tensor `pixels` (one shared-memory transfer each, where one
+per image costs a file descriptor and a handshake each), `items` the Encoded with (offset, length) in place of
+data and (offset, shape) in place of image."""
+
+
 def collate(items):
-    """A batch of the GPU path: the list of Encoded (images of any size) and the targets collated as usual."""
-    return [encoded for encoded, _ in items], default_collate([target for _, target in items])
+    """A batch of the GPU path, in a worker: (Packed, the targets collated as usual)."""
+    encoded, data, pixels, at = [], bytearray(), [], [0, 0]
+    for e, _ in items:
+        if e.data is not None:
+            encoded.append(e._replace(data=(len(data), len(e.data))))
+            data += e.data
+        else:
+            encoded.append(e._replace(image=(at[1], tuple(e.image.shape))))
+            pixels.append(e.image.reshape(-1))
+            at[1] += e.image.numel()
+    flat = torch.cat(pixels) if pixels else torch.empty(0, dtype=torch.uint8)
+    return Packed(encoded, torch.frombuffer(data, dtype=torch.uint8) if data else None, flat), \
+        default_collate([target for _, target in items])
+
+
+def unpack(packed):
+    """The list of Encoded of a Packed batch, data and image as views of its two tensors."""
+    out = []
+    for e in packed.items:
+        if e.data is not None:
+            out.append(e._replace(data=packed.data[e.data[0]:e.data[0] + e.data[1]]))
+        else:
+            offset, shape = e.image
+            out.append(e._replace(image=packed.pixels[offset:offset + math.prod(shape)].view(shape)))
+    return out
 
 
 # ---------------------------------------------------------------- in the main process: decode and transform
@@ -159,33 +195,35 @@ def collate(items):
 def decode_batch(datas, device):
     """JPEG bytes (CPU uint8 tensors) decoded in one call: a list of uint8 3 x H x W RGB tensors on `device`, not
     turned by EXIF (torchvision's decoder on CUDA ignores it). On CUDA the current stream is synchronised first
-    (pytorch/vision#9606). Raises RuntimeError when a file is refused."""
+    (pytorch/vision#9606). Raises RuntimeError when a file is refused (torch.OutOfMemoryError, a RuntimeError too,
+    when the GPU's memory is full)."""
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()
     return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
 
 
-def resized_crop_params(height, width, scale, generator, ratio=RATIO):
-    """(top, left, crop height, crop width) of a random resized crop of a height x width image: torchvision's
-    RandomResizedCrop.get_params (Szegedy et al. 2015's Inception crop: an area fraction uniform in `scale`, a log-
-    uniform aspect ratio in `ratio`, 10 tries, then the largest central crop of an allowed ratio), drawing from
-    `generator` instead of torch's global generator, in the same order and with the same values for one seed."""
-    area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))
-    for _ in range(10):
-        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
-        w = int(round((target_area * aspect_ratio) ** 0.5))
-        h = int(round((target_area / aspect_ratio) ** 0.5))
+LOG_RATIO = (math.log(RATIO[0]), math.log(RATIO[1]))
+
+
+def resized_crop_params(height, width, scale, draws, log_ratio=LOG_RATIO):
+    """(top, left, crop height, crop width) of a random resized crop of a height x width image, the algorithm of
+    torchvision's RandomResizedCrop.get_params (the Inception crop of Szegedy et al. 2015): up to 10 tries of an
+    area fraction uniform in `scale` and an aspect ratio log-uniform in RATIO, the first that fits placed
+    uniformly, else the largest central crop of an allowed ratio. `draws` is a (10, 4) float tensor of uniforms in
+    [0, 1) (columns: area, ratio, top, left), the image's own, so its crop depends on nothing else."""
+    area, (low, high) = height * width, log_ratio
+    for u_area, u_ratio, u_top, u_left in draws.tolist():
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * u_area)
+        aspect_ratio = math.exp(low + (high - low) * u_ratio)
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
         if 0 < w <= width and 0 < h <= height:
-            top = torch.randint(0, height - h + 1, size=(1,), generator=generator).item()
-            left = torch.randint(0, width - w + 1, size=(1,), generator=generator).item()
-            return top, left, h, w
+            return int(u_top * (height - h + 1)), int(u_left * (width - w + 1)), h, w
     in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
+    if in_ratio < RATIO[0]:
+        w, h = width, int(round(width / RATIO[0]))
+    elif in_ratio > RATIO[1]:
+        h, w = height, int(round(height * RATIO[1]))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
@@ -196,31 +234,43 @@ class BatchTransform:
     images of any size to one float32 B x 3 x size x size batch, ImageNet-normalised, channels_last on CUDA.
 
     "eval": Resize(round(size * 256 / 224)) + CenterCrop(size). "train": RandomResizedCrop(size, scale=(scale_min,
-    1)) + a horizontal flip with probability 1/2, the parameters drawn image after image from one torch.Generator
-    seeded per batch, so that a seed gives the same crops whatever the workers and the timing. The resampling is
-    torchvision's antialiased bilinear resize, in float32 (the CPU path resizes uint8: within one grey level)."""
+    1)) + a horizontal flip with probability 1/2, each image's crop and flip from its own row of uniforms, drawn
+    for the whole batch at once from a torch.Generator seeded per batch, so that a seed gives the same crops
+    whatever the workers, the timing and the other images' sizes. The resampling is antialiased bilinear
+    (torch.nn.functional.interpolate, as torchvision's resize) in float32; the CPU path resizes uint8: within one
+    grey level."""
 
     def __init__(self, spec):
         self.kind, self.size = spec[0], spec[1]
         self.scale = (spec[2], 1.0) if self.kind == "train" else None
+        self.resize = int(round(self.size * 256 / 224))
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         self.multiply, self.add = 1.0 / (255.0 * std), -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std
 
-    def params(self, height, width, generator):
-        """The crop (top, left, height, width) and the flip of one image ("train"), None ("eval")."""
-        if self.kind != "train":
+    def draws(self, n, generator):
+        """(n, 11, 4) uniforms: 10 crop tries and, in [:, 10, 0], the flip, for n images ("train"); None ("eval")."""
+        return torch.rand(n, 11, 4, generator=generator) if self.kind == "train" else None
+
+    def params(self, height, width, draws):
+        """The crop (top, left, height, width) and the flip of one image from its draws, None ("eval")."""
+        if draws is None:
             return None
-        crop = resized_crop_params(height, width, self.scale, generator)
-        return crop, bool(torch.rand(1, generator=generator).item() < 0.5)
+        return resized_crop_params(height, width, self.scale, draws[:10]), bool(draws[10, 0] < 0.5)
 
     def one(self, image, params):
         """One uint8 3 x H x W image -> float32 3 x size x size, 0-255."""
         size = self.size
         if params is None:
-            x = F2.resize(image.float(), [int(round(size * 256 / 224))], antialias=True)
-            return F2.center_crop(x, [size, size])
+            height, width = image.shape[-2:]
+            short, long = sorted((height, width))
+            new = (self.resize, int(self.resize * long / short))  # torchvision's Resize(int) sizes
+            new = new if height <= width else new[::-1]
+            x = interpolate(image[None].float(), size=new, mode="bilinear", antialias=True, align_corners=False)
+            top, left = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))  # CenterCrop's rounding
+            return x[0, :, top:top + size, left:left + size]
         (top, left, height, width), flip = params
-        x = F2.resize(image[:, top:top + height, left:left + width].float(), [size, size], antialias=True)
+        crop = image[None, :, top:top + height, left:left + width].float()
+        x = interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
         return x.flip(-1) if flip else x
 
     def normalize(self, batch):
@@ -234,11 +284,18 @@ class DeviceBatches:
     images a float32 B x 3 x size x size batch on `device` (ready for the network), the targets as the CPU path
     collates them. `loader` is the DataLoader of EncodedImages(dataset) that reads the files; `decode` decodes a
     list of JPEG bytes (decode_batch; a stand-in in tests). len() is the number of batches; `dataset` and `sampler`
-    are the CPU loader's."""
+    are the CPU loader's.
+
+    Two threads work ahead of the network, each on a CUDA stream of its own: one decodes batch n + 1 (nvJPEG
+    releases the GIL) while the other crops, resizes and normalises batch n; the network's stream waits for each
+    batch on an event."""
 
     def __init__(self, loader, dataset, device, decode=decode_batch):
         self.loader, self.dataset, self.sampler = loader, dataset, loader.sampler
-        self.device, self.decode_jpegs = torch.device(device), decode
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # a new thread's current device is 0
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device, self.decode_jpegs = device, decode
         self.images = loader.dataset.images
         self.transform = BatchTransform(dataset.transform.spec)
 
@@ -248,82 +305,64 @@ class DeviceBatches:
     def __iter__(self):
         # like DataLoader's base seed: drawn from the run's seeded generator, once per pass
         seed = int(torch.randint(2 ** 62, (1,)).item())
-        results, stop = queue.Queue(PREFETCH), threading.Event()
         batches = iter(self.loader)  # the workers start (fork) here, in the main thread
-        thread = threading.Thread(target=self._produce, args=(batches, seed, results, stop), daemon=True)
-        thread.start()
+        decoded = Stage(self.decode_packed, enumerate(batches), self.device)
+        ready = Stage(lambda item: self.finish(item, seed), decoded, self.device)
         consumer = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
-        try:
-            while True:
-                item = results.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                batch, targets, ready = item
+        with decoded, ready:
+            for batch, targets in ready:  # this stream has waited for the batch (Stage)
                 if consumer is not None:
-                    consumer.wait_event(ready)
-                    batch.record_stream(consumer)  # made on the decoding stream, read on this one
+                    batch.record_stream(consumer)  # made on the transforming stream, read on this one
                 yield batch, targets
-        finally:
-            stop.set()
-            while thread.is_alive():  # let a producer blocked on a full queue see the stop
-                try:
-                    results.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-            thread.join()
 
-    def _produce(self, batches, seed, results, stop):
-        """The decoding thread: every batch of the loader's iterator `batches`, prepared in order, into `results`;
-        then None (or the exception that stopped it)."""
-        def put(item):
-            while not stop.is_set():
-                try:
-                    results.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    pass
-            return False
-        try:
-            stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-            with torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
-                for number, (encoded, targets) in enumerate(batches):
-                    batch = self.prepare(encoded, torch.Generator().manual_seed(seed + number))
-                    ready = stream.record_event() if stream is not None else None
-                    if not put((batch, targets, ready)):
-                        return
-            put(None)
-        except BaseException as e:  # to the consumer, which raises it
-            put(e)
+    def decode_packed(self, item):
+        """Stage 1: (batch number, (Packed, targets)) -> (batch number, [decoded image on the device], targets)."""
+        number, (packed, targets) = item
+        return number, self.decode(unpack(packed)), targets
 
-    def prepare(self, encoded, generator):
-        """A list of Encoded -> the transformed batch on the device: the JPEGs decoded in calls of at most
-        PIXELS_PER_DECODE pixels (each part transformed before the next is decoded), the CPU-decoded images copied;
-        crop parameters drawn in the batch's order from `generator`."""
-        batch = torch.empty(len(encoded), 3, self.transform.size, self.transform.size, device=self.device)
-        start = 0
-        while start < len(encoded):
-            end, pixels = start, 0
-            while end < len(encoded) and (end == start or pixels + encoded[end].pixels <= PIXELS_PER_DECODE):
-                pixels += encoded[end].pixels
-                end += 1
-            for k, image in enumerate(self.decode(encoded[start:end]), start):
-                batch[k] = self.transform.one(image, self.transform.params(*image.shape[-2:], generator))
-            start = end
-        return self.transform.normalize(batch)
+    def finish(self, item, seed):
+        """Stage 2: the decoded images of batch `number` -> (the transformed batch, targets)."""
+        number, images, targets = item
+        if self.device.type == "cuda":  # decoded on the decoding stream, read on this one: not reused before
+            for image in images:
+                image.record_stream(torch.cuda.current_stream(self.device))
+        draws = self.transform.draws(len(images), torch.Generator().manual_seed(seed + number))
+        batch = torch.empty(len(images), 3, self.transform.size, self.transform.size, device=self.device)
+        for k, image in enumerate(images):
+            batch[k] = self.transform.one(image, self.transform.params(*image.shape[-2:],
+                                                                       None if draws is None else draws[k]))
+        return self.transform.normalize(batch), targets
 
     def decode(self, encoded):
-        """Encoded items -> upright uint8 3 x H x W images on the device, in order: the JPEGs in one call, the others
-        copied from the CPU."""
-        jpegs = [e for e in encoded if e.data is not None]
-        decoded = iter(self.decode_jpegs_or_each(jpegs) if jpegs else [])
-        return [next(decoded) if e.data is not None else e.image.to(self.device, non_blocking=True) for e in encoded]
+        """Encoded items -> upright uint8 3 x H x W images on the device, in order: the JPEGs in calls of at most
+        PIXELS_PER_DECODE pixels, the others copied from the CPU; a file refused earlier in the pass on the CPU."""
+        out = [None] * len(encoded)
+        jpegs = []
+        for k, e in enumerate(encoded):
+            if e.data is None:
+                out[k] = e.image.to(self.device, non_blocking=True)
+            elif self.images.paths[e.index] in REFUSED:  # refused at an earlier repeat of this pass
+                out[k] = as_uint8(self.images.load(e.index)).to(self.device)
+            else:
+                jpegs.append(k)
+        start = 0
+        while start < len(jpegs):
+            end, pixels = start, 0
+            while end < len(jpegs) and (end == start or pixels + encoded[jpegs[end]].pixels <= PIXELS_PER_DECODE):
+                pixels += encoded[jpegs[end]].pixels
+                end += 1
+            part = [encoded[k] for k in jpegs[start:end]]
+            for k, image in zip(jpegs[start:end], self.decode_jpegs_or_each(part)):
+                out[k] = image
+            start = end
+        return out
 
     def decode_jpegs_or_each(self, jpegs):
         """One call for all; when it fails, each on its own, so that only the refused files leave nvJPEG."""
         try:
             images = self.decode_jpegs([e.data for e in jpegs], self.device)
+        except torch.OutOfMemoryError:
+            raise  # the GPU is full: not the file's fault
         except RuntimeError:
             return [self.decode_one(e) for e in jpegs]
         return [orient(image, e.orientation) for image, e in zip(images, jpegs)]
@@ -331,9 +370,73 @@ class DeviceBatches:
     def decode_one(self, e):
         try:
             return orient(self.decode_jpegs([e.data], self.device)[0], e.orientation)
+        except torch.OutOfMemoryError:
+            raise
         except RuntimeError as error:
             path = self.images.paths[e.index]
-            REFUSED.add(path)  # the workers of the next passes decode it on the CPU
+            REFUSED.add(path)  # the rest of this pass and the workers of the next passes decode it on the CPU
             reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
             warn_file(path, "nvjpeg", f"is decoded on the CPU: nvJPEG refused it ({printable(reason)})")
             return as_uint8(self.images.load(e.index)).to(self.device)
+
+
+class Stage:
+    """fn applied to every item of `source` in a thread of its own, PREFETCH items ahead of the reader, on a CUDA
+    stream of its own when `device` is CUDA (the reader's stream waits for each result on an event). Iterate it
+    once, inside `with`: leaving the block (the end, an exception, a break) stops the thread. An exception raised
+    in the thread (or by `source`) is raised to the reader."""
+
+    def __init__(self, fn, source, device):
+        self.fn, self.source, self.device = fn, source, device
+        self.results, self.stop = queue.Queue(PREFETCH), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        while self.thread.is_alive():  # a thread blocked on a full queue sees the stop
+            try:
+                self.results.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self.thread.join()
+        return False
+
+    def __iter__(self):
+        reader = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        while True:
+            item = self.results.get()
+            if item is None:
+                return
+            if isinstance(item[0], BaseException):
+                raise item[0]
+            result, done = item
+            if reader is not None:
+                reader.wait_event(done)
+            yield result
+
+    def _put(self, item):
+        while not self.stop.is_set():
+            try:
+                self.results.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _run(self):
+        try:
+            stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+            with torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
+                for item in self.source:
+                    if self.stop.is_set():
+                        return
+                    result = self.fn(item)
+                    if not self._put((result, stream.record_event() if stream is not None else None)):
+                        return
+            self._put(None)
+        except BaseException as e:  # to the reader, which raises it
+            self._put((e, None))

@@ -104,15 +104,25 @@ def test_the_loader_yields_the_samplers_order_with_repeats_and_shares(jpeg_tree)
     assert targets == labels[order].tolist()
 
 
-def test_crop_parameters_are_torchvisions_drawn_from_a_seeded_generator():
-    """resized_crop_params is RandomResizedCrop.get_params on its own generator: the same crops for one seed."""
-    for seed in range(20):
-        height, width = 30 + seed * 7, 200 - seed * 5
-        torch.manual_seed(seed)
-        theirs = transforms.RandomResizedCrop.get_params(torch.empty(3, height, width), [0.08, 1.0], [3 / 4, 4 / 3])
-        ours = gpu_input.resized_crop_params(height, width, (0.08, 1.0), torch.Generator().manual_seed(seed))
-        assert ours == theirs
-    assert gpu_input.resized_crop_params(10, 200, (0.9, 1.0), torch.Generator().manual_seed(0)) == (0, 93, 10, 13)
+def test_crop_parameters_follow_torchvisions_algorithm_from_each_images_own_draws():
+    """resized_crop_params: crops inside the image with an area fraction in scale and a ratio in 3/4-4/3 (else the
+    central fallback), distributed as torchvision's RandomResizedCrop.get_params draws them; one image's draws
+    fix its crop, whatever the other images of the batch."""
+    transform = gpu_input.BatchTransform(("train", 32, 0.08))
+    draws = transform.draws(4000, torch.Generator().manual_seed(0))
+    ours = [transform.params(120, 90, d)[0] for d in draws]
+    torch.manual_seed(0)
+    theirs = [transforms.RandomResizedCrop.get_params(torch.empty(3, 120, 90), [0.08, 1.0], [3 / 4, 4 / 3])
+              for _ in range(4000)]
+    for top, left, h, w in ours:
+        assert 0 <= top <= 120 - h and 0 <= left <= 90 - w and 0.08 * 0.9 <= h * w / (120 * 90) <= 1.0
+        assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
+    for column in range(4):  # the same distribution: means of top, left, height, width within 2 %
+        assert np.mean([p[column] for p in ours]) == pytest.approx(np.mean([p[column] for p in theirs]), rel=0.02)
+    assert np.mean([transform.params(120, 90, d)[1] for d in draws]) == pytest.approx(0.5, abs=0.03)  # flips
+    assert gpu_input.resized_crop_params(10, 200, (0.9, 1.0), torch.zeros(10, 4)) == (0, 93, 10, 13)  # fallback
+    again = transform.draws(4000, torch.Generator().manual_seed(0))
+    assert transform.params(300, 40, again[7]) == transform.params(300, 40, draws[7])
 
 
 def test_training_crops_are_reproducible_whatever_the_workers(jpeg_tree):
@@ -128,6 +138,12 @@ def test_training_crops_are_reproducible_whatever_the_workers(jpeg_tree):
     assert torch.equal(first, batches(31, 2))
     assert not torch.equal(first, batches(32, 0))
     assert not torch.equal(first[:12], first[12:])  # the second pass over the images draws other crops
+    images = ClusterDataset(jpeg_tree, eval_transform(32), log=print, cache_mb=0, decode_side=20)
+    gpu_input.REFUSED.add(images.paths[1])  # image 1 now comes decoded at half its size: the others' crops stay
+    dataset = PseudoLabelDataset(images, np.zeros(12, np.int64), train_transform(32))
+    changed = batches(31, 0)
+    same = [k for k in range(24) if order[k] not in (1, 11)]  # the PNG (image 11) is reduced to 20 px as well
+    assert torch.equal(changed[same], first[same]) and not torch.equal(changed[1], first[1])
 
 
 def cpu_reference(image, spec, params=None):
@@ -149,7 +165,7 @@ def test_gpu_transforms_match_the_cpu_transforms_on_the_same_crops(spec):
     generator = torch.Generator().manual_seed(5)
     for height, width in ((90, 120), (200, 150), (33, 80)):
         image = torch.from_numpy(photo(rng, height, width)).permute(2, 0, 1).contiguous()
-        params = transform.params(height, width, generator)
+        params = transform.params(height, width, transform.draws(1, generator)[0] if spec[0] == "train" else None)
         ours = transform.normalize(transform.one(image, params)[None])[0]
         theirs = cpu_reference(image, spec, params)
         difference = (ours - theirs).abs()
@@ -172,33 +188,40 @@ def test_a_file_nvjpeg_refuses_is_decoded_once_on_the_cpu_and_named_once(jpeg_tr
             raise RuntimeError("nvjpegDecodeBatched failed: unsupported\nmore detail")
         return gpu_input.decode_batch(datas, device)
     loads = []
+    order = list(range(12)) + [4]  # a repeat of the refused file in the same pass goes straight to the CPU
     real_load = dataset.load
     dataset.load = lambda index: loads.append(index) or real_load(index)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(2):
-            for images, index in gpu_loader(dataset, list(range(12)), decode=decode):
+            for images, index in gpu_loader(dataset, order, decode=decode):
                 assert [index_of(image) for image in images] == index.tolist()
     named = [str(w.message) for w in caught if issubclass(w.category, decoding.FileWarning)]
     assert named == [f"'{refused}' is decoded on the CPU: nvJPEG refused it (nvjpegDecodeBatched failed: "
                      "unsupported)"]
-    assert sum(map(sum, sent)) == 2  # in the first pass: in its batch, then alone; never in the second
-    assert loads == [4, 11, 4, 11]  # the refused file and the PNG: once a pass each, on the CPU
+    assert sum(map(sum, sent)) == 2  # in the first pass: in its batch, then alone; never again
+    assert loads == [4, 11, 4] * 2  # the refused file (twice a pass) and the PNG, on the CPU, once per use
     assert gpu_input.REFUSED == {refused}
 
 
-def test_cached_and_cmyk_images_travel_decoded(tmp_path):
-    """What the CPU path does not give decode_jpeg (a CMYK JPEG) and what the cache holds reach the GPU path
-    decoded on the CPU; the other JPEGs as their bytes."""
+def test_cached_cmyk_and_progressive_images_travel_decoded(tmp_path):
+    """What the CPU path does not give decode_jpeg (a CMYK JPEG), what nvJPEG's batched path does not take (a
+    progressive JPEG) and what the cache holds reach the GPU path decoded on the CPU; the baseline JPEGs as their
+    bytes, a batch's bytes and pixels in one tensor each."""
     rng = np.random.default_rng(2)
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "cmyk.jpg").write_bytes(jpeg_bytes(photo(rng, 40, 40), mode="CMYK"))
-    (tmp_path / "a" / "rgb.jpg").write_bytes(jpeg_bytes(photo(rng, 40, 40)))
+    (tmp_path / "a" / "1_cmyk.jpg").write_bytes(jpeg_bytes(photo(rng, 40, 40), mode="CMYK"))
+    Image.fromarray(photo(rng, 40, 40)).save(tmp_path / "a" / "2_progressive.jpg", progressive=True)
+    (tmp_path / "a" / "3_rgb.jpg").write_bytes(jpeg_bytes(photo(rng, 40, 40)))
     fresh = ClusterDataset(str(tmp_path), eval_transform(32), log=print, cache_mb=0)
-    kinds = [gpu_input.encode(fresh, i).data is None for i in range(2)]
-    assert kinds == [True, False]
+    assert [gpu_input.encode(fresh, i).data is None for i in range(3)] == [True, True, False]
+    packed, targets = gpu_input.collate([(gpu_input.encode(fresh, i), i) for i in range(3)])
+    assert packed.data.numel() == os.path.getsize(fresh.paths[2]) and packed.pixels.numel() == 2 * 3 * 40 * 40
+    unpacked = gpu_input.unpack(packed)
+    assert torch.equal(unpacked[0].image, gpu_input.encode(fresh, 0).image) and targets.tolist() == [0, 1, 2]
+    assert bytes(unpacked[2].data.numpy()) == open(fresh.paths[2], "rb").read()
     cached = ClusterDataset(str(tmp_path), eval_transform(32), log=print, cache_mb=10)
-    assert all(gpu_input.encode(cached, i).data is None for i in range(2))
+    assert all(gpu_input.encode(cached, i).data is None for i in range(3))
 
 
 def test_make_loader_keeps_the_cpu_path_on_the_cpu(jpeg_tree):
