@@ -167,15 +167,15 @@ def jpeg_header(data):
     """(width, height, colour components) from the frame header (SOF marker) of a JPEG's bytes, or None when
     the markers before it cannot be followed. Pillow's header parse costs about as much as decoding a
     64 x 64 JPEG; this reads the few bytes the choice of decoder needs."""
-    info = jpeg_info(data)
+    info = jpeg_info(data, exif=False)
     return info and info[:3]
 
 
-def jpeg_info(data):
+def jpeg_info(data, exif=True):
     """(width, height, colour components, EXIF orientation 1-8, frame marker) of a JPEG's bytes, read from the
     markers up to the frame header (SOF; the marker 0xC0 for a baseline JPEG, 0xC2 progressive ...); None when
-    they cannot be followed. The orientation is 1 (upright) without an EXIF segment; it is read by Pillow's EXIF
-    parser from the first APP1 EXIF segment only, so no pixel is decoded."""
+    they cannot be followed. The orientation is 1 (upright) without an EXIF segment, or with exif False (not
+    read); it is read by Pillow's EXIF parser from the first APP1 EXIF segment only, so no pixel is decoded."""
     i, orientation = 2, None
     while i + 10 <= len(data) and data[i] == 0xFF:
         marker = data[i + 1]
@@ -186,7 +186,7 @@ def jpeg_info(data):
             return (width, height, data[i + 9], orientation or 1, marker) if width and height else None
         else:
             length = int.from_bytes(data[i + 2:i + 4], "big")
-            if marker == 0xE1 and orientation is None and data[i + 4:i + 10] == b"Exif\0\0":
+            if exif and marker == 0xE1 and orientation is None and data[i + 4:i + 10] == b"Exif\0\0":
                 orientation = exif_orientation(bytes(data[i + 4:i + 2 + length]))
             i += 2 + length
     return None
