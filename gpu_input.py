@@ -37,7 +37,7 @@ from torch.utils.data import Dataset, default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F2
 
-from dataset import IMAGENET_MEAN, IMAGENET_STD, PseudoLabelDataset, ClusterDataset
+from dataset import IMAGENET_MEAN, IMAGENET_STD, ClusterDataset, PseudoLabelDataset
 from decoding import jpeg_info, orient, tensor_jpeg_bytes, warn_file
 from errors import ConfigError, printable
 
