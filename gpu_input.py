@@ -163,15 +163,15 @@ data and (offset, shape) in place of image."""
 
 def collate(items):
     """A batch of the GPU path, in a worker: (Packed, the targets collated as usual)."""
-    encoded, data, pixels, at = [], bytearray(), [], [0, 0]
+    encoded, data, pixels, filled = [], bytearray(), [], 0
     for e, _ in items:
         if e.data is not None:
             encoded.append(e._replace(data=(len(data), len(e.data))))
             data += e.data
         else:
-            encoded.append(e._replace(image=(at[1], tuple(e.image.shape))))
+            encoded.append(e._replace(image=(filled, tuple(e.image.shape))))
             pixels.append(e.image.reshape(-1))
-            at[1] += e.image.numel()
+            filled += e.image.numel()
     flat = torch.cat(pixels) if pixels else torch.empty(0, dtype=torch.uint8)
     return Packed(encoded, torch.frombuffer(data, dtype=torch.uint8) if data else None, flat), \
         default_collate([target for _, target in items])
