@@ -240,12 +240,13 @@ class BatchTransform:
     (torch.nn.functional.interpolate, as torchvision's resize) in float32; the CPU path resizes uint8: within one
     grey level."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, device="cpu"):
         self.kind, self.size = spec[0], spec[1]
         self.scale = (spec[2], 1.0) if self.kind == "train" else None
         self.resize = int(round(self.size * 256 / 224))
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        self.multiply, self.add = 1.0 / (255.0 * std), -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std
+        multiply, add = 1.0 / (255.0 * std), -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std
+        self.multiply, self.add = multiply.to(device), add.to(device)  # on the device once, not every batch
 
     def draws(self, n, generator):
         """(n, 11, 4) uniforms: 10 crop tries and, in [:, 10, 0], the flip, for n images ("train"); None ("eval")."""
@@ -275,7 +276,7 @@ class BatchTransform:
 
     def normalize(self, batch):
         """In place: 0-255 -> ImageNet-normalised; channels_last on CUDA."""
-        batch.mul_(self.multiply.to(batch.device)).add_(self.add.to(batch.device))
+        batch.mul_(self.multiply).add_(self.add)
         return batch.contiguous(memory_format=torch.channels_last) if batch.is_cuda else batch
 
 
@@ -297,7 +298,7 @@ class DeviceBatches:
             device = torch.device("cuda", torch.cuda.current_device())
         self.device, self.decode_jpegs = device, decode
         self.images = loader.dataset.images
-        self.transform = BatchTransform(dataset.transform.spec)
+        self.transform = BatchTransform(dataset.transform.spec, device)
 
     def __len__(self):
         return len(self.loader)
