@@ -210,15 +210,13 @@ def orient(image, orientation):
     """A C x H x W tensor turned upright by its EXIF orientation (1-8), as PIL.ImageOps.exif_transpose turns the
     same pixels: 2 mirror, 3 half turn, 4 flip, 5 transpose, 6 a quarter turn clockwise, 7 transverse, 8 a
     quarter turn counter-clockwise. nvJPEG decodes without it (torchvision applies EXIF on the CPU only)."""
-    if orientation in (5, 6, 7, 8):
+    if orientation >= 5:
         image = image.transpose(-1, -2)  # 5; 6, 7, 8 add a flip of the transposed pixels
-        if orientation in (6, 7):
-            image = image.flip(-1)
-        if orientation in (7, 8):
-            image = image.flip(-2)
-        return image
-    return {2: lambda: image.flip(-1), 3: lambda: image.flip(-1, -2), 4: lambda: image.flip(-2)}.get(
-        orientation, lambda: image)()
+    if orientation in (2, 3, 6, 7):
+        image = image.flip(-1)
+    if orientation in (3, 4, 7, 8):
+        image = image.flip(-2)
+    return image
 
 
 def tensor_jpeg_bytes(path, side=0):
